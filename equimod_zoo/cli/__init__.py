@@ -1,0 +1,20 @@
+"""The `equimod-zoo` command line: it parses arguments and calls the library, nothing more."""
+from __future__ import annotations
+
+import typer
+
+from equimod_zoo.cli import extract, probes, publish, train, transfer, zoo
+
+app = typer.Typer(
+    name="equimod-zoo",
+    help="Self-supervised backbones that keep colour and pose (SimCLR, BYOL, EquiMod), in timm format.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+for _module in (zoo, extract, probes, transfer, train, publish):
+    _module.register(app)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,87 @@
+"""`equimod_zoo.load`: a zoo name, alias or model folder in, a timm model out."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+
+from equimod_zoo.model_folder import ModelConfig, ModelFolderError, default_pretrained_cfg
+from equimod_zoo.registry import catalogue
+from equimod_zoo.weights import load_state_dict, local_folder, locate_weights
+
+# timm's default config for an architecture describes timm's own weights; ours replace them.
+_FORGET_TIMM_WEIGHTS = {"url": "", "hf_hub_id": None, "origin_url": None, "test_input_size": None,
+                        "test_crop_pct": None, "license": None}
+
+
+def load(
+    name_or_path: str | Path,
+    *,
+    pretrained: bool = True,
+    num_classes: int = 0,
+    features_only: bool = False,
+    device: str | torch.device | None = None,
+    **timm_kwargs: Any,
+) -> torch.nn.Module:
+    """Build a zoo backbone as a timm model, with its weights and its data config.
+
+    Args:
+        name_or_path: a zoo name (`simclr_equimod_r18_cifar10`), an alias (`byol_equimod_r50`),
+            an `arch.tag`, or a local model folder (config.json + model.safetensors).
+        pretrained: load the weights; False builds the architecture with random weights,
+            for recipe-only entries too.
+        num_classes: 0 for a headless backbone that returns pooled features; otherwise a new,
+            randomly initialised classifier.
+        features_only: return timm's multi-scale feature extractor instead.
+        device: where to put the model.
+        **timm_kwargs: passed to `timm.create_model` (e.g. `drop_path_rate`).
+
+    The returned model's `pretrained_cfg` holds the data config (mean, std, input size,
+    interpolation, crop), so `timm.data.resolve_model_data_config(model)` is right.
+    """
+    located = locate_weights(name_or_path) if pretrained else None
+    if located is not None:
+        config = located.config
+        pretrained_cfg = {**config.pretrained_cfg, "file": str(located.weights)}
+    else:
+        config = _config_of(name_or_path)
+        pretrained_cfg = config.pretrained_cfg
+    arch = config.architecture
+    model = timm.create_model(
+        arch,
+        pretrained=False,
+        num_classes=num_classes,
+        features_only=features_only,
+        pretrained_cfg_overlay={**_FORGET_TIMM_WEIGHTS, **pretrained_cfg},
+        **{**config.model_args, **timm_kwargs},
+    )
+    if located is not None:
+        _load_backbone(model, located.weights, load_state_dict(located), arch)
+    if device is not None:
+        model = model.to(device)
+    return model
+
+
+def _config_of(name_or_path: str | Path) -> ModelConfig:
+    folder = local_folder(name_or_path)
+    if folder is not None:
+        return ModelConfig.read(folder)
+    entry = catalogue().get(str(name_or_path))
+    pretrained_cfg = default_pretrained_cfg(entry.arch, tag=entry.tag)
+    return ModelConfig(architecture=entry.arch, num_features=0, pretrained_cfg=pretrained_cfg)
+
+
+def _load_backbone(model: torch.nn.Module, path: Path, state: dict[str, torch.Tensor], arch: str) -> None:
+    """Load headless weights strictly: only a newly requested classifier may be missing."""
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shape mismatches
+        raise ModelFolderError(f"{path}: does not fit {arch}: {str(error).splitlines()[-1].strip()}") from None
+    new_head = {k for k in missing if k.startswith(f"{model.pretrained_cfg.get('classifier', 'fc')}.")}
+    if set(missing) - new_head or unexpected:
+        raise ModelFolderError(
+            f"{path}: does not fit {arch}: missing {sorted(set(missing) - new_head)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]}"
+        )

@@ -1,0 +1,170 @@
+"""The zoo catalogue: one data row per trained (or planned) backbone.
+
+Entries live in `equimod_zoo/zoo/catalogue.json`; code never special-cases a model name.
+A name resolves, in order, as an entry name, an explicit alias, a timm-style `arch.tag`, or a
+short alias `{method}_{depth}` such as `byol_equimod_r50`, which points to the best entry
+for that method and depth: available before recipe-only, then the larger training set,
+then the longer schedule.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+ZOO_DIR = Path(__file__).parent / "zoo"
+CATALOGUE_FILE = ZOO_DIR / "catalogue.json"
+BUNDLED_MODELS_DIR = ZOO_DIR / "models"
+
+Status = Literal["available", "recipe-only"]
+METHODS = ("simclr", "simclr_equimod", "byol", "byol_equimod")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One measured number, in percent, with the command that reproduces it."""
+
+    name: str  # top1, top5, mean_per_class_accuracy, ...
+    dataset: str  # cifar10, flowers102, ...
+    protocol: str  # linear, knn, finetune, ...
+    value: float
+    command: str
+    weights_sha256: str | None = None  # the exact weights the number was measured on
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Metric:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """A zoo backbone: what it is, how it was trained, where its weights live, what it scores."""
+
+    name: str
+    arch: str  # a timm architecture name
+    tag: str  # timm-style pretrained tag: `arch.tag` names these weights
+    method: str  # one of METHODS
+    data: str  # training data, e.g. "cifar10 (JPEG re-encoding, ../shared/data/cifar10-jpeg)"
+    num_train_images: int
+    epochs: int
+    recipe: str  # a training recipe name (training/recipes/NAME.yaml)
+    license: str
+    status: Status
+    aliases: tuple[str, ...] = ()
+    folder: str | None = None  # bundled folder name under equimod_zoo/zoo/models
+    hf_hub_id: str | None = None
+    sha256: str | None = None  # of model.safetensors
+    metrics: tuple[Metric, ...] = ()
+    notes: str = ""
+
+    @property
+    def arch_tag(self) -> str:
+        return f"{self.arch}.{self.tag}"
+
+    @property
+    def depth(self) -> str:
+        """`r18` or `r50`: the short-alias family of the architecture."""
+        match = re.search(r"resnet(\d+)", self.arch)
+        return f"r{match.group(1)}" if match else self.arch
+
+    @property
+    def short_alias(self) -> str:
+        return f"{self.method}_{self.depth}"
+
+    @property
+    def bundled_folder(self) -> Path | None:
+        return BUNDLED_MODELS_DIR / self.folder if self.folder else None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["aliases"] = list(self.aliases)
+        data["metrics"] = [asdict(m) for m in self.metrics]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ZooEntry:
+        data = dict(data)
+        data["aliases"] = tuple(data.get("aliases", ()))
+        data["metrics"] = tuple(Metric.from_dict(m) for m in data.get("metrics", ()))
+        if data["method"] not in METHODS:
+            raise ValueError(f"{CATALOGUE_FILE}: entry {data['name']!r} has unknown method {data['method']!r}")
+        return cls(**data)
+
+
+class UnknownModelError(KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message; show it plainly
+        return str(self.args[0])
+
+
+@dataclass
+class Catalogue:
+    entries: tuple[ZooEntry, ...]
+    _index: dict[str, ZooEntry] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._index = {}
+        for entry in self.entries:
+            for key in (entry.name, entry.arch_tag, *entry.aliases):
+                if key in self._index and self._index[key] is not entry:
+                    raise ValueError(f"{CATALOGUE_FILE}: {key!r} names both {self._index[key].name} and {entry.name}")
+                self._index[key] = entry
+        for alias, entry in self.short_aliases().items():
+            self._index.setdefault(alias, entry)
+
+    @classmethod
+    def from_file(cls, path: Path = CATALOGUE_FILE) -> Catalogue:
+        rows = json.loads(path.read_text())
+        return cls(tuple(ZooEntry.from_dict(row) for row in rows))
+
+    def short_aliases(self) -> dict[str, ZooEntry]:
+        best: dict[str, ZooEntry] = {}
+        for entry in self.entries:
+            current = best.get(entry.short_alias)
+            if current is None or _rank(entry) > _rank(current):
+                best[entry.short_alias] = entry
+        return best
+
+    def aliases_of(self, entry: ZooEntry) -> list[str]:
+        short = [a for a, e in self.short_aliases().items() if e is entry]
+        return [*entry.aliases, *short, entry.arch_tag]
+
+    def get(self, name: str) -> ZooEntry:
+        try:
+            return self._index[name]
+        except KeyError:
+            raise UnknownModelError(
+                f"unknown model {name!r}: not a zoo name, alias or arch.tag, and not an existing path; "
+                f"`equimod-zoo list` shows the zoo"
+            ) from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._index
+
+    def nearest_available(self, entry: ZooEntry) -> ZooEntry | None:
+        """The available entry closest to `entry`: same method, then same depth, then anything."""
+        available = [e for e in self.entries if e.status == "available"]
+        if not available:
+            return None
+        return max(available, key=lambda e: (e.method == entry.method, e.depth == entry.depth, _rank(e)))
+
+
+def _rank(entry: ZooEntry) -> tuple[bool, int, int]:
+    return (entry.status == "available", entry.num_train_images, entry.epochs)
+
+
+@lru_cache(maxsize=1)
+def catalogue() -> Catalogue:
+    return Catalogue.from_file()
+
+
+def get_entry(name: str) -> ZooEntry:
+    """The zoo entry for a name, alias or `arch.tag`."""
+    return catalogue().get(name)
+
+
+def list_models(*, status: Status | None = None) -> list[ZooEntry]:
+    """All zoo entries, optionally only those with the given status."""
+    return [e for e in catalogue().entries if status is None or e.status == status]

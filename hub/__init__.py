@@ -1,0 +1,1 @@
+"""From a trained run to a Hugging Face model repository, and back from foreign checkpoints."""

@@ -1,0 +1,69 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from equimod_zoo.cli import app
+from equimod_zoo.registry import Catalogue, Metric, UnknownModelError, ZooEntry, get_entry, list_models
+
+
+def _entry(name, method="simclr", arch="resnet18_cifar", status="recipe-only", n=50000, epochs=800, **kw):
+    return ZooEntry(name=name, arch=arch, tag=name, method=method, data="cifar10", num_train_images=n,
+                    epochs=epochs, recipe=name, license="apache-2.0", status=status, **kw)
+
+
+def test_short_alias_prefers_available_then_larger_data():
+    cat = Catalogue((
+        _entry("a_in1k", method="byol_equimod", arch="resnet50", n=1_281_167),
+        _entry("a_cifar", method="byol_equimod", arch="resnet50_cifar"),
+    ))
+    assert cat.get("byol_equimod_r50").name == "a_in1k"
+    trained = _entry("b_cifar", method="byol_equimod", arch="resnet50_cifar", status="available")
+    cat = Catalogue((_entry("a_in1k", method="byol_equimod", arch="resnet50", n=1_281_167), trained))
+    assert cat.get("byol_equimod_r50") is trained
+    assert cat.nearest_available(cat.get("a_in1k")) is trained
+
+
+def test_names_aliases_and_arch_tags_resolve():
+    entry = _entry("simclr_equimod_r18_cifar10", method="simclr_equimod", aliases=("seq18",))
+    cat = Catalogue((entry,))
+    for key in ("simclr_equimod_r18_cifar10", "seq18", "resnet18_cifar.simclr_equimod_r18_cifar10",
+                "simclr_equimod_r18"):
+        assert cat.get(key) is entry
+    with pytest.raises(UnknownModelError, match="unknown model 'nope'"):
+        cat.get("nope")
+
+
+def test_duplicate_alias_is_rejected():
+    with pytest.raises(ValueError, match="names both"):
+        Catalogue((_entry("x", aliases=("same",)), _entry("y", aliases=("same",))))
+
+
+def test_shipped_catalogue_covers_the_papers_eight_settings():
+    names = {e.name for e in list_models()}
+    for method in ("simclr", "simclr_equimod", "byol", "byol_equimod"):
+        assert f"{method}_r18_cifar10" in names and f"{method}_r50_in1k" in names
+        for depth in ("r18", "r50"):
+            assert get_entry(f"{method}_{depth}").method == method
+
+
+def test_entry_round_trips_through_json():
+    entry = _entry("x", metrics=(Metric("top1", "cifar10", "linear", 91.2, "equimod-zoo linear ..."),))
+    assert ZooEntry.from_dict(json.loads(json.dumps(entry.to_dict()))) == entry
+
+
+def test_cli_list_json_has_the_fixed_fields():
+    result = CliRunner().invoke(app, ["list", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert rows and {"name", "aliases", "arch", "status", "metrics"} <= set(rows[0])
+    assert all(r["status"] in ("available", "recipe-only") for r in rows)
+    byol50 = next(r for r in rows if r["name"] == get_entry("byol_equimod_r50").name)
+    assert "byol_equimod_r50" in byol50["aliases"]
+
+
+def test_cli_info_unknown_name_is_one_clear_line():
+    result = CliRunner().invoke(app, ["info", "no_such_model"])
+    assert result.exit_code == 2
+    assert "unknown model 'no_such_model'" in result.output
+    assert "Traceback" not in result.output

@@ -1,0 +1,1 @@
+"""Self-supervised pre-training: SimCLR, BYOL and each with the EquiMod module."""
