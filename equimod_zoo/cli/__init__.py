@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from equimod_zoo.cli import extract, probes, publish, train, transfer, zoo
+from equimod_zoo.cli import extract, probe_augs, probes, publish, train, transfer, zoo
 
 app = typer.Typer(
     name="equimod-zoo",
@@ -12,7 +12,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for _module in (zoo, extract, probes, transfer, train, publish):
+for _module in (zoo, extract, probes, transfer, probe_augs, train, publish):
     _module.register(app)
 
 

@@ -1,0 +1,1 @@
+"""Feature extraction: image sources, robust decoding, sharded resumable feature stores."""

@@ -1,0 +1,1 @@
+"""Frozen-feature probes: L-BFGS multinomial logistic regression and the weighted kNN classifier."""

@@ -1,0 +1,1 @@
+"""Augmentation-sensitivity probes: what a backbone keeps of each augmentation parameter."""
