@@ -1,0 +1,249 @@
+"""Image sources: a list of images that can be counted, named, opened and labelled by index.
+
+Extraction, probes and transfer all read images through one small protocol, so a folder of
+files, a class-per-folder tree and a Hugging Face dataset look the same to them:
+
+    source = folder_source("photos/")                     # every image file below a folder
+    source = imagefolder_source("flowers/train")          # class sub-folders give the labels
+    source = dataset_source("../shared/data/flowers102", split="test")   # parquet, imagefolder or Hub id
+    len(source), source.key(0), source.open(0), source.label(0), source.label_names
+
+`open` returns the raw `PIL.Image` as stored (lazy, any mode) and may raise for a bad file;
+`equimod_zoo.extraction.images.load_rgb` turns it into a checked RGB image.
+"""
+from __future__ import annotations
+
+import io
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from PIL import Image
+
+# Still-image formats Pillow reads; matched case-insensitively on the file name.
+IMAGE_EXTENSIONS = frozenset({
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".gif", ".webp", ".bmp", ".dib", ".tif", ".tiff",
+    ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".avif",
+})
+
+
+@runtime_checkable
+class ImageSource(Protocol):
+    """Images addressed by position 0..len-1."""
+
+    label_names: list[str] | None
+
+    def __len__(self) -> int: ...
+
+    def key(self, i: int) -> str:
+        """What identifies image `i` in outputs: a file path, or `split/index` for a dataset row."""
+        ...
+
+    def open(self, i: int) -> Image.Image:
+        """The raw image, not yet converted; raises for a file that is missing or not an image."""
+        ...
+
+    def label(self, i: int) -> int | None:
+        """The class index of image `i`, or None when the source has no labels."""
+        ...
+
+
+class FileListSource:
+    """Image files given as a list of paths, with optional class indices and names."""
+
+    def __init__(self, paths: Sequence[str | os.PathLike[str]], labels: Sequence[int] | None = None,
+                 label_names: Sequence[str] | None = None) -> None:
+        self.paths = [str(p) for p in paths]
+        if labels is not None and len(labels) != len(self.paths):
+            raise ValueError(f"labels: {len(labels)} labels for {len(self.paths)} paths")
+        self.labels = None if labels is None else [int(x) for x in labels]
+        self.label_names = None if label_names is None else list(label_names)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def key(self, i: int) -> str:
+        return self.paths[i]
+
+    def open(self, i: int) -> Image.Image:
+        return Image.open(self.paths[i])
+
+    def label(self, i: int) -> int | None:
+        return None if self.labels is None else self.labels[i]
+
+    def __repr__(self) -> str:
+        return f"FileListSource({len(self)} files)"
+
+
+def scan_images(root: str | os.PathLike[str]) -> list[Path]:
+    """Every image file below `root`, by extension, following symbolic links, in sorted order.
+
+    Dangling links with an image extension are kept, so they are reported as failures rather
+    than silently skipped. Paths are absolute, so outputs do not depend on the working folder.
+    """
+    root = Path(os.path.abspath(os.path.expanduser(root)))
+    if not root.exists():
+        raise FileNotFoundError(f"{root}: no such folder")
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root}: not a folder of images")
+    found: list[Path] = []
+    seen: set[str] = set()
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link cycle, or a folder reached twice through links
+            subfolders.clear()
+            continue
+        seen.add(real)
+        subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+        found.extend(Path(folder) / f for f in files
+                     if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS)
+    # Sort on path components so "a/b.jpg" and "a.b/c.jpg" order the same on every filesystem.
+    return sorted(found, key=lambda p: p.relative_to(root).parts)
+
+
+def folder_source(root: str | os.PathLike[str]) -> FileListSource:
+    """Every image file below `root` (recursive, sorted), without labels."""
+    return FileListSource(scan_images(root))
+
+
+def imagefolder_source(root: str | os.PathLike[str]) -> FileListSource:
+    """A class-per-folder tree (`root/CLASS/.../image.jpg`): the sorted folder names are the labels."""
+    root = Path(root)
+    paths = scan_images(root)
+    absolute_root = Path(os.path.abspath(os.path.expanduser(root)))
+    nested = [p for p in paths if len(p.relative_to(absolute_root).parts) > 1]
+    if len(nested) != len(paths):
+        loose = next(p for p in paths if len(p.relative_to(absolute_root).parts) == 1)
+        raise ValueError(f"{root}: not an imagefolder tree: {loose.name} sits outside any class folder")
+    if not nested:
+        raise ValueError(f"{root}: no images in class sub-folders")
+    class_of = [p.relative_to(absolute_root).parts[0] for p in nested]
+    names = sorted(set(class_of))
+    index = {name: i for i, name in enumerate(names)}
+    return FileListSource(nested, [index[c] for c in class_of], names)
+
+
+class HFDatasetSource:
+    """A Hugging Face `datasets.Dataset` with an image column and, optionally, a label column.
+
+    The image column defaults to the first `Image` feature, the label column to the first
+    `ClassLabel` feature. Images are read undecoded, so a corrupt row fails in our loader, one
+    image at a time, instead of inside `datasets`.
+    """
+
+    def __init__(self, hf_dataset: Any, image_column: str | None = None, label_column: str | None = None,
+                 *, name: str | None = None) -> None:
+        import datasets
+
+        features = hf_dataset.features
+        self.image_column = image_column or _first_feature(features, datasets.Image)
+        if self.image_column is None:
+            raise ValueError(f"dataset has no Image column among {list(features)}; pass image_column=")
+        _check_column(features, self.image_column, "image column")
+        if not isinstance(features[self.image_column], datasets.Image):
+            raise ValueError(f"image column {self.image_column!r} is {type(features[self.image_column]).__name__}, "
+                             f"not an Image feature")
+        self.label_column = label_column or _first_feature(features, datasets.ClassLabel)
+        self.split = name or (str(hf_dataset.split) if hf_dataset.split is not None else "data")
+        self.label_names: list[str] | None = None
+        self.labels: list[int] | None = None
+        if self.label_column is not None:
+            _check_column(features, self.label_column, "label column")
+            self.labels, self.label_names = _labels(hf_dataset, self.label_column)
+        self.dataset = hf_dataset.select_columns([self.image_column]).cast_column(
+            self.image_column, datasets.Image(decode=False))
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def key(self, i: int) -> str:
+        return f"{self.split}/{i}"
+
+    def open(self, i: int) -> Image.Image:
+        value = self.dataset[i][self.image_column]
+        if value is None:
+            raise ValueError("empty image cell")
+        if value.get("bytes") is not None:
+            return Image.open(io.BytesIO(value["bytes"]))
+        if value.get("path"):
+            return Image.open(value["path"])
+        raise ValueError("image cell has neither bytes nor a path")
+
+    def label(self, i: int) -> int | None:
+        return None if self.labels is None else self.labels[i]
+
+    def __repr__(self) -> str:
+        return f"HFDatasetSource({self.split!r}, {len(self)} rows, image={self.image_column!r}, label={self.label_column!r})"
+
+
+def dataset_source(spec: str | os.PathLike[str], *, split: str | None = None, image_column: str | None = None,
+                   label_column: str | None = None, cache_dir: str | os.PathLike[str] | None = None) -> HFDatasetSource:
+    """The `--dataset` string as an image source.
+
+    `spec` is a local parquet file, a folder of parquet files (splits inferred from the file
+    names, as `datasets` does), an imagefolder tree (class sub-folders, optionally under
+    train/ test/ folders), or a Hugging Face Hub dataset id.
+    """
+    import datasets
+
+    path = Path(spec).expanduser()
+    options: dict[str, Any] = {"cache_dir": str(cache_dir) if cache_dir else None}
+    if path.is_file():
+        if path.suffix.lower() != ".parquet":
+            raise ValueError(f"{path}: a dataset file must be .parquet")
+        # the split is named after the file (test.parquet -> "test") unless given
+        split = split or (path.stem if re.fullmatch(r"\w+(\.\w+)*", path.stem) else "train")
+        loaded = datasets.load_dataset("parquet", data_files={split: str(path)}, **options)
+    elif path.is_dir():
+        builder = "parquet" if any(path.rglob("*.parquet")) else "imagefolder"
+        loaded = datasets.load_dataset(builder, data_dir=str(path), **options)
+    elif path.exists() or os.path.islink(path):
+        raise FileNotFoundError(f"{path}: not a readable file or folder")
+    elif _looks_like_path(str(spec)):
+        raise FileNotFoundError(f"{spec}: no such dataset file or folder")
+    else:
+        loaded = datasets.load_dataset(str(spec), **options)
+    return HFDatasetSource(_pick_split(loaded, split, spec), image_column, label_column)
+
+
+def _pick_split(loaded: Any, split: str | None, spec: Any) -> Any:
+    splits = list(loaded)
+    if split is None:
+        if len(splits) != 1:
+            raise ValueError(f"{spec}: has splits {splits}; choose one with --split")
+        split = splits[0]
+    if split not in loaded:
+        raise ValueError(f"{spec}: no split {split!r}; it has {splits}")
+    return loaded[split]
+
+
+def _looks_like_path(spec: str) -> bool:
+    return spec.startswith((".", "/", "~")) or spec.count("/") > 1 or spec.endswith(".parquet")
+
+
+def _first_feature(features: Any, kind: type) -> str | None:
+    return next((name for name, feature in features.items() if isinstance(feature, kind)), None)
+
+
+def _check_column(features: Any, column: str, what: str) -> None:
+    if column not in features:
+        raise KeyError(f"{what} {column!r} is not in the dataset; its columns are {list(features)}")
+
+
+def _labels(hf_dataset: Any, column: str) -> tuple[list[int], list[str] | None]:
+    import datasets
+
+    feature = hf_dataset.features[column]
+    values = list(hf_dataset.select_columns([column])[column])
+    if isinstance(feature, datasets.ClassLabel):
+        return [int(v) for v in values], list(feature.names)
+    if all(isinstance(v, str) for v in values):  # string labels: number them in sorted order
+        names = sorted(set(values))
+        index = {name: i for i, name in enumerate(names)}
+        return [index[v] for v in values], names
+    try:
+        return [int(v) for v in values], None
+    except (TypeError, ValueError):
+        raise ValueError(f"label column {column!r} holds {feature}, not class indices or names") from None
