@@ -1,0 +1,137 @@
+"""The distributed pieces: process-group setup from torchrun's environment and a differentiable gather.
+
+Single-process runs need none of it: every helper here is the identity (or rank 0 of 1) when no
+process group is initialised, so the same training code runs on a laptop CPU and under
+`torchrun --nproc_per_node=8` (NCCL on CUDA, gloo on CPU).
+"""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
+import torch.nn as nn
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits: its global rank, the world size, its rank on the node, its device."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one process that writes logs, checkpoints and exports."""
+        return self.rank == 0
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def is_distributed() -> bool:
+    """True when a process group with more than one rank is running."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def get_rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
+
+
+def setup_distributed(*, device: str | torch.device | None = None, backend: str | None = None) -> DistInfo:
+    """Join the process group described by torchrun's RANK / WORLD_SIZE / LOCAL_RANK, if any.
+
+    Without those variables (a plain `python` run) nothing is initialised and rank 0 of 1 is
+    returned. `device` defaults to `cuda:LOCAL_RANK` when CUDA is available, else the CPU;
+    `backend` defaults to NCCL on CUDA and gloo on the CPU.
+    """
+    world_size = _env_int("WORLD_SIZE", 1)
+    rank = _env_int("RANK", 0)
+    local_rank = _env_int("LOCAL_RANK", 0)
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"RANK={rank} is not in [0, WORLD_SIZE={world_size})")
+
+    if device is None:
+        device = torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(device)
+    if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+
+    if world_size > 1 and not dist.is_initialized():
+        backend = backend or ("nccl" if device.type == "cuda" else "gloo")
+        # torchrun sets MASTER_ADDR / MASTER_PORT, which the default env:// init method reads.
+        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+    if dist.is_initialized():
+        rank, world_size = dist.get_rank(), dist.get_world_size()
+    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+
+
+def cleanup_distributed() -> None:
+    """Leave the process group (a no-op without one)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def gather_with_grad(x: Tensor) -> Tensor:
+    """Concatenate `x` (N, ...) from every rank along dim 0 -> (world_size * N, ...), rank order.
+
+    Gradients flow back to each rank's own slice (summed over the ranks whose losses used it), so
+    a loss over gathered negatives trains every rank's encoder. Every rank must pass the same N.
+    The identity when not distributed.
+    """
+    if not is_distributed():
+        return x
+    return torch.cat(dist_fn.all_gather(x), dim=0)
+
+
+def reduce_mean(x: Tensor) -> Tensor:
+    """The mean of a (detached) tensor over all ranks, for logging; the identity when not distributed."""
+    if not is_distributed():
+        return x
+    x = x.detach().clone()
+    dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return x / dist.get_world_size()
+
+
+def convert_sync_batchnorm(model: nn.Module, info: DistInfo) -> nn.Module:
+    """Every BatchNorm of `model` as a SyncBatchNorm when training on several GPUs, else `model`.
+
+    Statistics then cover the global batch, as in the paper's multi-GPU recipe. PyTorch's
+    SyncBatchNorm runs on GPUs only, so CPU (gloo) runs keep per-rank statistics.
+    """
+    if info.is_distributed and info.device.type != "cpu":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model
+
+
+def seed_everything(seed: int, *, rank: int = 0) -> int:
+    """Seed Python, NumPy and torch with `seed + rank` (ranks draw different augmentations); returns it."""
+    rank_seed = seed + rank
+    random.seed(rank_seed)
+    np.random.seed(rank_seed % 2**32)
+    torch.manual_seed(rank_seed)
+    return rank_seed

@@ -1,0 +1,270 @@
+"""SimCLR, BYOL, and each with the EquiMod equivariance module, as `SSLMethod` modules.
+
+A method owns a backbone (a timm model built with num_classes=0, returning pooled features) and
+its heads, and turns a batch of views into a `StepOutput` (the loss to back-propagate and detached
+scalars to log). It knows nothing of optimisers, schedules or data loading.
+
+Views go through the backbone in one call, concatenated along the batch (x1, x2, and x0 for
+EquiMod): one large batch is faster than three small ones, and BatchNorm then normalises with
+statistics over all the views together, as SimCLR's reference implementation does for its two
+views. Each head likewise sees all its inputs in one call (g_eq: three views, g_t and u: two).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from equimod_zoo.training.heads import (
+    AugmentationEmbedding,
+    BYOLPredictionHead,
+    BYOLProjectionHead,
+    EquiModProjectionHead,
+    EquivariantPredictor,
+    SimCLRProjectionHead,
+)
+from equimod_zoo.training.losses import BYOLLoss, EquiModLoss, NTXentLoss, equivariance_gain
+
+METHODS = ("simclr", "byol", "simclr_equimod", "byol_equimod")
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Which method, and the sizes of its heads. Defaults are the paper's CIFAR-10 recipe."""
+
+    name: str
+    # SimCLR: projection 2048-2048-128, NT-Xent temperature 0.5 on CIFAR-10 (0.2 on ImageNet).
+    proj_hidden: int = 2048
+    proj_out: int = 128
+    temperature: float = 0.5
+    # BYOL: projector 4096-256, predictor 4096-256, target momentum base -> 1 (cosine).
+    byol_proj_hidden: int = 4096
+    byol_proj_out: int = 256
+    byol_pred_hidden: int = 4096
+    momentum_base: float = 0.996
+    # EquiMod: g_eq 2048-2048-128, g_t 18 -> 128, u (128 + 128) -> 128, NT-Xent at 0.2, weight lambda.
+    eq_hidden: int = 2048
+    eq_out: int = 128
+    param_dim: int = 18
+    param_embed: int = 128
+    eq_temperature: float = 0.2
+    eq_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.name not in METHODS:
+            raise ValueError(f"unknown method {self.name!r}; expected one of {', '.join(METHODS)}")
+        if not 0.0 <= self.momentum_base <= 1.0:
+            raise ValueError(f"momentum_base must be in [0, 1], got {self.momentum_base}")
+        if self.eq_weight < 0:
+            raise ValueError(f"eq_weight must be >= 0, got {self.eq_weight}")
+
+    @property
+    def base(self) -> str:
+        """The invariance method underneath: "simclr" or "byol"."""
+        return self.name.removesuffix("_equimod")
+
+    @property
+    def equimod(self) -> bool:
+        return self.name.endswith("_equimod")
+
+
+@dataclass
+class StepOutput:
+    """The loss to back-propagate and detached scalars to log (loss_inv; loss_eq, eq_gain for EquiMod)."""
+
+    loss: Tensor
+    logs: dict[str, Tensor] = field(default_factory=dict)
+
+
+def byol_momentum(step: int, total_steps: int, base: float = 0.996) -> float:
+    """BYOL's target momentum at step k of K: 1 - (1 - base) (cos(pi k / K) + 1) / 2, base -> 1."""
+    if total_steps <= 0:
+        raise ValueError(f"total_steps must be positive, got {total_steps}")
+    progress = min(max(step, 0), total_steps) / total_steps
+    return 1.0 - (1.0 - base) * (math.cos(math.pi * progress) + 1.0) / 2.0
+
+
+class EquiModModule(nn.Module):
+    """EquiMod's equivariance branch (Devillers & Lefort 2023): g_eq, g_t, u and their loss.
+
+    Parameters are standardised with the `param_mean` / `param_std` buffers (per-dataset
+    statistics of the 18-vector) before g_t.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        config: MethodConfig,
+        *,
+        param_mean: Tensor | None = None,
+        param_std: Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        self.g_eq = EquiModProjectionHead(input_dim, hidden_dim=config.eq_hidden, output_dim=config.eq_out)
+        self.g_t = AugmentationEmbedding(config.param_dim, output_dim=config.param_embed)
+        self.u = EquivariantPredictor(config.eq_out, config.param_embed)
+        self.loss = EquiModLoss(config.eq_temperature)
+        mean = torch.zeros(config.param_dim) if param_mean is None else _param_stat(param_mean, "param_mean", config)
+        std = torch.ones(config.param_dim) if param_std is None else _param_stat(param_std, "param_std", config)
+        if not bool((std > 0).all()):
+            raise ValueError("param_std must be positive in every entry (a constant parameter has std 0: use 1)")
+        self.register_buffer("param_mean", mean)
+        self.register_buffer("param_std", std)
+
+    def forward(self, h1: Tensor, h2: Tensor, h0: Tensor, p1: Tensor, p2: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        n = h1.shape[0]
+        y1, y2, y0 = self.g_eq(torch.cat([h1, h2, h0])).split(n)
+        params = torch.cat([p1, p2]).to(self.param_mean.dtype)
+        a = self.g_t((params - self.param_mean) / self.param_std)
+        y_hat1, y_hat2 = self.u(torch.cat([y0, y0]), a).split(n)
+        loss = self.loss(y1, y2, y_hat1, y_hat2)
+        gain = equivariance_gain(y0, y1, y2, y_hat1, y_hat2)
+        return loss, {"loss_eq": loss.detach(), "eq_gain": gain}
+
+
+def _param_stat(value: Tensor, name: str, config: MethodConfig) -> Tensor:
+    value = torch.as_tensor(value, dtype=torch.float32).detach().clone()
+    if value.shape != (config.param_dim,):
+        raise ValueError(f"{name} must have shape ({config.param_dim},), got {tuple(value.shape)}")
+    return value
+
+
+class SSLMethod(nn.Module):
+    """A backbone, the heads of one method, and its loss.
+
+    `forward(x1, x2)` for SimCLR / BYOL; EquiMod variants (`uses_params`) also need x0 (the
+    un-augmented images) and p1, p2 (the (N, 18) parameter vectors of the two views).
+    """
+
+    def __init__(
+        self,
+        config: MethodConfig,
+        backbone: nn.Module,
+        *,
+        param_mean: Tensor | None = None,
+        param_std: Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        feature_dim = getattr(backbone, "num_features", None)
+        if not isinstance(feature_dim, int):
+            raise ValueError("backbone must expose .num_features (a timm model built with num_classes=0)")
+        self.config = config
+        self.backbone = backbone
+        self.uses_params = config.equimod
+        if config.base == "simclr":
+            self.projection = SimCLRProjectionHead(
+                feature_dim, hidden_dim=config.proj_hidden, output_dim=config.proj_out
+            )
+            self.inv_loss: nn.Module = NTXentLoss(config.temperature)
+        else:
+            self.projection = BYOLProjectionHead(
+                feature_dim, hidden_dim=config.byol_proj_hidden, output_dim=config.byol_proj_out
+            )
+            self.predictor = BYOLPredictionHead(
+                config.byol_proj_out, hidden_dim=config.byol_pred_hidden, output_dim=config.byol_proj_out
+            )
+            self.inv_loss = BYOLLoss()
+            # The target network: a copy of the online backbone and projector, trained only by EMA.
+            self.target_backbone = copy.deepcopy(backbone).requires_grad_(False)
+            self.target_projection = copy.deepcopy(self.projection).requires_grad_(False)
+        self.equimod = (
+            EquiModModule(feature_dim, config, param_mean=param_mean, param_std=param_std) if config.equimod else None
+        )
+        if not config.equimod and (param_mean is not None or param_std is not None):
+            raise ValueError(f"param_mean / param_std are for EquiMod methods, not {config.name!r}")
+
+    def forward(
+        self,
+        x1: Tensor,
+        x2: Tensor,
+        *,
+        x0: Tensor | None = None,
+        p1: Tensor | None = None,
+        p2: Tensor | None = None,
+    ) -> StepOutput:
+        if x1.shape != x2.shape:
+            raise ValueError(f"x1 and x2 must have the same shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
+        n = x1.shape[0]
+        if self.uses_params:
+            if x0 is None or p1 is None or p2 is None:
+                raise ValueError(f"{self.config.name} needs x0, p1 and p2 besides x1 and x2")
+            if x0.shape != x1.shape:
+                raise ValueError(f"x0 must have the shape of x1 {tuple(x1.shape)}, got {tuple(x0.shape)}")
+            expected = (n, self.config.param_dim)
+            if p1.shape != expected or p2.shape != expected:
+                raise ValueError(f"p1 and p2 must be {expected}, got {tuple(p1.shape)} and {tuple(p2.shape)}")
+            h1, h2, h0 = self.backbone(torch.cat([x1, x2, x0])).split(n)
+        else:
+            h1, h2 = self.backbone(torch.cat([x1, x2])).split(n)
+
+        loss_inv = self._invariance_loss(h1, h2, x1, x2)
+        logs = {"loss_inv": loss_inv.detach()}
+        loss = loss_inv
+        if self.equimod is not None:
+            loss_eq, eq_logs = self.equimod(h1, h2, h0, p1, p2)
+            loss = loss_inv + self.config.eq_weight * loss_eq
+            logs.update(eq_logs)
+        return StepOutput(loss=loss, logs=logs)
+
+    def _invariance_loss(self, h1: Tensor, h2: Tensor, x1: Tensor, x2: Tensor) -> Tensor:
+        n = h1.shape[0]
+        z1, z2 = self.projection(torch.cat([h1, h2])).split(n)
+        if self.config.base == "simclr":
+            return self.inv_loss(z1, z2)
+        q1, q2 = self.predictor(torch.cat([z1, z2])).split(n)
+        with torch.no_grad():
+            # The momentum encoder sees the two augmented views only (never x0).
+            t1, t2 = self.target_projection(self.target_backbone(torch.cat([x1, x2]))).split(n)
+        # Symmetric: each view's prediction regresses the other view's target; summed as in BYOL.
+        return self.inv_loss(q1, t2) + self.inv_loss(q2, t1)
+
+    @torch.no_grad()
+    def update_target(self, momentum: float) -> None:
+        """BYOL: target <- momentum * target + (1 - momentum) * online; buffers copied. No-op for SimCLR."""
+        if self.config.base != "byol":
+            return
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+        for online, target in ((self.backbone, self.target_backbone), (self.projection, self.target_projection)):
+            online_params = [p.detach() for p in online.parameters()]
+            target_params = list(target.parameters())
+            torch._foreach_lerp_(target_params, online_params, 1.0 - momentum)
+            for b_online, b_target in zip(online.buffers(), target.buffers()):
+                b_target.copy_(b_online)
+
+    def heads_state_dict(self) -> dict[str, Tensor]:
+        """Every trained head (projection, predictor, g_eq, g_t, u) and, for EquiMod, `param_mean`
+        and `param_std`, as detached tensors; neither the backbone nor BYOL's target network.
+        """
+        heads: dict[str, Tensor] = {}
+        modules: dict[str, nn.Module] = {"projection": self.projection}
+        if self.config.base == "byol":
+            modules["predictor"] = self.predictor
+        if self.equimod is not None:
+            modules.update(g_eq=self.equimod.g_eq, g_t=self.equimod.g_t, u=self.equimod.u)
+        for prefix, module in modules.items():
+            for key, value in module.state_dict().items():
+                heads[f"{prefix}.{key}"] = value.detach()
+        if self.equimod is not None:
+            heads["param_mean"] = self.equimod.param_mean.detach()
+            heads["param_std"] = self.equimod.param_std.detach()
+        return heads
+
+
+def build_method(
+    config: MethodConfig,
+    backbone: nn.Module,
+    *,
+    param_mean: Tensor | None = None,
+    param_std: Tensor | None = None,
+) -> SSLMethod:
+    """`config.name`'s method around `backbone` (a timm model with num_classes=0).
+
+    `param_mean` / `param_std` (param_dim,) standardise EquiMod's augmentation parameters; they
+    default to 0 and 1, so pass the statistics of the training augmentations.
+    """
+    return SSLMethod(config, backbone, param_mean=param_mean, param_std=param_std)
