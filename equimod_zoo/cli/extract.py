@@ -1,8 +1,62 @@
-"""`equimod-zoo extract` (being built)."""
+"""`equimod-zoo extract`: features of a folder of images or of a dataset, into a resumable store."""
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
+from rich.console import Console
+
+from equimod_zoo.cli.errors import user_errors
+from equimod_zoo.extraction.extract import DEFAULT_MODEL, DEFAULT_SHARD_SIZE
+
+
+def extract_command(
+    out: Path = typer.Option(..., "--out", help="Output folder (features/, metadata/, failures.csv); reruns resume it."),
+    images: Optional[Path] = typer.Option(None, "--images", help="A folder, scanned recursively for image files."),
+    dataset: Optional[str] = typer.Option(
+        None, "--dataset", help="A parquet file or folder, an imagefolder tree, or a Hugging Face dataset id."),
+    split: Optional[str] = typer.Option(None, "--split", help="Dataset split (e.g. train, test)."),
+    image_column: Optional[str] = typer.Option(None, "--image-column", help="Dataset image column (default: the first Image feature)."),
+    label_column: Optional[str] = typer.Option(None, "--label-column", help="Dataset label column (default: the first ClassLabel feature)."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help="A zoo name or alias, or a local model folder."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    workers: int = typer.Option(2, "--workers", min=0, help="Processes that decode images while the model runs."),
+    normalize: bool = typer.Option(False, "--normalize", help="L2-normalise the features."),
+    shard_size: int = typer.Option(DEFAULT_SHARD_SIZE, "--shard-size", min=1, help="Images per shard (the unit of resume)."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", min=1, help="Square input size instead of the model's own."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: CUDA if available)."),
+    precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 or fp16."),
+    jpeg_draft: bool = typer.Option(True, "--jpeg-draft/--no-jpeg-draft",
+                                    help="Decode large JPEGs at a reduced scale that still exceeds the resize size."),
+) -> None:
+    """Extract one pooled feature vector per image with a zoo backbone (or any timm model folder)."""
+    from equimod_zoo.extraction.extract import extract_features
+    from equimod_zoo.extraction.sources import dataset_source
+
+    with user_errors():
+        if (images is None) == (dataset is None):
+            raise ValueError("give exactly one of --images DIR or --dataset SPEC")
+        if images is not None and (split or image_column or label_column):
+            raise ValueError("--split, --image-column and --label-column apply to --dataset only")
+        source = images if images is not None else dataset_source(
+            dataset, split=split, image_column=image_column, label_column=label_column)
+        summary = extract_features(
+            source, out=out, model=model, batch_size=batch_size, num_workers=workers, normalize=normalize,
+            shard_size=shard_size, resolution=resolution, device=device, precision=precision, jpeg_draft=jpeg_draft,
+        )
+    console = Console()
+    resumed = f", {summary.shards_skipped} of {summary.num_shards} shards already done" if summary.shards_skipped else ""
+    console.print(f"{summary.num_extracted} of {summary.num_images} images -> {summary.out} "
+                  f"({summary.num_features}-d, {summary.model}, {summary.precision} on {summary.device}{resumed})",
+                  highlight=False, soft_wrap=True)
+    if summary.num_failed:
+        console.print(f"[yellow]{summary.num_failed} images failed to decode[/yellow]; see {summary.failures_csv}",
+                      highlight=False, soft_wrap=True)
+        for path, error in summary.failures[:5]:
+            console.print(f"  {path}: {error}", highlight=False, soft_wrap=True, markup=False)
 
 
 def register(app: typer.Typer) -> None:
     """Adds this module's commands to the CLI."""
+    app.command("extract")(extract_command)

@@ -1,0 +1,351 @@
+"""`extract_features`: images in, one pooled feature vector per image out, in a resumable store.
+
+The pipeline is the one timm prescribes (the model's own data config through
+`timm.data.create_transform`), run fast: DataLoader workers decode and resize while the model
+computes, the model runs channels-last under inference mode and mixed precision (bf16 on CPUs
+with AMX or AVX512-BF16, fp16/bf16 on GPUs), and large JPEGs decode at a reduced DCT scale.
+Bad images are recorded in OUT/failures.csv and never stop the run.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import timm.data
+import torch
+import torch.nn.functional as F
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+from rich.text import Text
+
+from equimod_zoo.extraction.images import load_rgb
+from equimod_zoo.extraction.sources import ImageSource, folder_source
+from equimod_zoo.extraction.store import FORMAT_VERSION, FeatureStore, metadata_table
+
+# The zoo's embedded default: what `equimod-zoo extract` uses without --model.
+DEFAULT_MODEL = "simclr_equimod_r18_cifar10"
+DEFAULT_SHARD_SIZE = 8192
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+@dataclass
+class ExtractionSummary:
+    """What a run did; OUT/extraction.json holds the same, for later readers."""
+
+    out: Path
+    model: str
+    weights_sha256: str
+    num_images: int
+    num_extracted: int
+    num_failed: int
+    num_features: int
+    num_shards: int
+    shards_skipped: int  # already done by an earlier run
+    precision: str
+    device: str
+    seconds: float
+    failures: list[tuple[str, str]] = field(default_factory=list, repr=False)
+
+    @property
+    def failures_csv(self) -> Path:
+        return self.out / "failures.csv"
+
+
+def extract_features(
+    source: str | Path | ImageSource,
+    *,
+    out: str | Path,
+    model: str | Path | torch.nn.Module = DEFAULT_MODEL,
+    batch_size: int = 64,
+    num_workers: int = 2,
+    normalize: bool = False,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    resolution: int | None = None,
+    device: str | torch.device | None = None,
+    precision: Precision = "auto",
+    jpeg_draft: bool = True,
+    max_pixels: int | None = None,
+    progress: bool = True,
+) -> ExtractionSummary:
+    """Extract pooled features of every image of `source` into the feature store `out`.
+
+    Args:
+        source: a folder (scanned recursively for image files) or an `ImageSource`
+            (see `equimod_zoo.extraction.sources`, e.g. `dataset_source(...)`).
+        out: the output folder; a rerun with the same inputs resumes it.
+        model: a zoo name or alias, a local model folder, or a `torch.nn.Module` (a timm model
+            gives its pre-logits features whatever its classifier).
+        batch_size: images per forward pass.
+        num_workers: DataLoader processes that decode images while the model runs.
+        normalize: L2-normalise each feature vector.
+        shard_size: images per shard: the unit of resumption.
+        resolution: square input size instead of the model's own.
+        device: defaults to CUDA when available, else CPU.
+        precision: "auto" is bf16 on CPUs with AMX/AVX512-BF16 and on bf16 GPUs, fp16 on
+            other GPUs, else fp32.
+        jpeg_draft: decode large JPEGs at a reduced scale that still exceeds the resize size.
+        max_pixels: refuse larger images (decompression bombs); default PIL.Image.MAX_IMAGE_PIXELS.
+        progress: show a progress bar.
+
+    Features are float16 on disk. Images that fail to decode are listed in OUT/failures.csv.
+    """
+    if batch_size < 1 or shard_size < 1 or num_workers < 0:
+        raise ValueError("batch_size and shard_size must be >= 1 and num_workers >= 0")
+    if resolution is not None and resolution < 1:
+        raise ValueError(f"resolution: {resolution} is not a positive size")
+    started = time.perf_counter()
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    network, model_name, weights_sha256 = _resolve_model(model)
+    images = _resolve_source(source)
+
+    data_config = timm.data.resolve_model_data_config(network)
+    if resolution is not None:
+        data_config["input_size"] = (data_config["input_size"][0], resolution, resolution)
+    transform = timm.data.create_transform(**data_config, is_training=False)
+    draft_size = _resize_size(data_config) if jpeg_draft else None
+
+    amp_dtype = _amp_dtype(precision, device)
+    network = network.eval().to(device, memory_format=torch.channels_last)
+    num_features = _feature_dim(network, data_config, device, amp_dtype)
+
+    num_images = len(images)
+    num_shards = math.ceil(num_images / shard_size)
+    has_labels = num_images > 0 and images.label(0) is not None
+    store = FeatureStore(out)
+    store.begin({
+        "format": FORMAT_VERSION,
+        "model": model_name,
+        "weights_sha256": weights_sha256,
+        "input": {"num_images": num_images, "keys_sha256": _keys_sha256(images), "source": repr(images)},
+        "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in data_config.items()},
+        "decode": {"jpeg_draft_size": draft_size, "alpha": "composite on white"},
+        "normalize": normalize,
+        "shard_size": shard_size,
+        "num_shards": num_shards,
+        "num_features": num_features,
+        "dtype": "float16",
+        "has_labels": has_labels,
+        "label_names": images.label_names,
+    })
+    pending = [k for k in range(num_shards) if not store.is_done(k)]
+
+    loader = torch.utils.data.DataLoader(
+        _DecodingDataset(images, transform, draft_size=draft_size, max_pixels=max_pixels),
+        batch_sampler=_ShardBatches(pending, shard_size, num_images, batch_size),
+        num_workers=num_workers,
+        collate_fn=_collate,
+        pin_memory=device.type == "cuda",
+    )
+    todo = sum(min(shard_size, num_images - k * shard_size) for k in pending)
+    shard_buffer = _ShardBuffer()
+    failed_now = 0
+    with _progress_bar(progress) as bar, torch.inference_mode(), \
+            torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        task = bar.add_task("extracting", total=todo)
+        for batch in loader:
+            if batch.pixels is not None:
+                features = _forward(network, batch.pixels.to(device, non_blocking=True))
+                if normalize:
+                    features = F.normalize(features, dim=1)
+                shard_buffer.add(batch, features.cpu().numpy())
+            else:
+                shard_buffer.add(batch, np.zeros((0, num_features), np.float32))
+            failed_now += len(batch.failures)
+            bar.update(task, advance=len(batch.indices),
+                       description=f"extracting ({failed_now} failed)" if failed_now else "extracting")
+            shard = batch.indices[0] // shard_size
+            if batch.indices[-1] + 1 == min((shard + 1) * shard_size, num_images):
+                shard_buffer.flush(store, shard, images, has_labels)
+
+    num_failed = store.write_failures_csv(num_shards)
+    info = store.read_info() or {}
+    info.update(complete=True, num_failed=num_failed, num_extracted=num_images - num_failed)
+    store.write_info(info)
+    return ExtractionSummary(
+        out=Path(out), model=model_name, weights_sha256=weights_sha256, num_images=num_images,
+        num_extracted=num_images - num_failed, num_failed=num_failed, num_features=num_features,
+        num_shards=num_shards, shards_skipped=num_shards - len(pending),
+        precision=str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32", device=str(device),
+        seconds=time.perf_counter() - started, failures=store.failures(num_shards),
+    )
+
+
+def _resolve_model(model: str | Path | torch.nn.Module) -> tuple[torch.nn.Module, str, str]:
+    """The network, the name recorded for it, and the sha256 that identifies its weights."""
+    if isinstance(model, torch.nn.Module):
+        name = getattr(model, "pretrained_cfg", {}).get("architecture") or type(model).__name__
+        return model, name, _state_sha256(model)
+    from equimod_zoo.loading import load
+    from equimod_zoo.weights import locate_weights
+
+    located = locate_weights(model)  # a recipe-only zoo entry stops here, with how to get weights
+    return load(model, pretrained=True, num_classes=0), str(model), located.sha256
+
+
+def _state_sha256(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for key, value in model.state_dict().items():
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _resolve_source(source: str | Path | ImageSource) -> ImageSource:
+    if isinstance(source, (str, Path)):
+        return folder_source(source)
+    if isinstance(source, ImageSource):
+        return source
+    raise TypeError(f"source: expected a folder or an ImageSource, got {type(source).__name__}")
+
+
+def _keys_sha256(images: ImageSource) -> str:
+    digest = hashlib.sha256()
+    for i in range(len(images)):
+        digest.update(images.key(i).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def _resize_size(data_config: dict[str, Any]) -> int:
+    """The size timm's eval transform resizes to before cropping (floor(size / crop_pct))."""
+    size = max(data_config["input_size"][1:])
+    return math.floor(size / (data_config.get("crop_pct") or 1.0))
+
+
+def _amp_dtype(precision: Precision, device: torch.device) -> torch.dtype | None:
+    if precision == "fp32":
+        return None
+    if precision in ("bf16", "fp16"):
+        return torch.bfloat16 if precision == "bf16" else torch.float16
+    if precision != "auto":
+        raise ValueError(f"precision: {precision!r} is not one of auto, fp32, bf16, fp16")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
+        return torch.bfloat16
+    return None
+
+
+def _forward(network: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    """Pooled features: a timm model's pre-logits whatever its head, any other module's output."""
+    pixels = pixels.contiguous(memory_format=torch.channels_last)
+    if hasattr(network, "forward_features") and hasattr(network, "forward_head"):
+        features = network.forward_head(network.forward_features(pixels), pre_logits=True)
+    else:
+        features = network(pixels)
+    if features.ndim != 2:
+        raise ValueError(f"model returns features of shape {tuple(features.shape)}, not (batch, dim); "
+                         f"pass a headless model that pools its features")
+    return features.float()
+
+
+def _feature_dim(network: torch.nn.Module, data_config: dict[str, Any], device: torch.device,
+                 amp_dtype: torch.dtype | None) -> int:
+    with torch.inference_mode(), torch.autocast(device.type, dtype=amp_dtype or torch.float32,
+                                                enabled=amp_dtype is not None):
+        return int(_forward(network, torch.zeros(1, *data_config["input_size"], device=device)).shape[1])
+
+
+class _DecodingDataset(torch.utils.data.Dataset):
+    """Decodes and transforms one image; a bad image becomes an error message, not an exception."""
+
+    def __init__(self, images: ImageSource, transform: Any, *, draft_size: int | None, max_pixels: int | None):
+        self.images, self.transform = images, transform
+        self.draft_size, self.max_pixels = draft_size, max_pixels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, int, int, str | None]:
+        try:
+            decoded = load_rgb(lambda: self.images.open(i), draft_size=self.draft_size, max_pixels=self.max_pixels)
+            return i, self.transform(decoded.image), decoded.width, decoded.height, None
+        except Exception as error:  # any bad file: record it and go on
+            message = " ".join(f"{type(error).__name__}: {error}".split())
+            return i, None, 0, 0, message
+
+
+class _ShardBatches(torch.utils.data.Sampler):
+    """Batches of consecutive inputs that never straddle a shard, for the pending shards only.
+
+    Aligning batches to shards makes a resumed shard see exactly the batches an uninterrupted
+    run would, so its features are bit-identical.
+    """
+
+    def __init__(self, shards: Sequence[int], shard_size: int, num_images: int, batch_size: int):
+        self.shards, self.shard_size, self.num_images, self.batch_size = shards, shard_size, num_images, batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for shard in self.shards:
+            end = min((shard + 1) * self.shard_size, self.num_images)
+            for start in range(shard * self.shard_size, end, self.batch_size):
+                yield list(range(start, min(start + self.batch_size, end)))
+
+    def __len__(self) -> int:
+        return sum(math.ceil((min((k + 1) * self.shard_size, self.num_images) - k * self.shard_size) / self.batch_size)
+                   for k in self.shards)
+
+
+@dataclass
+class _Batch:
+    indices: list[int]
+    pixels: torch.Tensor | None  # the images that decoded, stacked
+    decoded: list[tuple[int, int, int]]  # (index, width, height) of those images
+    failures: list[tuple[int, str]]
+
+
+def _collate(items: list[tuple[int, torch.Tensor | None, int, int, str | None]]) -> _Batch:
+    good = [item for item in items if item[4] is None]
+    return _Batch(
+        indices=[item[0] for item in items],
+        pixels=torch.stack([item[1] for item in good]) if good else None,
+        decoded=[(i, w, h) for i, _, w, h, _ in good],
+        failures=[(item[0], item[4]) for item in items if item[4] is not None],
+    )
+
+
+class _ShardBuffer:
+    """Collects one shard's batches until the shard is complete, then writes it."""
+
+    def __init__(self) -> None:
+        self.features: list[np.ndarray] = []
+        self.decoded: list[tuple[int, int, int]] = []
+        self.failures: list[tuple[int, str]] = []
+
+    def add(self, batch: _Batch, features: np.ndarray) -> None:
+        self.features.append(features)
+        self.decoded.extend(batch.decoded)
+        self.failures.extend(batch.failures)
+
+    def flush(self, store: FeatureStore, shard: int, images: ImageSource, has_labels: bool) -> None:
+        indices = [i for i, _, _ in self.decoded]
+        table = metadata_table(
+            indices,
+            [images.key(i) for i in indices],
+            [w for _, w, _ in self.decoded],
+            [h for _, _, h in self.decoded],
+            [images.label(i) for i in indices] if has_labels else None,
+        )
+        store.write_shard(shard, np.concatenate(self.features), table,
+                          [(images.key(i), error) for i, error in self.failures])
+        self.__init__()
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed or (task.completed / task.elapsed if task.elapsed else None)
+        return Text(f"{speed:.1f} img/s" if speed else "- img/s", style="progress.data.speed")
+
+
+def _progress_bar(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(), _RateColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled,
+    )
