@@ -1,0 +1,342 @@
+"""The model card (README.md) of an exported model: Hugging Face front matter plus the facts.
+
+Every number on a card is read from the exported folder: the measured results in config.json's
+`equimod.results` (each with the command that produced it), the run's log and probe files.
+The paper's figures appear only as the paper's, labelled with their source.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from huggingface_hub import EvalResult, ModelCardData
+
+from equimod_zoo.model_folder import PAPER_ID, ModelConfig
+from equimod_zoo.registry import Metric
+
+PAPER_URL = "https://arxiv.org/abs/2211.01244"
+PAPER_EPOCHS = 800
+PAPER_SOURCE = "Devillers & Lefort, ICLR 2023 (arXiv:2211.01244), Table 1: linear top-1, 800 epochs"
+CITATION = """@inproceedings{devillers2023equimod,
+  title     = {EquiMod: An Equivariance Module to Improve Visual Instance Discrimination},
+  author    = {Devillers, Alexandre and Lefort, Mathieu},
+  booktitle = {International Conference on Learning Representations (ICLR)},
+  year      = {2023},
+  url       = {https://arxiv.org/abs/2211.01244}
+}"""
+
+METHOD_TITLES = {"simclr": "SimCLR", "simclr_equimod": "SimCLR + EquiMod", "byol": "BYOL",
+                 "byol_equimod": "BYOL + EquiMod"}
+METRIC_TITLES = {"top1": "top-1 accuracy", "top5": "top-5 accuracy", "knn_top1": "k-NN top-1 accuracy",
+                 "mean_per_class_accuracy": "mean per-class accuracy"}
+PROTOCOL_TITLES = {"linear": "linear probe on frozen features", "knn": "k-NN classifier on frozen features",
+                   "finetune": "full fine-tuning"}
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    title: str
+    hub_id: str | None  # the Hugging Face dataset, where there is a canonical one
+    eval_split: str
+
+
+DATASETS = {
+    "cifar10": DatasetInfo("CIFAR-10", "uoft-cs/cifar10", "test"),
+    "imagenet-1k": DatasetInfo("ImageNet-1k", "ILSVRC/imagenet-1k", "validation"),
+    "flowers102": DatasetInfo("Oxford Flowers-102", None, "test"),
+    "cub200": DatasetInfo("CUB-200-2011", None, "test"),
+}
+
+# Caveats a card must state when the training data description mentions them.
+DATA_CAVEATS = {
+    "jpeg": "The training images are a JPEG re-encoding (quality about 75) of the original lossless files; "
+            "accuracies measured on it are slightly below those on the original data.",
+}
+
+
+@dataclass(frozen=True)
+class PaperResult:
+    """A figure from the paper: the paper's measurement, not ours."""
+
+    method: str
+    data: str
+    arch: str
+    epochs: int
+    top1: float
+    top5: float
+
+
+PAPER_TABLE1 = (
+    PaperResult("simclr", "cifar10", "resnet18_cifar", 800, 90.96, 99.73),
+    PaperResult("simclr_equimod", "cifar10", "resnet18_cifar", 800, 92.79, 99.78),
+    PaperResult("byol", "cifar10", "resnet18_cifar", 800, 90.44, 99.62),
+    PaperResult("byol_equimod", "cifar10", "resnet18_cifar", 800, 91.57, 99.71),
+    PaperResult("simclr", "imagenet-1k", "resnet50", 800, 71.57, 90.48),
+    PaperResult("simclr_equimod", "imagenet-1k", "resnet50", 800, 72.30, 90.84),
+    PaperResult("byol", "imagenet-1k", "resnet50", 800, 74.03, 91.51),
+    PaperResult("byol_equimod", "imagenet-1k", "resnet50", 800, 73.22, 91.26),
+)
+
+
+def paper_result(method: str, data: str, arch: str) -> PaperResult | None:
+    """The paper's linear-evaluation figure for the same method, data and architecture, if it has one."""
+    key = dataset_key(data)
+    return next((p for p in PAPER_TABLE1 if (p.method, p.data, p.arch) == (method, key, arch)), None)
+
+
+def dataset_key(name: str) -> str:
+    """The DATASETS key a data name refers to (`cifar10-jpeg` -> `cifar10`), or the name itself."""
+    matches = [key for key in DATASETS if name == key or name.startswith(f"{key}-") or name.startswith(f"{key} ")]
+    return max(matches, key=len) if matches else name
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    return DATASETS.get(dataset_key(name), DatasetInfo(name, None, "test"))
+
+
+@dataclass(frozen=True)
+class CardFacts:
+    """What a card says beyond config.json: facts read from the exported files and the source run."""
+
+    repo_id: str
+    weights_dtype: str  # "float32" or "float16"
+    num_parameters: int
+    heads_file: str | None = None
+    zoo_name: str | None = None
+    recipe_yaml: str | None = None  # the run's recipe.yaml
+    final_log_row: dict[str, str] | None = None  # the last row of the run's log.csv
+    probe_file: str | None = None
+    probe_summary: dict[str, Any] | None = None  # the source folder's probe_augs.json
+
+
+def results_of(config: ModelConfig) -> list[Metric]:
+    return [Metric.from_dict(m) for m in config.equimod.get("results", [])]
+
+
+def card_metadata(config: ModelConfig, facts: CardFacts) -> ModelCardData:
+    """The YAML front matter: library, license, tags, datasets and a model-index of the measured results."""
+    meta = config.equimod
+    method = meta.get("method", "")
+    data = _data_name(meta)
+    tags = ["image-feature-extraction", "timm", "self-supervised", "equimod-zoo",
+            *[t for t in ("simclr", "byol") if t in method.split("_")],
+            *(["equimod"] if "equimod" in method else []), "resnet"]
+    train_info = dataset_info(data) if data else None
+    datasets = [train_info.hub_id] if train_info and train_info.hub_id else []
+    eval_results = [
+        EvalResult(
+            task_type="image-classification",
+            task_name=f"{PROTOCOL_TITLES.get(m.protocol, m.protocol)} ({m.protocol})",
+            dataset_type=dataset_info(m.dataset).hub_id or m.dataset,
+            dataset_name=dataset_info(m.dataset).title,
+            dataset_split=dataset_info(m.dataset).eval_split,
+            metric_type="accuracy",
+            metric_value=m.value,
+            metric_name=f"{m.protocol} {METRIC_TITLES.get(m.name, m.name)}",
+        )
+        for m in results_of(config)
+    ]
+    return ModelCardData(
+        library_name="timm",
+        license=config.pretrained_cfg.get("license"),
+        tags=tags,
+        datasets=datasets or None,
+        pipeline_tag="image-feature-extraction",
+        model_name=facts.repo_id if eval_results else None,
+        eval_results=eval_results or None,
+    )
+
+
+def render_card(config: ModelConfig, facts: CardFacts) -> str:
+    """The whole README.md."""
+    front = card_metadata(config, facts).to_yaml()
+    sections = [
+        f"# {facts.repo_id}\n\n{summary(config, facts)}",
+        _details(config, facts),
+        _usage(config, facts),
+        _recipe(config, facts),
+        _evaluation(config),
+        _probe(facts),
+        _provenance(config),
+        _limitations(config),
+        f"## Citation\n\n```bibtex\n{CITATION}\n```",
+    ]
+    return f"---\n{front}\n---\n\n" + "\n\n".join(s for s in sections if s) + "\n"
+
+
+def summary(config: ModelConfig, facts: CardFacts) -> str:
+    """One paragraph: what the backbone is and how far it was trained. MODEL_CARDS.md quotes it."""
+    meta = config.equimod
+    method = METHOD_TITLES.get(meta.get("method", ""), meta.get("method", "an unknown method"))
+    data = _data_name(meta)
+    epochs = meta.get("epochs")
+    trained = f"for {epochs} epochs" if epochs is not None else "for an unrecorded number of epochs"
+    on = f" on {dataset_info(data).title}" if data else ""
+    results = results_of(config)
+    measured = ("; measured: " + ", ".join(_metric_phrase(m) for m in results)) if results else \
+        "; no evaluation has been recorded for these weights yet"
+    return (f"A `{config.architecture}` backbone pre-trained with {method}{on} {trained} "
+            f"(the paper trains for {PAPER_EPOCHS}), exported as a headless timm model that returns "
+            f"{config.num_features}-d features{measured}.")
+
+
+def _metric_phrase(m: Metric) -> str:
+    return f"{dataset_info(m.dataset).title} {m.protocol} {m.name} {m.value:.2f}%"
+
+
+def _data_name(meta: dict[str, Any]) -> str:
+    data = meta.get("data")
+    return str(data.get("name", "")) if isinstance(data, dict) else str(data or "")
+
+
+def _details(config: ModelConfig, facts: CardFacts) -> str:
+    meta, cfg = config.equimod, config.pretrained_cfg
+    data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
+    rows = [
+        ("Architecture", f"`{config.architecture}` (timm ResNet)"
+         + (f", `model_args` {json.dumps(config.model_args)}" if config.model_args else "")),
+        ("Method", METHOD_TITLES.get(meta.get("method", ""), meta.get("method", "unknown"))),
+        ("Pre-training data", data.get("description") or _data_name(meta) or "unknown"),
+        ("Training images", data.get("num_images", "unknown")),
+        ("Parameters", f"{facts.num_parameters / 1e6:.2f} M ({facts.weights_dtype})"),
+        ("Output", f"{config.num_features}-d features ({config.global_pool} pooling), no classifier"),
+        ("Input", f"{tuple(cfg.get('input_size', ()))}, {cfg.get('interpolation')} resize, crop_pct "
+                  f"{cfg.get('crop_pct')} ({cfg.get('crop_mode')}), mean {tuple(cfg.get('mean', ()))}, "
+                  f"std {tuple(cfg.get('std', ()))}"),
+        ("Files", ", ".join(f"`{f}`" for f in ("model.safetensors", "config.json", facts.heads_file,
+                                               facts.probe_file) if f)),
+        ("Paper", f"[{PAPER_ID}]({PAPER_URL})"),
+        ("License", cfg.get("license", "unknown")),
+    ]
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    heads = (f"\n\n`{facts.heads_file}` holds the pre-training heads (projection, augmentation-parameter "
+             "encoder and equivariance predictor, with the parameter standardisation when the run saved it) "
+             "for anyone who wants to continue training or study the equivariant space; timm does not read it."
+             if facts.heads_file else "")
+    return f"## Model details\n\n| | |\n|---|---|\n{table}{heads}"
+
+
+def _usage(config: ModelConfig, facts: CardFacts) -> str:
+    cifar = config.architecture.endswith("_cifar")
+    register = ("import equimod_zoo  # registers the CIFAR-stem ResNets with timm: needed before create_model\n"
+                if cifar else "")
+    zoo_line = (f'model = equimod_zoo.load("{facts.zoo_name}")  # the same model through the zoo\n'
+                if facts.zoo_name else
+                f'model = equimod_zoo.load(huggingface_hub.snapshot_download("{facts.repo_id}"))  # same, via the zoo\n')
+    note = ("This architecture has a CIFAR stem (3x3 stride-1 conv1, no max-pool), which timm does not ship: "
+            "`import equimod_zoo` registers it before `timm.create_model`." if cifar else
+            "The architecture is stock timm; `equimod_zoo` is only needed for its extras.")
+    code = (
+        "import timm\nimport torch\n" + (register or "") +
+        f'\nmodel = timm.create_model("hf-hub:{facts.repo_id}", pretrained=True).eval()\n'
+        "data_config = timm.data.resolve_model_data_config(model)\n"
+        "transform = timm.data.create_transform(**data_config, is_training=False)\n\n"
+        "with torch.no_grad():\n"
+        "    x = transform(image).unsqueeze(0)  # image: a PIL image\n"
+        "    features = model.forward_head(model.forward_features(x), pre_logits=True)"
+        f"  # (1, {config.num_features})\n"
+    )
+    zoo = ("import equimod_zoo\n" + ("" if facts.zoo_name else "import huggingface_hub\n") + "\n" + zoo_line)
+    return f"## Usage\n\n{note}\n\n```python\n{code}```\n\nWith `equimod-zoo` installed:\n\n```python\n{zoo}```"
+
+
+def _recipe(config: ModelConfig, facts: CardFacts) -> str:
+    meta = config.equimod
+    keys = ("method", "recipe", "epochs", "batch_size", "seed")
+    lines = [f"- {k}: `{meta[k]}`" for k in keys if meta.get(k) is not None]
+    if "converted_from" in meta:
+        lines.append(f"- converted from a foreign checkpoint: `{json.dumps(meta['converted_from'])}`")
+    recipe = facts.recipe_yaml or (yaml.safe_dump(meta["recipe_config"], sort_keys=False)
+                                   if meta.get("recipe_config") else None)
+    text = "## Training recipe\n\n" + ("\n".join(lines) or "No training metadata was recorded.")
+    if recipe:
+        text += f"\n\nThe resolved recipe:\n\n```yaml\n{recipe.strip()}\n```"
+    if facts.final_log_row:
+        row = ", ".join(f"{k} {v}" for k, v in facts.final_log_row.items())
+        text += f"\n\nLast row of the training log (`log.csv` of `equimod-zoo train`): {row}."
+    return text
+
+
+def _evaluation(config: ModelConfig) -> str:
+    results = results_of(config)
+    if not results:
+        return ("## Evaluation\n\nNo evaluation has been recorded for these weights yet. Numbers appear here "
+                "only once an evaluation command (`equimod-zoo linear`, `equimod-zoo transfer`...) has "
+                "measured them on exactly these weights.")
+    rows = "\n".join(
+        f"| {dataset_info(m.dataset).title} ({dataset_info(m.dataset).eval_split}) | "
+        f"{PROTOCOL_TITLES.get(m.protocol, m.protocol)} | {METRIC_TITLES.get(m.name, m.name)} | {m.value:.2f} | "
+        f"`{m.command}` |"
+        for m in results
+    )
+    text = ("## Evaluation\n\nEach number was measured on exactly these weights (sha256 in Provenance) by "
+            "the command beside it.\n\n| dataset | protocol | metric | value (%) | command |\n"
+            f"|---|---|---|---|---|\n{rows}")
+    paper = paper_result(config.equimod.get("method", ""), _data_name(config.equimod), config.architecture)
+    if paper is not None:
+        text += (f"\n\nFor reference, the paper reports {paper.top1:.2f}% linear top-1 ({paper.top5:.2f}% top-5) "
+                 f"for {METHOD_TITLES[paper.method]} in this setting after {paper.epochs} epochs ({PAPER_SOURCE}); "
+                 "that is the paper's figure, not a measurement of these weights.")
+    return text
+
+
+def _probe(facts: CardFacts) -> str:
+    probe = facts.probe_summary
+    if not probe:
+        return ""
+    rows = next((v for v in probe.values() if isinstance(v, list) and v and all(isinstance(r, dict) for r in v)),
+                None)
+    if rows is not None:
+        columns = list(dict.fromkeys(k for r in rows for k in r if not isinstance(r[k], (dict, list))))
+        body = "\n".join("| " + " | ".join(_cell(r.get(c, "")) for c in columns) + " |" for r in rows)
+    else:
+        rows = [{"name": k, "value": v} for k, v in probe.items() if isinstance(v, (int, float))]
+        columns = ["name", "value"]
+        body = "\n".join(f"| {r['name']} | {_cell(r['value'])} |" for r in rows)
+    header = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns)
+    command = f"\n\nMeasured by `{probe['command']}`." if probe.get("command") else ""
+    return (f"## Augmentation probes\n\nHow much of each augmentation parameter the features keep "
+            f"(from `{facts.probe_file}`).\n\n{header}\n{body}{command}")
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _provenance(config: ModelConfig) -> str:
+    meta = config.equimod
+    data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
+    rows = [
+        ("Source commit", meta.get("source_commit")),
+        ("Training data", data.get("description") or _data_name(meta) or None),
+        ("Training data sha256", data.get("sha256")),
+        ("Weights sha256 (`model.safetensors`)", meta.get("weights_sha256")),
+    ]
+    lines = "\n".join(f"- {k}: `{v}`" if v else f"- {k}: not recorded" for k, v in rows)
+    return f"## Provenance\n\n{lines}"
+
+
+def _limitations(config: ModelConfig) -> str:
+    meta = config.equimod
+    epochs = meta.get("epochs")
+    if epochs is None:
+        schedule = (f"The number of pre-training epochs was not recorded; the paper trains for {PAPER_EPOCHS}, "
+                    "so do not assume these weights match the paper.")
+    elif epochs < PAPER_EPOCHS:
+        schedule = (f"Trained for {epochs} epochs, {100 * epochs / PAPER_EPOCHS:.1f}% of the paper's "
+                    f"{PAPER_EPOCHS}-epoch schedule: expect accuracies below the paper's figures.")
+    else:
+        schedule = f"Trained for {epochs} epochs, the paper's schedule is {PAPER_EPOCHS}."
+    data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
+    described = f"{_data_name(meta)} {data.get('description', '')}".lower()
+    caveats = [text for word, text in DATA_CAVEATS.items() if word in described]
+    items = [
+        schedule,
+        *caveats,
+        "A self-supervised feature extractor, not a classifier: it has no labels and needs a probe or "
+        "fine-tuning for any task.",
+        "Evaluated only where the Evaluation section says; behaviour on other data is unmeasured.",
+    ]
+    return "## Limitations\n\n" + "\n".join(f"- {item}" for item in items)

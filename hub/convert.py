@@ -1,0 +1,263 @@
+"""Convert a foreign ResNet checkpoint into a zoo model folder that `equimod_zoo.load` reads.
+
+Checkpoints are read with `torch.load(weights_only=True)` only (or as safetensors): a pickle that
+needs arbitrary code is refused, never run. Each source layout is data: where its state dict
+sits, which key prefix holds the backbone, which prefixes are EquiMod heads, and how numeric
+`nn.Sequential` indices name ResNet children. The backbone uses torchvision's ResNet names,
+which are timm's; its architecture (stem, block type, depth, widths) is read from the shapes.
+"""
+from __future__ import annotations
+
+import pickle
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import timm
+import torch
+
+import equimod_zoo  # noqa: F401  registers the CIFAR-stem architectures
+from equimod_zoo.hub.export import move_into_place, staging_dir
+from equimod_zoo.model_folder import WEIGHTS_FILE, sha256_file, write_model_folder
+from equimod_zoo.registry import METHODS
+
+
+@dataclass(frozen=True)
+class CheckpointLayout:
+    """Where a framework keeps the backbone inside its checkpoints."""
+
+    containers: tuple[str, ...]  # keys that may wrap the state dict, tried in order
+    backbone_prefix: str  # the backbone's keys start with this (after any `module.`)
+    head_prefixes: tuple[str, ...] = ()  # kept in equimod_heads.safetensors
+    children: dict[str, str] | None = None  # numeric nn.Sequential index -> ResNet child name
+    method: str | None = None  # the method every checkpoint of this layout was trained with, if any
+
+
+# torchvision's ResNet children, in order, as `nn.Sequential(*list(resnet.children())[:-1])` numbers them
+TORCHVISION_CHILDREN = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
+
+LAYOUTS = {
+    # The authors' EquiMod code: {"model": {"resnet.*", heads...}, "momentum_model": ... (BYOL)}
+    "equimod-official": CheckpointLayout(
+        containers=("model",),
+        backbone_prefix="resnet.",
+        head_prefixes=("proj_head_inv.", "proj_head_eq.", "proj_head_t.", "predictor_eq.", "predictor_inv."),
+    ),
+    "solo-learn": CheckpointLayout(containers=("state_dict",), backbone_prefix="backbone."),
+    "lightly": CheckpointLayout(containers=("state_dict", "model"), backbone_prefix="backbone.",
+                                children=TORCHVISION_CHILDREN),
+    "torchvision": CheckpointLayout(containers=("state_dict", "model"), backbone_prefix=""),
+}
+
+CLASSIFIER_PREFIX = "fc."
+# (block, blocks per stage) -> timm architecture, for each stem
+_DEPTHS = {
+    ("basic", (2, 2, 2, 2)): "resnet18",
+    ("basic", (3, 4, 6, 3)): "resnet34",
+    ("bottleneck", (3, 4, 6, 3)): "resnet50",
+    ("bottleneck", (3, 4, 23, 3)): "resnet101",
+    ("bottleneck", (3, 8, 36, 3)): "resnet152",
+}
+_DEFAULT_CHANNELS = (64, 128, 256, 512)
+
+
+@dataclass(frozen=True)
+class ConversionReport:
+    folder: Path
+    arch: str
+    model_args: dict[str, Any]
+    weights_sha256: str
+    backbone_keys: int
+    head_keys: int
+    ignored_keys: tuple[str, ...]  # outside the backbone and the heads (projectors, momentum encoder...)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's contents: safetensors, or a torch pickle of plain tensors and containers only."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    if path.suffix == ".safetensors":
+        try:
+            return safetensors.torch.load_file(str(path))
+        except Exception as error:  # safetensors raises several types for a corrupt file
+            raise ValueError(f"{path}: not a readable safetensors file ({error})") from None
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        reason = str(error).strip().splitlines()[0]
+        raise ValueError(f"{path}: refused: it holds objects that only arbitrary code could rebuild, and "
+                         f"checkpoints are read with weights_only=True ({reason})") from None
+    except (RuntimeError, EOFError) as error:
+        raise ValueError(f"{path}: not a readable torch checkpoint ({str(error).strip().splitlines()[0]})") from None
+    if not isinstance(content, dict):
+        raise ValueError(f"{path}: expected a dict checkpoint, found {type(content).__name__}")
+    return content
+
+
+def split_checkpoint(content: dict[str, Any], layout: CheckpointLayout, *, path: Path | str = "checkpoint",
+                     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], list[str]]:
+    """(backbone with timm keys, heads, ignored keys) of a checkpoint in `layout`."""
+    state = _state_dict(content, layout, path)
+    backbone: dict[str, torch.Tensor] = {}
+    heads: dict[str, torch.Tensor] = {}
+    ignored: list[str] = []
+    for key, value in state.items():
+        name = key.removeprefix("module.")
+        if any(name.startswith(p) for p in layout.head_prefixes):
+            heads[name] = value
+            continue
+        inner = _strip_backbone_prefix(name, layout.backbone_prefix)
+        if inner is None or inner.startswith(CLASSIFIER_PREFIX):
+            ignored.append(key)
+            continue
+        if layout.children:
+            first, _, rest = inner.partition(".")
+            inner = f"{layout.children.get(first, first)}.{rest}" if rest else inner
+        backbone[inner] = value
+    if not backbone:
+        raise ValueError(f"{path}: no backbone keys (expected keys starting with "
+                         f"{layout.backbone_prefix or 'conv1.'!r}); is --from right?")
+    return backbone, heads, ignored
+
+
+def detect_architecture(backbone: dict[str, torch.Tensor], *, path: Path | str = "checkpoint",
+                        ) -> tuple[str, dict[str, Any]]:
+    """The timm architecture and constructor arguments that fit a ResNet backbone's keys and shapes."""
+    conv1 = backbone.get("conv1.weight")
+    if conv1 is None or conv1.ndim != 4:
+        raise ValueError(f"{path}: no conv1.weight in the backbone; not a ResNet checkpoint, or the wrong --from")
+    block = "bottleneck" if "layer1.0.conv3.weight" in backbone else "basic"
+    counts = []
+    for stage in range(1, 5):
+        indices = {int(m.group(1)) for k in backbone if (m := re.match(rf"layer{stage}\.(\d+)\.", k))}
+        counts.append(max(indices) + 1 if indices else 0)
+    depth = _DEPTHS.get((block, tuple(counts)))
+    if depth is None:
+        raise ValueError(f"{path}: a ResNet with {block} blocks {tuple(counts)} per stage matches no known depth; "
+                         "pass --arch")
+    cifar = conv1.shape[-1] == 3
+    arch = f"{depth}_cifar" if cifar else depth
+    if not timm.is_model(arch):
+        raise ValueError(f"{path}: a CIFAR-stem {depth} is not an available architecture; pass --arch")
+    return arch, infer_model_args(backbone, path=path)
+
+
+def infer_model_args(backbone: dict[str, torch.Tensor], *, path: Path | str = "checkpoint") -> dict[str, Any]:
+    """Per-stage `channels` that differ from the standard ResNet's, read from each stage's first conv."""
+    stem = int(backbone["conv1.weight"].shape[0])
+    if stem != 64:  # timm's single-conv stem always has 64 channels (stem_width only shapes deep stems)
+        raise ValueError(f"{path}: conv1 has {stem} output channels; timm's ResNet stem has 64, so this "
+                         "backbone has no timm architecture")
+    channels = tuple(int(backbone[f"layer{s}.0.conv1.weight"].shape[0]) for s in range(1, 5)
+                     if f"layer{s}.0.conv1.weight" in backbone)
+    return {"channels": channels} if len(channels) == 4 and channels != _DEFAULT_CHANNELS else {}
+
+
+def convert_checkpoint(
+    checkpoint: str | Path,
+    *,
+    source: str,
+    out: str | Path,
+    arch: str | None = None,
+    model_args: dict[str, Any] | None = None,
+    method: str | None = None,
+    dtype: torch.dtype | None = None,
+    overwrite: bool = False,
+) -> ConversionReport:
+    """Turn a checkpoint from `source` (a LAYOUTS name) into a model folder at `out`.
+
+    Args:
+        checkpoint: a .pt/.pth/.ckpt (torch pickle of tensors) or .safetensors file.
+        source: "equimod-official", "solo-learn", "lightly" or "torchvision".
+        out: the model folder to create.
+        arch: the timm architecture; detected from the weights when None.
+        model_args: constructor arguments; inferred from the weights' widths when None.
+        method: the pre-training method recorded in the metadata (one of registry.METHODS);
+            detected for the official EquiMod checkpoints.
+        dtype: store the weights in this precision; None keeps float32.
+        overwrite: replace an existing `out`.
+    """
+    if source not in LAYOUTS:
+        raise ValueError(f"--from {source!r}: expected one of {', '.join(LAYOUTS)}")
+    if method is not None and method not in METHODS:
+        raise ValueError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
+    path, out = Path(checkpoint), Path(out)
+    if out.exists() and not overwrite:
+        raise ValueError(f"{out}: already exists; choose another --out or pass --overwrite")
+    layout = LAYOUTS[source]
+    content = read_checkpoint(path)
+    backbone, heads, ignored = split_checkpoint(content, layout, path=path)
+    detected_arch, detected_args = detect_architecture(backbone, path=path) if arch is None or model_args is None \
+        else (arch, model_args)
+    arch = arch or detected_arch
+    model_args = detected_args if model_args is None else model_args
+    if not timm.is_model(arch):
+        raise ValueError(f"--arch {arch!r}: not a timm architecture")
+    model = timm.create_model(arch, pretrained=False, num_classes=0, **model_args).eval()
+    _load_strict(model, backbone, arch, path)
+    method = method or _official_method(content, source)
+    equimod = {
+        "converted_from": {"file": path.name, "format": source, "sha256": sha256_file(path)},
+        **({"method": method} if method else {}),
+        **({"epochs": int(content["epoch"])} if isinstance(content.get("epoch"), int) else {}),
+    }
+    with staging_dir(out) as stage:
+        config = write_model_folder(stage, model, arch=arch, equimod=equimod, heads=heads or None, dtype=dtype,
+                                    model_args=model_args)
+        reloaded = equimod_zoo.load(stage)  # the folder must load the way users load it
+        if sum(p.numel() for p in reloaded.parameters()) != sum(p.numel() for p in model.parameters()):
+            raise ValueError(f"{stage}: the written folder does not rebuild the converted {arch}")
+        move_into_place(stage, out)
+    return ConversionReport(folder=out, arch=arch, model_args=dict(model_args),
+                            weights_sha256=config.equimod["weights_sha256"], backbone_keys=len(backbone),
+                            head_keys=len(heads), ignored_keys=tuple(ignored))
+
+
+def _state_dict(content: dict[str, Any], layout: CheckpointLayout, path: Path | str) -> dict[str, torch.Tensor]:
+    for key in layout.containers:
+        if isinstance(content.get(key), dict):
+            content = content[key]
+            break
+    tensors = {k: v for k, v in content.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise ValueError(f"{path}: no tensors found (looked in {', '.join(layout.containers) or 'the top level'}); "
+                         "is --from right?")
+    return tensors
+
+
+def _strip_backbone_prefix(key: str, prefix: str) -> str | None:
+    """The key inside the backbone, allowing the prefix to be nested (`model.backbone.0...`)."""
+    if not prefix:
+        return key
+    if key.startswith(prefix):
+        return key[len(prefix):]
+    marker = f".{prefix}"
+    position = key.find(marker)
+    return key[position + len(marker):] if position >= 0 else None
+
+
+def _load_strict(model: torch.nn.Module, backbone: dict[str, torch.Tensor], arch: str, path: Path) -> None:
+    expected = set(model.state_dict())
+    missing = sorted(expected - set(backbone))
+    unexpected = sorted(set(backbone) - expected)
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: the backbone does not fit {arch}: {len(missing)} missing keys {missing[:4]}, "
+            f"{len(unexpected)} unexpected keys {unexpected[:4]}; refusing "
+            f"{'a partial' if missing else 'a mismatched'} backbone (check --from, --arch, --model-args)")
+    try:
+        model.load_state_dict(backbone, strict=True)
+    except RuntimeError as error:
+        sizes = [line.strip() for line in str(error).splitlines() if "size mismatch" in line]
+        raise ValueError(f"{path}: the backbone does not fit {arch}: {(sizes or [str(error)])[0]}; pass --arch "
+                         "or --model-args") from None
+
+
+def _official_method(content: dict[str, Any], source: str) -> str | None:
+    """The official EquiMod checkpoints are BYOL-based exactly when they carry a momentum model."""
+    if source != "equimod-official":
+        return None
+    return "byol_equimod" if "momentum_model" in content else "simclr_equimod"

@@ -1,0 +1,314 @@
+"""Export a run or model folder as a Hugging Face model repository folder in timm's layout.
+
+    OUT/model.safetensors            the headless backbone, timm key names (source dtype unless asked)
+    OUT/config.json                  timm schema; EquiMod metadata under the top-level "equimod" key
+    OUT/README.md                    the model card, every number from a command named beside it
+    OUT/equimod_heads.safetensors    optional: the pre-training heads
+    OUT/probe_augs.json              optional: the augmentation-probe summary
+
+The folder is built beside OUT, checked (plain timm reloads it and gives the source model's
+features; every result belongs to these exact weights), and only then renamed into place.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import safetensors.torch
+import timm
+import torch
+import yaml
+from huggingface_hub import ModelCard
+from huggingface_hub.utils import validate_repo_id
+
+import equimod_zoo
+from equimod_zoo.hub.card import CardFacts, render_card, results_of
+from equimod_zoo.model_folder import (
+    CARD_FILE,
+    CONFIG_FILE,
+    HEADS_FILE,
+    PAPER_ID,
+    WEIGHTS_FILE,
+    ModelConfig,
+    save_weights,
+    sha256_file,
+)
+from equimod_zoo.weights import locate_weights
+
+PROBE_FILE = "probe_augs.json"
+RECIPE_FILE = "recipe.yaml"
+LOG_FILE = "log.csv"
+DEFAULT_LICENSE = "apache-2.0"  # the zoo's license, for sources that do not name one
+DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
+REQUIRED_DATA_CONFIG = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")
+# Where the source's weights lived is not part of the exported config.
+_LOCATION_KEYS = ("file", "hf_hub_id", "source", "url", "tag", "architecture")
+_LOG_COLUMNS = ("step", "epoch", "loss", "loss_inv", "loss_eq", "eq_gain")
+# Features of a plain-timm reload must match the source model this closely (relative to their scale).
+_TOLERANCE = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 5e-2}
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    folder: Path
+    weights_sha256: str
+    weights_dtype: str
+    num_results: int
+    max_feature_diff: float  # plain timm reload vs the source model, on a seeded batch
+
+
+def export_model(
+    source: str | Path,
+    out: str | Path,
+    *,
+    repo_id: str,
+    dtype: Literal["fp16", "fp32"] | None = None,
+    with_heads: bool | None = None,
+    zoo_name: str | None = None,
+    overwrite: bool = False,
+) -> ExportResult:
+    """Write `source` (a run folder, model folder or zoo name) as a Hub-ready folder at `out`.
+
+    Args:
+        source: anything `equimod_zoo.load` accepts; its weights' sha256 is checked first.
+        out: the folder to create; refused if it exists unless `overwrite`.
+        repo_id: `ORG/NAME`, used in the card's usage snippet and model-index.
+        dtype: re-save the backbone in this precision; None keeps the source's.
+        with_heads: copy equimod_heads.safetensors; None copies it when the source has one.
+        zoo_name: the zoo entry the folder will be bundled as, for the card's usage snippet.
+        overwrite: replace an existing `out` (only once the new folder has passed its checks).
+    """
+    validate_repo_id(repo_id)
+    if "/" not in repo_id:
+        raise ValueError(f"--repo-id {repo_id!r}: expected ORG/NAME")
+    if dtype is not None and dtype not in DTYPES:
+        raise ValueError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ValueError(f"{out}: already exists; choose another --out or pass --overwrite")
+    located = locate_weights(source)
+    src = located.weights.parent
+    with staging_dir(out) as stage:
+        config, resaved = _write_weights(located.weights, located.config, stage, dtype)
+        sha = sha256_file(stage / WEIGHTS_FILE)
+        heads = _copy_heads(src, stage, with_heads)
+        probe = _copy_probe(src, stage, sha)
+        _check_results(config, sha, src, resaved)
+        config.equimod = {**config.equimod, "weights_sha256": sha, "hf_hub_id": repo_id}
+        config.write(stage)
+        weights_dtype = _weights_dtype(stage / WEIGHTS_FILE)
+        facts = CardFacts(
+            repo_id=repo_id,
+            weights_dtype=str(weights_dtype).removeprefix("torch."),
+            num_parameters=_num_parameters(stage / WEIGHTS_FILE),
+            heads_file=heads,
+            zoo_name=zoo_name,
+            recipe_yaml=_read_text(src / RECIPE_FILE),
+            final_log_row=_final_log_row(src / LOG_FILE),
+            probe_file=PROBE_FILE if probe is not None else None,
+            probe_summary=probe,
+        )
+        card = render_card(config, facts)
+        check_card(card, config)
+        (stage / CARD_FILE).write_text(card, encoding="utf-8")
+        diff = verify_reload(stage, source, weights_dtype=weights_dtype)
+        move_into_place(stage, out)
+    return ExportResult(folder=out, weights_sha256=sha, weights_dtype=facts.weights_dtype,
+                        num_results=len(results_of(config)), max_feature_diff=diff)
+
+
+def verify_reload(folder: Path, source: str | Path, *, weights_dtype: torch.dtype, batch_size: int = 2) -> float:
+    """Plain timm must reload `folder` and give `source`'s features on a seeded batch; returns the max diff."""
+    reference = equimod_zoo.load(source).eval()
+    try:
+        exported = timm.create_model(f"local-dir:{folder.resolve()}", pretrained=True).eval()
+    except (RuntimeError, KeyError, ValueError) as error:
+        raise ValueError(f"{folder}: plain timm cannot reload the exported folder: "
+                         f"{str(error).strip().splitlines()[-1]}") from None
+    size = tuple(reference.pretrained_cfg["input_size"])
+    x = torch.randn((batch_size, *size), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = reference.forward_head(reference.forward_features(x), pre_logits=True)
+        actual = exported.forward_head(exported.forward_features(x), pre_logits=True)
+    if actual.shape != expected.shape:
+        raise ValueError(f"{folder}: plain timm gives features of shape {tuple(actual.shape)}, the source "
+                         f"model {tuple(expected.shape)}")
+    diff = float((actual - expected).abs().max())
+    tolerance = _TOLERANCE.get(weights_dtype, 1e-4)
+    scale = float(expected.abs().max()) or 1.0
+    if not torch.allclose(actual, expected, rtol=tolerance, atol=tolerance * scale):
+        raise ValueError(f"{folder}: plain timm's reload gives other features than the source model "
+                         f"(max abs diff {diff:.3g}, tolerance {tolerance:g} x scale {scale:.3g})")
+    return diff
+
+
+def check_card(card: str, config: ModelConfig) -> None:
+    """The front matter parses as YAML and huggingface_hub reads back every measured result."""
+    front = card.split("---\n", 2)[1]
+    if not isinstance(yaml.safe_load(front), dict):
+        raise ValueError("model card front matter is not a YAML mapping")
+    parsed = ModelCard(card).data
+    if len(parsed.eval_results or []) != len(results_of(config)):
+        raise ValueError("model card model-index does not hold every measured result")
+
+
+def _write_weights(weights: Path, source_config: ModelConfig, stage: Path,
+                   dtype: str | None) -> tuple[ModelConfig, bool]:
+    """Copy (or re-save, when the dtype changes or a classifier must go) the backbone; the timm config."""
+    state = safetensors.torch.load_file(str(weights))
+    classifier = str(source_config.pretrained_cfg.get("classifier", "fc"))
+    backbone = {k: v for k, v in state.items() if not k.startswith(f"{classifier}.")}
+    target = DTYPES.get(dtype) if dtype else None
+    resave = len(backbone) != len(state) or (
+        target is not None and any(v.is_floating_point() and v.dtype != target for v in backbone.values()))
+    if resave:
+        save_weights(backbone, stage / WEIGHTS_FILE, dtype=target)
+    else:
+        shutil.copyfile(weights, stage / WEIGHTS_FILE)
+    return _timm_config(source_config, weights.parent / CONFIG_FILE), resave
+
+
+def _timm_config(source: ModelConfig, path: Path) -> ModelConfig:
+    cfg = {k: v for k, v in source.pretrained_cfg.items() if k not in _LOCATION_KEYS}
+    missing = [k for k in REQUIRED_DATA_CONFIG if k not in cfg]
+    if missing:
+        raise ValueError(f"{path}: pretrained_cfg lacks {', '.join(missing)}; the card cannot state the data "
+                         "config the backbone was trained with")
+    cfg.update(num_classes=0, paper_ids=PAPER_ID, license=cfg.get("license") or DEFAULT_LICENSE)
+    return ModelConfig(
+        architecture=source.architecture,
+        num_features=source.num_features,
+        pretrained_cfg=cfg,
+        global_pool=source.global_pool,
+        model_args=dict(source.model_args),
+        equimod=dict(source.equimod),
+    )
+
+
+def _check_results(config: ModelConfig, sha: str, src: Path, resaved: bool) -> None:
+    for metric in results_of(config):
+        if metric.weights_sha256 != sha:
+            why = (" (the export re-saved the weights, so numbers measured on the source's weights do not "
+                   "carry over: export without --dtype, or re-measure the export)" if resaved else "")
+            raise ValueError(
+                f"{src / CONFIG_FILE}: the {metric.dataset} {metric.protocol} {metric.name} result was measured on "
+                f"weights {metric.weights_sha256}, not on the exported {WEIGHTS_FILE} ({sha}){why}")
+
+
+def _copy_heads(src: Path, stage: Path, with_heads: bool | None) -> str | None:
+    present = (src / HEADS_FILE).is_file()
+    if with_heads and not present:
+        raise FileNotFoundError(f"{src / HEADS_FILE}: missing, so --with-heads cannot export it")
+    if not present or with_heads is False:
+        return None
+    shutil.copyfile(src / HEADS_FILE, stage / HEADS_FILE)
+    return HEADS_FILE
+
+
+def _copy_probe(src: Path, stage: Path, sha: str) -> dict[str, Any] | None:
+    path = src / PROBE_FILE
+    if not path.is_file():
+        return None
+    try:
+        probe = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(probe, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    measured_on = probe.get("weights_sha256")
+    if measured_on is not None and measured_on != sha:
+        raise ValueError(f"{path}: measured on weights {measured_on}, not on the exported {WEIGHTS_FILE} ({sha})")
+    shutil.copyfile(path, stage / PROBE_FILE)
+    return probe
+
+
+def _weights_dtype(path: Path) -> torch.dtype:
+    with safetensors.safe_open(str(path), framework="pt") as handle:
+        for key in handle.keys():
+            tensor = handle.get_slice(key)
+            dtype = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}.get(tensor.get_dtype())
+            if dtype is not None:
+                return dtype
+    return torch.float32
+
+
+def _num_parameters(path: Path) -> int:
+    with safetensors.safe_open(str(path), framework="pt") as handle:
+        return sum(_numel(handle.get_slice(k).get_shape()) for k in handle.keys() if "num_batches_tracked" not in k
+                   and not k.endswith(("running_mean", "running_var")))
+
+
+def _numel(shape: list[int]) -> int:
+    count = 1
+    for size in shape:
+        count *= size
+    return count
+
+
+def _read_text(path: Path) -> str | None:
+    return path.read_text(encoding="utf-8") if path.is_file() else None
+
+
+def _final_log_row(path: Path) -> dict[str, str] | None:
+    if not path.is_file():
+        return None
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return None
+    last = rows[-1]
+    return {k: _short_number(last[k]) for k in _LOG_COLUMNS if last.get(k) not in (None, "")}
+
+
+def _short_number(text: str) -> str:
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return str(int(value)) if value.is_integer() else f"{value:.4g}"
+
+
+@contextlib.contextmanager
+def staging_dir(out: Path) -> Iterator[Path]:
+    """A fresh folder beside `out`, removed unless it was moved into place."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def move_into_place(stage: Path, out: Path) -> None:
+    """Rename `stage` onto `out`; an existing `out` is set aside first and restored if the rename fails."""
+    _umask_permissions(stage)
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        os.rmdir(old)
+        os.replace(out, old)
+    try:
+        os.replace(stage, out)
+    except OSError:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _umask_permissions(folder: Path) -> None:
+    """Temporary files and folders are private (0600/0700); a published folder gets the usual modes."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.iterdir():
+        path.chmod(0o666 & ~umask)
