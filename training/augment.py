@@ -1,0 +1,472 @@
+"""Batched, parameterised augmentations: the BYOL-style asymmetric pair, and the 18 numbers that say what was done.
+
+EquiMod's equivariance head reads the parameters of each augmentation (Devillers & Lefort,
+ICLR 2023, arXiv:2211.01244, Sec. 4: "the parameters of the augmentations ... are given to
+the module as a vector"), so every view comes with its parameter vector, in `PARAM_NAMES` order:
+
+    0-3   crop_top, crop_left, crop_height, crop_width   the crop box in source pixels (i, j, h, w)
+    4     flip                                           1 if flipped horizontally after the crop
+    5     jitter_applied                                 1 if colour jitter ran (probability jitter_p)
+    6-9   jitter_order_0..3                              jitter_order_k = the op applied at position k,
+                                                         ops numbered 0 brightness, 1 contrast,
+                                                         2 saturation, 3 hue
+    10-13 brightness, contrast, saturation, hue          the factors
+    14    grayscale                                      1 if converted to grey (3 channels)
+    15-16 blur_applied, blur_sigma                       gaussian blur and its sigma
+    17    solarize                                       1 if solarized at 128/255
+
+When jitter is not applied its entries are the neutral values: factors 1, 1, 1, 0 and the
+identity order 0, 1, 2, 3. When blur is not applied its sigma is 0.
+
+The semantics are torchvision's (RandomResizedCrop.get_params, resized_crop with bicubic
+interpolation, hflip, ColorJitter in a random order with adjust_brightness / adjust_contrast /
+adjust_saturation / adjust_hue, rgb_to_grayscale, gaussian_blur with reflect padding,
+solarize), but a whole batch goes through each step at once, on whatever device the images
+are on: no Python loop over samples.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+PARAM_NAMES: tuple[str, ...] = (
+    "crop_top", "crop_left", "crop_height", "crop_width", "flip",
+    "jitter_applied", "jitter_order_0", "jitter_order_1", "jitter_order_2", "jitter_order_3",
+    "brightness", "contrast", "saturation", "hue", "grayscale",
+    "blur_applied", "blur_sigma", "solarize",
+)
+NUM_PARAMS = len(PARAM_NAMES)
+JITTER_OPS: tuple[str, ...] = ("brightness", "contrast", "saturation", "hue")
+# Parameters that are 0/1 flags; the others are continuous or integer-valued.
+BINARY_PARAMS: tuple[str, ...] = ("flip", "jitter_applied", "grayscale", "blur_applied", "solarize")
+
+CROP = slice(0, 4)
+FLIP = 4
+JITTER_APPLIED = 5
+JITTER_ORDER = slice(6, 10)
+JITTER_FACTORS = slice(10, 14)
+GRAYSCALE = 14
+BLUR_APPLIED = 15
+BLUR_SIGMA = 16
+SOLARIZE = 17
+
+# ITU-R 601-2 luma, as torchvision's rgb_to_grayscale uses.
+_LUMA = (0.2989, 0.587, 0.114)
+SOLARIZE_THRESHOLD = 128 / 255
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+@dataclass(frozen=True)
+class ViewConfig:
+    """What differs between the two views of the asymmetric pair."""
+
+    blur_p: float
+    solarize_p: float
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """The augmentation recipe (EquiMod's CIFAR-10 defaults; ../shared/docs/EQUIMOD.md).
+
+    `blur_kernel` None means torchvision's 23 px at 224 px, scaled to `size` (odd, at least 3).
+    `antialias` False resizes with plain bicubic (torch's `interpolate(mode="bicubic",
+    antialias=False)`, a = -0.75); True uses torchvision's antialiased bicubic (a = -0.5, the
+    kernel widened when shrinking), as PIL does. It only matters when crops are shrunk.
+    """
+
+    size: int = 32
+    crop_scale: tuple[float, float] = (0.2, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+    jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.2
+    hue: float = 0.1
+    grayscale_p: float = 0.2
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    blur_kernel: int | None = None
+    views: tuple[ViewConfig, ...] = (ViewConfig(blur_p=1.0, solarize_p=0.0), ViewConfig(blur_p=0.1, solarize_p=0.2))
+    mean: tuple[float, float, float] = CIFAR10_MEAN
+    std: tuple[float, float, float] = CIFAR10_STD
+    antialias: bool = False
+
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise ValueError(f"size must be positive, got {self.size}")
+        if not 0 < self.crop_scale[0] <= self.crop_scale[1]:
+            raise ValueError(f"crop_scale must be (min, max) with 0 < min <= max, got {self.crop_scale}")
+        if not 0 < self.crop_ratio[0] <= self.crop_ratio[1]:
+            raise ValueError(f"crop_ratio must be (min, max) with 0 < min <= max, got {self.crop_ratio}")
+        if not 0 < self.blur_sigma[0] <= self.blur_sigma[1]:
+            raise ValueError(f"blur_sigma must be (min, max) with 0 < min <= max, got {self.blur_sigma}")
+        if self.blur_kernel is not None and (self.blur_kernel < 1 or self.blur_kernel % 2 == 0):
+            raise ValueError(f"blur_kernel must be a positive odd integer, got {self.blur_kernel}")
+        if not 0 <= self.hue <= 0.5:
+            raise ValueError(f"hue must be in [0, 0.5], got {self.hue}")
+        for name in ("brightness", "contrast", "saturation"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
+        probabilities = {"flip_p": self.flip_p, "jitter_p": self.jitter_p, "grayscale_p": self.grayscale_p}
+        for index, view in enumerate(self.views):
+            probabilities[f"views[{index}].blur_p"] = view.blur_p
+            probabilities[f"views[{index}].solarize_p"] = view.solarize_p
+        for name, p in probabilities.items():
+            if not 0 <= p <= 1:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
+        if not self.views:
+            raise ValueError("views must name at least one view")
+
+    @property
+    def kernel_size(self) -> int:
+        """The gaussian blur kernel: `blur_kernel`, or 23 px at 224 px scaled to `size`, odd, >= 3."""
+        if self.blur_kernel is not None:
+            return self.blur_kernel
+        kernel = max(3, round(23 * self.size / 224))
+        return kernel if kernel % 2 else kernel + 1
+
+
+class BatchedAugment:
+    """Sample and apply augmentations to a batch of images at once, on the images' device.
+
+    >>> augment = BatchedAugment(AugmentConfig())
+    >>> views, params = augment(images_uint8, view=0)    # [n, 3, 32, 32] normalised, [n, 18]
+    >>> x0 = augment.identity(images_uint8)              # the un-augmented view
+    """
+
+    def __init__(self, config: AugmentConfig | None = None) -> None:
+        self.config = config or AugmentConfig()
+
+    # ---- sampling -------------------------------------------------------------------------
+    def sample(self, n: int, *, view: int, image_size: tuple[int, int], generator: torch.Generator | None = None,
+               device: torch.device | str | None = None) -> torch.Tensor:
+        """Draw `n` parameter vectors ([n, 18] float32, raw values) for images of `image_size` (H, W)."""
+        cfg = self.config
+        if not 0 <= view < len(cfg.views):
+            raise ValueError(f"view must be in [0, {len(cfg.views) - 1}], got {view}")
+        height, width = int(image_size[0]), int(image_size[1])
+        if height < 1 or width < 1:
+            raise ValueError(f"image_size must be positive, got {tuple(image_size)}")
+        view_cfg = cfg.views[view]
+        # Draw where the generator lives (CPU unless given a device generator), then move.
+        source = generator.device if generator is not None else torch.device("cpu")
+
+        def uniform(*shape: int, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+            return torch.rand(*shape, generator=generator, device=source).mul_(high - low).add_(low)
+
+        params = torch.empty(n, NUM_PARAMS, device=source)
+        params[:, CROP] = _sample_crops(n, height, width, cfg.crop_scale, cfg.crop_ratio, uniform)
+        params[:, FLIP] = (uniform(n) < cfg.flip_p).float()
+
+        jitter = uniform(n) < cfg.jitter_p
+        order = torch.argsort(uniform(n, 4), dim=1).float()  # a uniform random permutation
+        factors = torch.stack([
+            uniform(n, low=max(0.0, 1 - cfg.brightness), high=1 + cfg.brightness),
+            uniform(n, low=max(0.0, 1 - cfg.contrast), high=1 + cfg.contrast),
+            uniform(n, low=max(0.0, 1 - cfg.saturation), high=1 + cfg.saturation),
+            uniform(n, low=-cfg.hue, high=cfg.hue),
+        ], dim=1)
+        neutral_order = torch.arange(4, device=source, dtype=torch.float32).expand(n, 4)
+        neutral_factors = torch.tensor([1.0, 1.0, 1.0, 0.0], device=source).expand(n, 4)
+        params[:, JITTER_APPLIED] = jitter.float()
+        params[:, JITTER_ORDER] = torch.where(jitter[:, None], order, neutral_order)
+        params[:, JITTER_FACTORS] = torch.where(jitter[:, None], factors, neutral_factors)
+        params[:, GRAYSCALE] = (uniform(n) < cfg.grayscale_p).float()
+
+        blur = uniform(n) < view_cfg.blur_p
+        sigma = uniform(n, low=cfg.blur_sigma[0], high=cfg.blur_sigma[1])
+        params[:, BLUR_APPLIED] = blur.float()
+        params[:, BLUR_SIGMA] = torch.where(blur, sigma, torch.zeros_like(sigma))
+        params[:, SOLARIZE] = (uniform(n) < view_cfg.solarize_p).float()
+        return params.to(device) if device is not None else params
+
+    # ---- applying -------------------------------------------------------------------------
+    def apply(self, images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """Apply `params` ([n, 18]) to `images` ([n, 3, H, W] uint8, or float in [0, 1]).
+
+        Returns float32 [n, 3, size, size], normalised with the config's mean/std, channels_last.
+        """
+        x = _as_float_images(images)
+        if params.shape != (x.shape[0], NUM_PARAMS):
+            raise ValueError(f"params must have shape [{x.shape[0]}, {NUM_PARAMS}], got {list(params.shape)}")
+        params = params.to(device=x.device, dtype=torch.float32)
+        x = resized_crop(x, params[:, CROP], self.config.size, flip=params[:, FLIP] > 0.5,
+                         antialias=self.config.antialias).clamp_(0, 1)
+        x = color_jitter(x, params[:, JITTER_ORDER], params[:, JITTER_FACTORS])
+        x = _on_subset(x, params[:, GRAYSCALE] > 0.5, lambda xs, _: rgb_to_grayscale(xs).expand_as(xs))
+        kernel = self.config.kernel_size
+        x = _on_subset(x, params[:, BLUR_APPLIED] > 0.5, lambda xs, due: gaussian_blur(xs, params[due, BLUR_SIGMA], kernel))
+        x = _on_subset(x, params[:, SOLARIZE] > 0.5, lambda xs, _: solarize(xs))
+        return self.normalize(x)
+
+    def __call__(self, images: torch.Tensor, *, view: int,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample parameters for `images` and apply them: (normalised views, raw params [n, 18])."""
+        _check_images(images)
+        params = self.sample(images.shape[0], view=view, image_size=tuple(images.shape[-2:]), generator=generator,
+                             device=images.device)
+        return self.apply(images, params), params
+
+    def identity(self, images: torch.Tensor) -> torch.Tensor:
+        """x0, the un-augmented view: the centre square resized to `size` (Resize(size) + CenterCrop(size)
+        up to sub-pixel rounding), normalised, channels_last."""
+        x = _as_float_images(images)
+        height, width = x.shape[-2:]
+        side = min(height, width)
+        box = torch.tensor([(height - side) // 2, (width - side) // 2, side, side], dtype=torch.float32,
+                           device=x.device).expand(x.shape[0], 4)
+        if side == self.config.size and height == width:
+            return self.normalize(x)
+        return self.normalize(resized_crop(x, box, self.config.size, antialias=self.config.antialias).clamp_(0, 1))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """(x - mean) / std, written straight into a channels_last tensor."""
+        scale = 1 / torch.tensor(self.config.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        shift = -torch.tensor(self.config.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1) * scale
+        out = torch.empty_like(x, memory_format=torch.channels_last)
+        return torch.addcmul(shift, x, scale, out=out)
+
+
+def parameter_statistics(config: AugmentConfig, *, image_size: tuple[int, int], num_samples: int = 100_000,
+                         seed: int = 0, min_std: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std ([18] each) of the parameters, from `num_samples` draws per view, views mixed equally.
+
+    These standardise the parameter vector before EquiMod's parameter head; entries that never
+    vary (solarize on a pipeline without it) get std `min_std` instead of 0.
+    """
+    augment = BatchedAugment(config)
+    generator = torch.Generator().manual_seed(seed)
+    samples = torch.cat([augment.sample(num_samples, view=view, image_size=image_size, generator=generator)
+                         for view in range(len(config.views))]).double()
+    return samples.mean(0).float(), samples.std(0).clamp_min(min_std).float()
+
+
+# ---- the operations, batched with per-sample parameters -----------------------------------------
+def _sample_crops(n: int, height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float],
+                  uniform) -> torch.Tensor:
+    """RandomResizedCrop.get_params for n images at once: 10 tries each, then the centre fallback."""
+    tries = 10
+    area = height * width
+    target_area = area * uniform(n, tries, low=scale[0], high=scale[1])
+    aspect = torch.exp(uniform(n, tries, low=math.log(ratio[0]), high=math.log(ratio[1])))
+    w = torch.round(torch.sqrt(target_area * aspect))
+    h = torch.round(torch.sqrt(target_area / aspect))
+    valid = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = valid.int().argmax(dim=1, keepdim=True)  # the first try that fits
+    w = w.gather(1, first).squeeze(1)
+    h = h.gather(1, first).squeeze(1)
+    top = torch.floor(uniform(n) * (height - h + 1)).clamp_max_(height - h)
+    left = torch.floor(uniform(n) * (width - w + 1)).clamp_max_(width - w)
+
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        fallback_w, fallback_h = width, round(width / min(ratio))
+    elif in_ratio > max(ratio):
+        fallback_w, fallback_h = round(height * max(ratio)), height
+    else:
+        fallback_w, fallback_h = width, height
+    fallback = torch.tensor([(height - fallback_h) // 2, (width - fallback_w) // 2, fallback_h, fallback_w],
+                            dtype=torch.float32, device=w.device)
+    boxes = torch.stack([top, left, h, w], dim=1)
+    return torch.where(valid.any(dim=1, keepdim=True), boxes, fallback)
+
+
+def _cubic(x: torch.Tensor, a: float) -> torch.Tensor:
+    """Keys' cubic convolution kernel with parameter a (torch: -0.75 plain, -0.5 antialiased)."""
+    x = x.abs()
+    near = ((a + 2) * x - (a + 3)) * x * x + 1
+    far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+    return torch.where(x <= 1, near, torch.where(x < 2, far, torch.zeros_like(x)))
+
+
+def _resize_matrix(start: torch.Tensor, length: torch.Tensor, in_size: int, out_size: int, *,
+                   antialias: bool) -> torch.Tensor:
+    """[n, out_size, in_size] matrices that crop [start, start + length) and resize it to out_size.
+
+    Plain: torch's bicubic with align_corners=False, the 4 taps clamped to the crop (what cropping
+    first and then interpolating does). Antialiased: torchvision's antialias=True kernel (a = -0.5,
+    support widened by the shrink factor, weights renormalised inside the crop).
+    """
+    device = start.device
+    scale = (length / out_size)[:, None, None]  # source pixels per output pixel
+    out = torch.arange(out_size, device=device, dtype=torch.float32)[None, :, None]
+    src = torch.arange(in_size, device=device, dtype=torch.float32)[None, None, :] - start[:, None, None]
+    inside = (src >= 0) & (src < length[:, None, None])
+    if antialias:
+        stretch = scale.clamp_min(1.0)  # the kernel widens only when shrinking
+        center = scale * (out + 0.5)
+        weights = _cubic((src + 0.5 - center) / stretch, -0.5) * inside
+        return weights / weights.sum(-1, keepdim=True)
+    position = scale * (out + 0.5) - 0.5  # in crop coordinates
+    base = torch.floor(position)
+    t = position - base
+    matrix = torch.zeros(start.shape[0], out_size, in_size, device=device)
+    last = (length - 1)[:, None, None]
+    for tap in range(-1, 3):
+        index = (base + tap).clamp(min=torch.zeros_like(last), max=last) + start[:, None, None]
+        weight = _cubic(t - tap, -0.75)
+        matrix.scatter_add_(2, index.long(), weight)
+    return matrix
+
+
+def resized_crop(images: torch.Tensor, boxes: torch.Tensor, size: int, *, flip: torch.Tensor | None = None,
+                 antialias: bool = False) -> torch.Tensor:
+    """Crop each image ([n, C, H, W] float) to its box ([n, 4]: top, left, height, width) and resize to size.
+
+    Separable: two batched matrix products, one per axis; `flip` ([n] bool) mirrors the columns.
+    """
+    n, channels, height, width = images.shape
+    boxes = boxes.to(device=images.device, dtype=torch.float32)
+    rows = _resize_matrix(boxes[:, 0], boxes[:, 2], height, size, antialias=antialias)
+    cols = _resize_matrix(boxes[:, 1], boxes[:, 3], width, size, antialias=antialias)
+    if flip is not None:
+        cols = torch.where(flip.to(images.device)[:, None, None], cols.flip(1), cols)
+    # columns first as one [n, C*H, W] @ [n, W, size] product, then the rows
+    narrowed = torch.bmm(images.reshape(n, channels * height, width), cols.transpose(1, 2))
+    return torch.matmul(rows[:, None], narrowed.view(n, channels, height, size))
+
+
+def rgb_to_grayscale(x: torch.Tensor) -> torch.Tensor:
+    """[n, 3, H, W] -> [n, 1, H, W] luma (ITU-R 601-2)."""
+    r, g, b = x.unbind(dim=1)
+    return (_LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b).unsqueeze(1)
+
+
+def adjust_brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return (x * factor.view(-1, 1, 1, 1)).clamp_(0, 1)
+
+
+def adjust_contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Blend with the mean grey level of each image."""
+    factor = factor.view(-1, 1, 1, 1)
+    mean = rgb_to_grayscale(x).mean(dim=(1, 2, 3), keepdim=True)
+    return (x * factor + mean * (1 - factor)).clamp_(0, 1)
+
+
+def adjust_saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Blend with the grey version of each image."""
+    factor = factor.view(-1, 1, 1, 1)
+    return (x * factor + rgb_to_grayscale(x) * (1 - factor)).clamp_(0, 1)
+
+
+def _hue_value_chroma(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """6 x hue in [0, 6) (arbitrary for greys), value (max channel) and chroma (max - min), each [n, 1, H, W]."""
+    r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+    value = x.amax(dim=1, keepdim=True)
+    chroma = value - x.amin(dim=1, keepdim=True)
+    red_max, green_max = value == r, value == g
+    numerator = torch.where(red_max, g - b, torch.where(green_max, b - r, r - g))
+    sector = torch.where(red_max, 0.0, torch.where(green_max, 2.0, 4.0))
+    hue6 = numerator.div_(torch.where(chroma > 0, chroma, 1.0)).add_(sector)
+    return hue6, value, chroma
+
+
+def _rgb_from_hue(hue6: torch.Tensor, value: torch.Tensor, chroma: torch.Tensor) -> torch.Tensor:
+    """RGB from 6 x hue, value and chroma: channel c = v - chroma clamp(min(k, 4 - k), 0, 1), k = (n_c + 6 h) mod 6.
+
+    A grey (chroma 0) comes back as itself whatever its hue.
+    """
+    offsets = torch.tensor([5.0, 3.0, 1.0], device=hue6.device, dtype=hue6.dtype).view(1, 3, 1, 1)
+    k = torch.remainder(hue6 + offsets, 6)
+    return torch.minimum(k, 4 - k).clamp_(0, 1).mul_(chroma).neg_().add_(value).clamp_(0, 1)
+
+
+def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    """[n, 3, H, W] RGB in [0, 1] -> HSV, hue in [0, 1) (0 for greys)."""
+    hue6, value, chroma = _hue_value_chroma(x)
+    hue = torch.where(chroma > 0, torch.remainder(hue6 / 6, 1.0), 0.0)
+    saturation = torch.where(value > 0, chroma / torch.where(value > 0, value, 1.0), 0.0)
+    return torch.cat((hue, saturation, value), dim=1)
+
+
+def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of `rgb_to_hsv`."""
+    hue, saturation, value = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+    return _rgb_from_hue(hue * 6, value, value * saturation)
+
+
+def adjust_hue(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Rotate the hue of each image by its factor (a fraction of the colour wheel, in [-0.5, 0.5])."""
+    hue6, value, chroma = _hue_value_chroma(x)
+    return _rgb_from_hue(hue6.add_(6 * factor.view(-1, 1, 1, 1)), value, chroma)
+
+
+def color_jitter(x: torch.Tensor, order: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """Apply the four jitter ops in each sample's order ([n, 4], op indices) with its factors ([n, 4]).
+
+    At each of the 4 positions every sample runs one op. Brightness, contrast and saturation are
+    all `clamp(f x + (1 - f) g)` with g = 0, the mean grey level or the grey image, so one fused
+    pass does whichever is due; hue, the expensive one, runs only on the samples whose turn it is.
+    """
+    order = order.round().long()
+    one = torch.ones_like(factors[:, 0])
+    zero = torch.zeros_like(one)
+    for position in range(4):
+        op = order[:, position]
+        scale = torch.where(op <= 2, factors.gather(1, op.clamp(max=2)[:, None]).squeeze(1), one)
+        contrast = torch.where(op == 1, 1 - scale, zero).view(-1, 1, 1, 1)
+        saturation = torch.where(op == 2, 1 - scale, zero).view(-1, 1, 1, 1)
+        grey = rgb_to_grayscale(x)
+        # shift = (1 - f) * mean grey (contrast) or (1 - f) * grey (saturation), 0 for brightness
+        shift = grey.mul(saturation).add_(grey.mean(dim=(2, 3), keepdim=True).mul_(contrast))
+        x = torch.addcmul(shift, x, scale.view(-1, 1, 1, 1)).clamp_(0, 1)
+        due = ((op == 3) & (factors[:, 3] != 0)).nonzero().squeeze(1)
+        if due.numel():
+            x = x.index_copy(0, due, adjust_hue(x.index_select(0, due), factors.index_select(0, due)[:, 3]))
+    return x
+
+
+def gaussian_kernels(sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """[n, kernel_size] normalised 1-D gaussians, sampled on torchvision's grid."""
+    half = (kernel_size - 1) / (2 * math.sqrt(2))
+    grid = torch.linspace(-half, half, kernel_size, device=sigma.device, dtype=torch.float32)
+    return torch.softmax(-(grid[None, :] / sigma[:, None]) ** 2, dim=1)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """Blur each image ([n, C, H, W]) with its own sigma ([n]): separable, reflect padding like torchvision."""
+    kernels = gaussian_kernels(sigma.to(x.device), kernel_size)[:, :, None, None, None]
+    pad = kernel_size // 2
+    height, width = x.shape[-2:]
+    padded = F.pad(x, (pad, pad, 0, 0), mode="reflect")
+    x = padded[..., 0:width] * kernels[:, 0]
+    for k in range(1, kernel_size):
+        x.addcmul_(padded[..., k:k + width], kernels[:, k])
+    padded = F.pad(x, (0, 0, pad, pad), mode="reflect")
+    x = padded[..., 0:height, :] * kernels[:, 0]
+    for k in range(1, kernel_size):
+        x.addcmul_(padded[..., k:k + height, :], kernels[:, k])
+    return x
+
+
+def solarize(x: torch.Tensor, threshold: float = SOLARIZE_THRESHOLD) -> torch.Tensor:
+    """Invert the pixels at or above the threshold."""
+    return torch.where(x >= threshold, 1 - x, x)
+
+
+def _on_subset(x: torch.Tensor, mask: torch.Tensor, op) -> torch.Tensor:
+    """x with `op(x[due], due)` written back where `mask` ([n] bool) is set; the rest untouched."""
+    due = mask.nonzero().squeeze(1)
+    if due.numel() == 0:
+        return x
+    if due.numel() == x.shape[0]:
+        return op(x, slice(None))
+    return x.index_copy(0, due, op(x.index_select(0, due), due))
+
+
+def _check_images(images: torch.Tensor) -> None:
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be [n, 3, H, W], got {list(images.shape)}")
+
+
+def _as_float_images(images: torch.Tensor) -> torch.Tensor:
+    _check_images(images)
+    if images.dtype == torch.uint8:
+        return images.float().div_(255)
+    if not images.is_floating_point():
+        raise ValueError(f"images must be uint8 or float in [0, 1], got {images.dtype}")
+    return images.float()
