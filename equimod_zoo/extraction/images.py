@@ -49,7 +49,11 @@ def load_rgb(opener: Callable[[], Image.Image], *, draft_size: int | None = None
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with opener() as raw:
+        try:
+            raw = opener()
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
+            raise ImageTooLargeError(str(error)) from None
+        with raw:
             if limit and raw.width * raw.height > limit:
                 raise ImageTooLargeError(f"{raw.width}x{raw.height} pixels is over the limit of {limit} "
                                          f"(a possible decompression bomb)")
