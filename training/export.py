@@ -1,0 +1,107 @@
+"""A training run's backbone as a model folder: RUN/model.safetensors + RUN/config.json (+ heads).
+
+The folder is the one `equimod_zoo.load(RUN)` and `timm.create_model("local-dir:RUN")` read: the
+headless backbone with timm key names, and a config.json whose `pretrained_cfg` (mean, std,
+input size, interpolation, crop) is the data config the backbone was trained with, and whose
+`equimod` metadata says how (method, recipe, epochs, data, commit).
+"""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+
+from equimod_zoo.model_folder import ModelConfig, default_pretrained_cfg, write_model_folder
+from equimod_zoo.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from equimod_zoo.training.methods import SSLMethod, build_method
+from equimod_zoo.training.recipe import Recipe, recipe_from_dict
+
+
+def pretrained_cfg_for(recipe: Recipe) -> dict[str, Any]:
+    """timm's data config matching the recipe: its resolution, normalisation, interpolation and crop."""
+    return default_pretrained_cfg(
+        recipe.arch,
+        input_size=[3, recipe.eval_size, recipe.eval_size],
+        mean=list(recipe.augment.mean),
+        std=list(recipe.augment.std),
+        interpolation=recipe.interpolation,
+        crop_pct=recipe.eval_crop_pct,
+        crop_mode="center",
+    )
+
+
+def source_commit() -> str | None:
+    """The git commit of this source tree, or None outside a git checkout."""
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                                capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None
+
+
+def export_run(out: str | Path, method: SSLMethod, recipe: Recipe, *, data: dict[str, Any], epochs_completed: int,
+               steps: int) -> ModelConfig:
+    """Write `method`'s backbone and heads into the model folder `out` (the run folder).
+
+    Results already recorded in `out` survive only if they were measured on identical weights.
+    """
+    out = Path(out)
+    previous = ModelConfig.read(out).equimod.get("results", []) if (out / "config.json").is_file() else []
+    metadata = {
+        "method": recipe.method.name,
+        "recipe": recipe.name,
+        "recipe_config": recipe.to_dict(),
+        "epochs": epochs_completed,
+        "steps": steps,
+        "batch_size": recipe.batch_size,
+        "seed": recipe.seed,
+        "data": dict(data),
+        "source_commit": source_commit(),
+        "results": [],
+    }
+    config = write_model_folder(
+        out,
+        method.backbone,
+        arch=recipe.arch,
+        model_args=recipe.model_args,
+        heads=method.heads_state_dict(),
+        equimod=metadata,
+        pretrained_cfg=pretrained_cfg_for(recipe),
+    )
+    kept = [r for r in previous if r.get("weights_sha256") == config.equimod["weights_sha256"]]
+    if kept:
+        config.equimod["results"] = kept
+        config.write(out)
+    return config
+
+
+def build_backbone(recipe: Recipe) -> torch.nn.Module:
+    """The recipe's headless timm backbone, randomly initialised."""
+    import equimod_zoo.architectures  # noqa: F401  (registers the CIFAR-stem ResNets with timm)
+
+    return timm.create_model(recipe.arch, pretrained=False, num_classes=0, **recipe.model_args)
+
+
+def method_from_checkpoint(payload: dict[str, Any]) -> tuple[SSLMethod, Recipe]:
+    """Rebuild the trained method (backbone and heads) from a loaded checkpoint."""
+    recipe = recipe_from_dict(payload["recipe"], source="checkpoint")
+    stats = {"param_mean": payload["param_mean"], "param_std": payload["param_std"]} if recipe.method.equimod else {}
+    method = build_method(recipe.method, build_backbone(recipe), **stats)
+    method.load_state_dict(payload["method"])
+    return method, recipe
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None) -> ModelConfig:
+    """Export a run's checkpoint.pt (or a run folder holding one) as a model folder (default: beside it)."""
+    checkpoint = Path(checkpoint)
+    if checkpoint.is_dir():
+        checkpoint = checkpoint / CHECKPOINT_FILE
+    payload = load_checkpoint(checkpoint)
+    method, recipe = method_from_checkpoint(payload)
+    state = payload["state"]
+    return export_run(out if out is not None else checkpoint.parent, method, recipe, data=payload["data"],
+                      epochs_completed=state["epochs_completed"], steps=state["step"])

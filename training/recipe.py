@@ -1,0 +1,233 @@
+"""Training recipes: YAML data files in training/recipes/, loaded into a `Recipe` dataclass.
+
+A recipe names everything that decides what a run computes: the architecture, the method and its
+heads (`MethodConfig`), the augmentations (`AugmentConfig`), the optimiser and schedule
+(`OptimConfig`), epochs, global batch size, resolutions and seed, plus how the run is executed
+(precision, channels_last, compile, workers, checkpoint and log intervals).
+
+A recipe file may start from another with `base: OTHER` (or several, `base: [A, B]`, merged left
+to right) and override only what differs; nested sections merge key by key. Files whose name starts with `_` are bases, not recipes. Recipe names
+are the zoo's entry names (`equimod_zoo/zoo/catalogue.json`, field `recipe`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from equimod_zoo.training.augment import AugmentConfig
+from equimod_zoo.training.methods import MethodConfig
+from equimod_zoo.training.optim import OptimConfig
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+# Fields that change how a run executes, not what it computes: a resumed run may change them.
+EXECUTION_FIELDS = ("workers", "compile", "log_every", "checkpoint_every")
+
+
+@dataclass
+class Recipe:
+    """Everything a training run needs besides its data and output folder."""
+
+    name: str
+    method: MethodConfig
+    augment: AugmentConfig
+    optim: OptimConfig
+    description: str = ""
+    arch: str = "resnet18_cifar"  # a timm architecture (CIFAR-stem ones after `import equimod_zoo`)
+    model_args: dict[str, Any] = field(default_factory=dict)  # timm constructor arguments, e.g. widths
+    dataset: str = "cifar10"  # the data the recipe is written for (a name, for the record)
+    epochs: int = 800
+    batch_size: int = 512  # global, over all processes
+    data_size: int = 32  # images are stored data_size x data_size before augmentation (augment.size crops)
+    eval_size: int = 32  # inference resolution written into the exported data config
+    eval_crop_pct: float = 1.0  # centre-crop fraction at inference (timm's crop_pct)
+    interpolation: str = "bicubic"
+    seed: int = 0
+    param_stats_samples: int = 100_000  # augmentation draws for the parameter standardisation stats
+    precision: str = "auto"  # auto: bf16 on CPU and on GPUs that support it, else fp16; or bf16/fp16/fp32
+    channels_last: bool = True
+    compile: bool = False  # torch.compile the method
+    workers: int = 8  # DataLoader workers (decoding only; augmentations run batched on the device)
+    checkpoint_every: int = 10  # epochs
+    log_every: int = 50  # steps
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "data_size", "eval_size", "checkpoint_every",
+                     "log_every", "param_stats_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"recipe {self.name}: {name} must be >= 1, got {getattr(self, name)}")
+        if self.workers < 0:
+            raise ValueError(f"recipe {self.name}: workers must be >= 0, got {self.workers}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"recipe {self.name}: precision must be one of {', '.join(PRECISIONS)}, "
+                             f"got {self.precision!r}")
+        if self.data_size < self.augment.size:
+            raise ValueError(f"recipe {self.name}: data_size {self.data_size} is below the crop size "
+                             f"augment.size {self.augment.size}")
+        if not 0 < self.eval_crop_pct <= 1:
+            raise ValueError(f"recipe {self.name}: eval_crop_pct must be in (0, 1], got {self.eval_crop_pct}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain containers only (YAML, JSON and `torch.load(weights_only=True)` all read it)."""
+        return _plain(dataclasses.asdict(self))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def override(self, overrides: Mapping[str, Any]) -> Recipe:
+        """A copy with `overrides` applied; keys may be dotted (`optim.lr`, `method.temperature`)."""
+        data = self.to_dict()
+        for key, value in overrides.items():
+            _set_dotted(data, key, value, source=f"recipe {self.name}")
+        return recipe_from_dict(data, source=f"recipe {self.name}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "recipe") -> Recipe:
+        return recipe_from_dict(data, source=source)
+
+
+def list_recipes() -> list[str]:
+    """The names of the recipes shipped in training/recipes/."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def load_recipe(name_or_path: str | Path | Recipe, *, overrides: Mapping[str, Any] | None = None) -> Recipe:
+    """A recipe by name (training/recipes/NAME.yaml) or from a YAML file, with `overrides` applied."""
+    if isinstance(name_or_path, Recipe):
+        recipe = name_or_path
+    else:
+        path = _recipe_path(name_or_path)
+        data = _read_with_bases(path, seen=())
+        data.setdefault("name", path.stem)
+        recipe = recipe_from_dict(data, source=str(path))
+    return recipe.override(overrides) if overrides else recipe
+
+
+def recipe_from_dict(data: Mapping[str, Any], *, source: str = "recipe") -> Recipe:
+    """Build a Recipe, checking every key and type; errors name `source` and the dotted key."""
+    data = {k: v for k, v in data.items() if k != "base"}
+    if "name" not in data:
+        raise ValueError(f"{source}: no 'name'")
+    return _build(Recipe, data, source=source, prefix="")
+
+
+def _recipe_path(name_or_path: str | Path) -> Path:
+    path = Path(name_or_path).expanduser()
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise FileNotFoundError(f"recipe file {path} does not exist")
+        return path
+    candidate = RECIPES_DIR / f"{name_or_path}.yaml"
+    if candidate.is_file() and not str(name_or_path).startswith("_"):
+        return candidate
+    raise KeyError(f"unknown recipe {str(name_or_path)!r}; the recipes are: {', '.join(list_recipes())} "
+                   f"(or pass a .yaml file)")
+
+
+def _read_with_bases(path: Path, *, seen: tuple[Path, ...]) -> dict[str, Any]:
+    if path.resolve() in seen:
+        raise ValueError(f"{path}: recipe bases form a cycle ({' -> '.join(p.name for p in (*seen, path))})")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not valid YAML ({error})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a recipe is a mapping of keys to values")
+    bases = data.pop("base", None) or []
+    merged: dict[str, Any] = {}
+    for base in [bases] if isinstance(bases, str) else bases:  # several bases merge left to right
+        base_path = path.parent / f"{base}.yaml"
+        if not base_path.is_file():
+            raise FileNotFoundError(f"{path}: base recipe {base!r} not found (looked for {base_path})")
+        merged = _merge(merged, _read_with_bases(base_path, seen=(*seen, path.resolve())))
+    return _merge(merged, data)
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any, *, source: str) -> None:
+    *parents, leaf = key.split(".")
+    node = data
+    for part in parents:
+        if not isinstance(node.get(part), dict):
+            raise KeyError(f"{source}: cannot override {key!r}: {part!r} is not a section")
+        node = node[part]
+    if leaf not in node:
+        raise KeyError(f"{source}: cannot override {key!r}: no such key (known: {', '.join(node)})")
+    node[leaf] = value
+
+
+def _build(cls: type, data: Mapping[str, Any], *, source: str, prefix: str) -> Any:
+    """Instantiate dataclass `cls` from `data`, recursing into nested dataclass fields."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{source}: {prefix.rstrip('.') or 'recipe'} must be a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f"{source}: unknown key {prefix}{unknown[0]} (known in this section: {', '.join(fields)})")
+    hints = typing.get_type_hints(cls)
+    kwargs = {name: _coerce(hints[name], value, source=source, key=f"{prefix}{name}") for name, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as error:  # a missing required field
+        raise ValueError(f"{source}: {prefix.rstrip('.') or 'recipe'}: {error}") from None
+
+
+def _coerce(hint: Any, value: Any, *, source: str, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(options[0], value, source=source, key=key) if len(options) == 1 else value
+    if origin is typing.Literal:
+        if value not in typing.get_args(hint):
+            raise ValueError(f"{source}: {key} must be one of {', '.join(map(str, typing.get_args(hint)))}, "
+                             f"got {value!r}")
+        return value
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, source=source, prefix=f"{key}.")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{source}: {key} must be a list, got {value!r}")
+        args = typing.get_args(hint)
+        item = args[0] if args else Any
+        return tuple(_coerce(item, v, source=source, key=key) for v in value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{source}: {key} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{source}: {key} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{source}: {key} must be a number, got {value!r}")
+        return float(value)
+    if hint is str and not isinstance(value, str):
+        raise ValueError(f"{source}: {key} must be a string, got {value!r}")
+    return value
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

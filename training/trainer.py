@@ -1,0 +1,401 @@
+"""The training loop: SimCLR, BYOL and EquiMod pre-training, on a CPU, one GPU, or many with torchrun.
+
+One step: a uint8 batch (already on the device) becomes x0 (the un-augmented view, EquiMod only)
+and two augmented views (x1, p1), (x2, p2) with `BatchedAugment`; the method returns its loss
+under autocast (bf16 on CPU and on GPUs that have it, else fp16 with a GradScaler); LARS steps
+with the learning rate of this step; BYOL's target follows with this step's momentum.
+
+A run lives in one folder RUN: recipe.yaml, log.csv, tb/, checkpoint.pt and, at the end, the
+exported model folder (config.json, model.safetensors, equimod_heads.safetensors). Checkpoints
+are atomic, written every `checkpoint_every` epochs, at `max_steps`, and on SIGTERM (at the next
+step boundary); `resume=True` continues exactly where the checkpoint left off. A non-finite loss
+stops the run with an error naming the step and leaves the last good checkpoint untouched.
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from equimod_zoo.atomic import atomic_write_text
+from equimod_zoo.training.augment import BatchedAugment, parameter_statistics
+from equimod_zoo.training.checkpoint import (
+    CHECKPOINT_FILE,
+    TrainingState,
+    load_checkpoint,
+    restore_rng,
+    rng_state,
+    save_checkpoint,
+    training_state,
+)
+from equimod_zoo.training.data import BatchLoader, EpochSampler, load_train_data
+from equimod_zoo.training.distributed import (
+    DistInfo,
+    cleanup_distributed,
+    convert_sync_batchnorm,
+    seed_everything,
+    setup_distributed,
+)
+from equimod_zoo.training.export import build_backbone, export_run
+from equimod_zoo.training.methods import SSLMethod, build_method, byol_momentum
+from equimod_zoo.training.optim import build_optimizer, lr_at, set_lr
+from equimod_zoo.training.recipe import EXECUTION_FIELDS, Recipe, load_recipe, recipe_from_dict
+from equimod_zoo.training.run_log import RunLog
+
+RECIPE_FILE = "recipe.yaml"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """How a call to `train` ended."""
+
+    out: Path
+    step: int  # optimiser steps completed, in total
+    epochs_completed: int
+    last_loss: float | None
+    finished: bool  # every epoch of the recipe is done
+    interrupted: bool  # stopped by SIGTERM, with a checkpoint to resume from
+    exported: bool  # the model folder in `out` is up to date
+
+
+def train(
+    recipe: str | Path | Recipe | None,
+    *,
+    data: str | Path,
+    out: str | Path,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    max_steps: int | None = None,
+    seed: int | None = None,
+    resume: bool = False,
+    device: str | torch.device | None = None,
+    compile: bool | None = None,
+    workers: int | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    cache_dir: str | Path | None = None,
+    data_limit: int | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Pre-train a backbone with `recipe` on `data`, into the run folder `out`.
+
+    Args:
+        recipe: a recipe name (training/recipes/NAME.yaml), a YAML file or a `Recipe`; with
+            `resume`, None means the run's own recipe.
+        data: a parquet file or folder (e.g. ../shared/data/cifar10-jpeg), an image folder, or a
+            Hugging Face dataset id.
+        out: the run folder.
+        epochs, batch_size, seed, compile, workers: override the recipe's values.
+        max_steps: stop after this many optimiser steps in total (a resumable checkpoint and an
+            export are still written).
+        resume: continue from out/checkpoint.pt. Execution settings (workers, compile, log and
+            checkpoint intervals) may change; anything that changes the computation may not.
+        device: "cpu", "cuda", "cuda:1"...; default: this process's GPU if there is one.
+        overrides: further recipe overrides, dotted keys allowed (`{"optim.lr": 1.0}`).
+        cache_dir: where decoded datasets are cached (default: $EQUIMOD_ZOO_CACHE or ~/.cache/equimod_zoo).
+        data_limit: train on the first `data_limit` images only (quick checks).
+        progress: show a progress bar.
+    """
+    owns_process_group = not (dist.is_available() and dist.is_initialized())
+    info = setup_distributed(device=device)
+    try:
+        return _Trainer(
+            recipe, info=info, data=data, out=Path(out), max_steps=max_steps, resume=resume,
+            overrides={**(overrides or {}), **_flag_overrides(epochs=epochs, batch_size=batch_size, seed=seed,
+                                                              compile=compile, workers=workers)},
+            cache_dir=cache_dir, data_limit=data_limit, progress=progress,
+        ).run()
+    finally:
+        if owns_process_group:
+            cleanup_distributed()
+
+
+def _flag_overrides(**values: Any) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def resolve_run_recipe(recipe: str | Path | Recipe | None, *, out: Path, resume: bool,
+                       overrides: Mapping[str, Any]) -> tuple[Recipe, dict[str, Any] | None]:
+    """The recipe to run, and the checkpoint to resume (None for a new run)."""
+    checkpoint = out / CHECKPOINT_FILE
+    if not resume:
+        if recipe is None:
+            raise ValueError("a recipe is needed to start a run (--recipe NAME)")
+        if checkpoint.exists():
+            raise ValueError(f"{out}: already holds a run ({CHECKPOINT_FILE}); pass --resume to continue it, "
+                             f"or choose another --out")
+        return load_recipe(recipe, overrides=overrides), None
+    payload = load_checkpoint(checkpoint)
+    saved = recipe_from_dict(payload["recipe"], source=str(checkpoint))
+    if recipe is not None:
+        name = recipe.name if isinstance(recipe, Recipe) else load_recipe(recipe).name
+        if name != saved.name:
+            raise ValueError(f"{out}: the run was started with recipe {saved.name!r}, not {name!r}")
+    requested = saved.override(overrides)
+    before, after = saved.to_dict(), requested.to_dict()
+    changed = [key for key in after if key not in EXECUTION_FIELDS and after[key] != before[key]]
+    if changed:
+        raise ValueError(f"{out}: --resume cannot change {changed[0]} ({before[changed[0]]!r} -> "
+                         f"{after[changed[0]]!r}); only {', '.join(EXECUTION_FIELDS)} may change on resume")
+    return requested, payload
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `precision` on `device` (None: full fp32)."""
+    if precision == "fp32" or device.type not in ("cpu", "cuda"):
+        return None
+    if precision == "fp16":
+        return torch.float16
+    if precision == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ValueError(f"precision bf16: {torch.cuda.get_device_name(device)} does not support bfloat16; "
+                             f"use fp16 or auto")
+        return torch.bfloat16
+    if device.type == "cpu" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+class _StopRequest:
+    """Set by SIGTERM; the loop checkpoints at the next step boundary and returns."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[_StopRequest]:
+        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+            yield self
+            return
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+class _Trainer:
+    def __init__(self, recipe: str | Path | Recipe | None, *, info: DistInfo, data: str | Path, out: Path,
+                 max_steps: int | None, resume: bool, overrides: Mapping[str, Any], cache_dir: str | Path | None,
+                 data_limit: int | None, progress: bool) -> None:
+        if max_steps is not None and max_steps < 1:
+            raise ValueError(f"--max-steps must be >= 1, got {max_steps}")
+        self.info = info
+        self.device = info.device
+        self.out = out
+        self.max_steps = max_steps
+        self.progress = progress
+        self.recipe, self.payload = resolve_run_recipe(recipe, out=out, resume=resume, overrides=overrides)
+        recipe = self.recipe
+
+        self.data = load_train_data(data, base_size=recipe.data_size, cache_dir=cache_dir, limit=data_limit,
+                                    workers=recipe.workers, progress=progress and info.is_main)
+        if self.payload is not None and self.payload["data"]["sha256"] != self.data.info.sha256:
+            raise ValueError(f"--data {data}: not the data this run was trained on "
+                             f"({self.payload['data']['name']}, sha256 {self.payload['data']['sha256'][:12]}...)")
+        self.sampler = EpochSampler(len(self.data), batch_size=recipe.batch_size, seed=recipe.seed,
+                                    rank=info.rank, world_size=info.world_size)
+        self.loader = BatchLoader(self.data, self.sampler, device=self.device, workers=recipe.workers)
+        self.steps_per_epoch = self.sampler.steps_per_epoch
+        self.total_steps = recipe.epochs * self.steps_per_epoch
+        self.warmup_steps = min(recipe.optim.warmup_epochs * self.steps_per_epoch, self.total_steps)
+        self.peak_lr = recipe.optim.peak_lr(recipe.batch_size)
+
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            torch.set_float32_matmul_precision("high")  # TF32 matmuls and convolutions
+        self.augment = BatchedAugment(recipe.augment)
+        self.param_mean, self.param_std = self._parameter_statistics()
+        torch.manual_seed(recipe.seed)  # the same initial weights on every rank
+        stats = {"param_mean": self.param_mean, "param_std": self.param_std} if recipe.method.equimod else {}
+        self.method: SSLMethod = build_method(recipe.method, build_backbone(recipe), **stats)
+        self.method = convert_sync_batchnorm(self.method, info).to(self.device)
+        if recipe.channels_last:
+            self.method = self.method.to(memory_format=torch.channels_last)
+        self.optimizer = build_optimizer(self.method, recipe.optim, batch_size=recipe.batch_size)
+        self.autocast_dtype = autocast_dtype(recipe.precision, self.device)
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=self.autocast_dtype == torch.float16 and self.device.type == "cuda")
+        seed_everything(recipe.seed, rank=info.rank)
+        self.generator = torch.Generator(device=self.device).manual_seed(recipe.seed * 1_000_003 + info.rank)
+        self.state = TrainingState()
+        if self.payload is not None:
+            self._restore(self.payload)
+        self.saved_step = self.state.step if self.payload is not None else -1
+        self.model: torch.nn.Module = self.method
+        if info.is_distributed:
+            self.model = DistributedDataParallel(
+                self.method, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if recipe.compile:
+            self.model.compile()  # in place: state_dict keys stay those of the plain module
+
+    # ---- setup -----------------------------------------------------------------------------
+    def _parameter_statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """EquiMod's standardisation statistics: the checkpoint's on resume, else sampled now."""
+        if self.payload is not None:
+            return self.payload["param_mean"], self.payload["param_std"]
+        size = (self.recipe.data_size, self.recipe.data_size)
+        return parameter_statistics(self.recipe.augment, image_size=size,
+                                    num_samples=self.recipe.param_stats_samples, seed=self.recipe.seed)
+
+    def _restore(self, payload: dict[str, Any]) -> None:
+        self.method.load_state_dict(payload["method"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        if payload["scaler"] is not None and self.scaler.is_enabled():
+            self.scaler.load_state_dict(payload["scaler"])
+        rng = payload["rng"]
+        if len(rng) != self.info.world_size:
+            raise ValueError(f"{self.out / CHECKPOINT_FILE}: saved by {len(rng)} processes; resume with the same "
+                             f"number (this run has {self.info.world_size})")
+        restore_rng(rng[self.info.rank], self.generator, self.device)
+        self.state = training_state(payload)
+
+    # ---- the loop --------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        recipe, info = self.recipe, self.info
+        stop_at = self.total_steps if self.max_steps is None else min(self.total_steps, self.max_steps)
+        if info.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.out / "recipe.yaml", recipe.to_yaml())
+        log = RunLog(self.out, start_step=self.state.step, total_steps=stop_at, enabled=info.is_main,
+                     progress=self.progress, description=recipe.name)
+        interrupted = False
+        try:
+            with _StopRequest().installed() as stop:
+                interrupted = self._loop(stop, stop_at=stop_at, log=log)
+                self._check_finite()
+                if self.state.step != self.saved_step:
+                    self._save()
+        finally:
+            log.close()
+        finished = self.state.step >= self.total_steps
+        exported = False
+        if not interrupted and info.is_main:
+            export_run(self.out, self.method, recipe, data=self.data.info.to_dict(),
+                       epochs_completed=self.state.epochs_completed, steps=self.state.step)
+            exported = True
+        if info.is_distributed:
+            dist.barrier()
+        return TrainResult(out=self.out, step=self.state.step, epochs_completed=self.state.epochs_completed,
+                           last_loss=self.state.last_loss, finished=finished, interrupted=interrupted,
+                           exported=exported)
+
+    def _loop(self, stop: _StopRequest, *, stop_at: int, log: RunLog) -> bool:
+        """Train until `stop_at` steps; True if SIGTERM cut it short."""
+        recipe = self.recipe
+        self.model.train()
+        # The first non-finite loss's step, kept on the device so the check costs no sync per step.
+        self.bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
+        sync_every_step = self.device.type == "cpu" or self.info.is_distributed
+        last_time, last_step = time.perf_counter(), self.state.step
+        while self.state.step < stop_at:
+            epoch = self.state.epoch
+            for images in self.loader.epoch(epoch, start_step=self.state.step_in_epoch):
+                output, lr, momentum = self._step(images)
+                step = self.state.step + 1
+                self.bad_step = torch.where((self.bad_step < 0) & ~torch.isfinite(output.loss.detach()),
+                                            torch.full_like(self.bad_step, step), self.bad_step)
+                self._advance()
+                due_log = step % recipe.log_every == 0 or step == stop_at
+                if sync_every_step or due_log:
+                    self._check_finite()
+                if due_log:
+                    now = time.perf_counter()
+                    images_per_s = (step - last_step) * recipe.batch_size / max(now - last_time, 1e-9)
+                    last_time, last_step = now, step
+                    self.state.last_loss = float(output.loss.detach())
+                    row = {"step": step, "epoch": round(step / self.steps_per_epoch, 4), "lr": lr,
+                           "loss": self.state.last_loss,
+                           **{k: float(v) for k, v in output.logs.items()}}
+                    if momentum is not None:
+                        row["momentum"] = momentum
+                    row["images_per_s"] = round(images_per_s, 1)
+                    log.log(row)
+                    log.update(step, status=f"loss {self.state.last_loss:.4f}  {images_per_s:,.0f} img/s")
+                if self.state.step_in_epoch == 0 and self.state.epochs_completed % recipe.checkpoint_every == 0:
+                    self._check_finite()
+                    self._save()
+                if self._should_stop(stop) or self.state.step >= stop_at:
+                    break
+            if self._should_stop(stop):
+                return True
+        return False
+
+    def _step(self, images: torch.Tensor) -> tuple[Any, float, float | None]:
+        recipe, method = self.recipe, self.method
+        step = self.state.step
+        lr = lr_at(step, total_steps=self.total_steps, warmup_steps=self.warmup_steps, peak_lr=self.peak_lr)
+        set_lr(self.optimizer, lr)
+        x1, p1 = self.augment(images, view=0, generator=self.generator)
+        x2, p2 = self.augment(images, view=1, generator=self.generator)
+        extra = {"x0": self.augment.identity(images), "p1": p1, "p2": p2} if method.uses_params else {}
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                            enabled=self.autocast_dtype is not None):
+            output = self.model(x1, x2, **extra)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(output.loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        momentum = None
+        if recipe.method.base == "byol":
+            momentum = byol_momentum(step, self.total_steps, recipe.method.momentum_base)
+            method.update_target(momentum)
+        return output, lr, momentum
+
+    def _advance(self) -> None:
+        state = self.state
+        state.step += 1
+        state.step_in_epoch += 1
+        if state.step_in_epoch == self.steps_per_epoch:
+            state.epoch += 1
+            state.step_in_epoch = 0
+            state.epochs_completed = state.epoch
+
+    def _should_stop(self, stop: _StopRequest) -> bool:
+        requested = stop.requested
+        if self.info.is_distributed:  # every rank must stop at the same step
+            flag = torch.tensor(float(requested), device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            requested = bool(flag.item())
+        return requested
+
+    def _check_finite(self) -> None:
+        bad = self.bad_step.clone()
+        if self.info.is_distributed:
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        bad_step = int(bad)
+        if bad_step >= 0:
+            kept = f"; the last good checkpoint ({self.out / CHECKPOINT_FILE}) is kept" \
+                if (self.out / CHECKPOINT_FILE).is_file() else ""
+            raise NonFiniteLossError(
+                f"the loss became non-finite at step {bad_step} (epoch {(bad_step - 1) // self.steps_per_epoch}) "
+                f"of recipe {self.recipe.name}{kept}; lower the learning rate or use another precision")
+
+    def _save(self) -> None:
+        states = [rng_state(self.generator, self.device)]
+        if self.info.is_distributed:
+            gathered: list[Any] = [None] * self.info.world_size
+            dist.all_gather_object(gathered, states[0])
+            states = gathered
+        if self.info.is_main:
+            save_checkpoint(self.out / CHECKPOINT_FILE, state=self.state, method=self.method,
+                            optimizer=self.optimizer, scaler=self.scaler, rng_states=states,
+                            param_mean=self.param_mean, param_std=self.param_std,
+                            recipe=self.recipe.to_dict(), data=self.data.info.to_dict())
+        self.saved_step = self.state.step
