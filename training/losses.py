@@ -2,7 +2,8 @@
 
 Plain modules: they take embeddings and return a scalar, gather across ranks themselves, and know
 nothing of the training loop. Every loss runs in float32 whatever the autocast dtype, because
-exp(logit / temperature) in bf16 / fp16 loses the small differences the losses live on.
+exp(logit / temperature) in bf16 / fp16 loses the small differences the losses live on: autocast
+is switched off inside and the inputs are cast up.
 """
 from __future__ import annotations
 
@@ -39,6 +40,10 @@ class NTXentLoss(nn.Module):
 
     def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
         _check_pair(z_a, z_b, "z_a and z_b")
+        with torch.autocast(z_a.device.type, enabled=False):
+            return self._loss(z_a, z_b)
+
+    def _loss(self, z_a: Tensor, z_b: Tensor) -> Tensor:
         n = z_a.shape[0]
         z_a = F.normalize(z_a.float(), dim=1)
         z_b = F.normalize(z_b.float(), dim=1)
@@ -68,7 +73,8 @@ class BYOLLoss(nn.Module):
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         _check_pair(prediction, target, "prediction and target")
-        cos = F.cosine_similarity(prediction.float(), target.float(), dim=1)
+        with torch.autocast(prediction.device.type, enabled=False):
+            cos = F.cosine_similarity(prediction.float(), target.float(), dim=1)
         return (2 - 2 * cos).mean()
 
 
@@ -105,6 +111,7 @@ def equivariance_gain(y0: Tensor, y1: Tensor, y2: Tensor, y_hat1: Tensor, y_hat2
     rather than the module collapsing to invariance (y_hat_t = y0).
     """
     y0, y1, y2, y_hat1, y_hat2 = (t.float() for t in (y0, y1, y2, y_hat1, y_hat2))
-    predicted = torch.cat([F.cosine_similarity(y1, y_hat1, dim=1), F.cosine_similarity(y2, y_hat2, dim=1)])
-    original = torch.cat([F.cosine_similarity(y1, y0, dim=1), F.cosine_similarity(y2, y0, dim=1)])
+    with torch.autocast(y0.device.type, enabled=False):
+        predicted = torch.cat([F.cosine_similarity(y1, y_hat1, dim=1), F.cosine_similarity(y2, y_hat2, dim=1)])
+        original = torch.cat([F.cosine_similarity(y1, y0, dim=1), F.cosine_similarity(y2, y0, dim=1)])
     return predicted.mean() - original.mean()
