@@ -1,0 +1,209 @@
+"""Export to timm's Hub layout: plain-timm round trip, the config schema, the card and its checks."""
+import json
+from pathlib import Path
+
+import pytest
+import safetensors
+import timm
+import torch
+import yaml
+from huggingface_hub import ModelCard
+from huggingface_hub.repocard_data import model_index_to_eval_results
+
+import equimod_zoo
+from equimod_zoo.hub.export import export_model, verify_reload
+from equimod_zoo.hub.model_cards import card_summary
+from equimod_zoo.model_folder import HEADS_FILE, WEIGHTS_FILE, sha256_file, write_model_folder
+from equimod_zoo.registry import Metric
+from equimod_zoo.results import record_results
+
+TINY = {"channels": (8, 16, 32, 64), "stem_width": 8}
+LINEAR_COMMAND = "equimod-zoo linear RUN --dataset cifar10 --data-dir ../shared/data"
+
+
+def make_run_folder(folder: Path, model: torch.nn.Module, *, epochs: int = 3, results: bool = True,
+                    dtype: torch.dtype | None = None, method: str = "simclr_equimod") -> str:
+    """A folder like `equimod-zoo train` writes (contract 2), with one recorded linear result."""
+    config = write_model_folder(
+        folder, model, arch="resnet18_cifar", model_args=TINY, dtype=dtype,
+        heads={"proj_head_eq.0.weight": torch.randn(16, 64), "param_mean": torch.zeros(18),
+               "param_std": torch.ones(18)},
+        equimod={"method": method, "recipe": "simclr_equimod_r18_cifar10", "epochs": epochs, "batch_size": 64,
+                 "seed": 0, "source_commit": "0123abcd",
+                 "data": {"name": "cifar10", "description": "CIFAR-10 train split, JPEG re-encoding (quality 75)",
+                          "num_images": 50000, "sha256": "ab" * 32}},
+    )
+    sha = config.equimod["weights_sha256"]
+    (folder / "log.csv").write_text("step,epoch,lr,loss,loss_inv,loss_eq,eq_gain\n10,0,0.1,5.5,3.0,2.5,0.01\n"
+                                    "20,1,0.1,5.123456,3.0,2.123,0.052\n")
+    (folder / "recipe.yaml").write_text(f"method: {method}\nepochs: {epochs}\nbatch_size: 64\n")
+    if results:
+        record_results(folder, [Metric("top1", "cifar10", "linear", 41.2345, LINEAR_COMMAND, sha),
+                                Metric("knn_top1", "cifar10", "knn", 38.5, "equimod-zoo knn RUN", sha)])
+    return sha
+
+
+@pytest.fixture
+def run(tmp_path, tiny_resnet18_cifar):
+    make_run_folder(tmp_path / "run", tiny_resnet18_cifar)
+    return tmp_path / "run"
+
+
+def _batch():
+    return torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+
+
+def _front_matter(text: str) -> dict:
+    assert text.startswith("---\n")
+    return yaml.safe_load(text.split("---\n", 2)[1])
+
+
+def test_round_trip_plain_timm_gives_the_source_features(run, tmp_path, tiny_resnet18_cifar):
+    result = export_model(run, tmp_path / "out", repo_id="equimod-zoo/tiny-r18")
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", HEADS_FILE, WEIGHTS_FILE]
+    # unchanged dtype: the very same bytes, so the recorded results stay valid
+    assert result.weights_sha256 == sha256_file(run / WEIGHTS_FILE) == sha256_file(out / WEIGHTS_FILE)
+    plain = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
+    with torch.no_grad():
+        x = _batch()
+        torch.testing.assert_close(plain.forward_head(plain.forward_features(x), pre_logits=True),
+                                   tiny_resnet18_cifar(x))
+    assert tuple(timm.data.resolve_model_data_config(plain)["mean"]) == (0.4914, 0.4822, 0.4465)
+    with torch.no_grad():
+        torch.testing.assert_close(equimod_zoo.load(out).eval()(x), tiny_resnet18_cifar(x))
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left behind
+
+
+def test_config_is_timm_schema_with_equimod_metadata_at_top_level(run, tmp_path):
+    export_model(run, tmp_path / "out", repo_id="equimod-zoo/tiny-r18")
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["architecture"] == "resnet18_cifar" and config["num_classes"] == 0
+    assert config["num_features"] == 64 and config["global_pool"] == "avg"
+    assert config["model_args"] == {"channels": [8, 16, 32, 64], "stem_width": 8}
+    cfg = config["pretrained_cfg"]
+    assert cfg["mean"] == [0.4914, 0.4822, 0.4465] and cfg["std"] == [0.247, 0.2435, 0.2616]
+    assert cfg["input_size"] == [3, 32, 32] and cfg["interpolation"] == "bicubic"
+    assert cfg["crop_pct"] == 1.0 and cfg["crop_mode"] == "center"
+    assert cfg["license"] == "apache-2.0" and cfg["paper_ids"] == "arXiv:2211.01244" and cfg["num_classes"] == 0
+    assert "equimod" not in cfg and "file" not in cfg
+    meta = config["equimod"]
+    assert meta["method"] == "simclr_equimod" and meta["epochs"] == 3 and meta["batch_size"] == 64
+    assert meta["weights_sha256"] == sha256_file(tmp_path / "out" / WEIGHTS_FILE)
+    assert {(r["name"], r["value"]) for r in meta["results"]} == {("top1", 41.2345), ("knn_top1", 38.5)}
+
+
+def test_card_front_matter_and_model_index_parse(run, tmp_path):
+    export_model(run, tmp_path / "out", repo_id="equimod-zoo/tiny-r18")
+    readme = tmp_path / "out" / "README.md"
+    front = _front_matter(readme.read_text())
+    assert front["library_name"] == "timm" and front["pipeline_tag"] == "image-feature-extraction"
+    assert front["license"] == "apache-2.0" and front["datasets"] == ["uoft-cs/cifar10"]
+    assert {"image-feature-extraction", "timm", "self-supervised", "equimod", "simclr"} <= set(front["tags"])
+    index = front["model-index"]
+    assert index[0]["name"] == "equimod-zoo/tiny-r18"
+    for result in index[0]["results"]:
+        assert {"type", "name"} <= set(result["task"])
+        assert {"type", "name", "split"} <= set(result["dataset"])
+        assert all({"type", "value", "name"} <= set(m) for m in result["metrics"])
+    name, evals = model_index_to_eval_results(index)
+    assert name == "equimod-zoo/tiny-r18"
+    card = ModelCard.load(readme)
+    assert card.data.library_name == "timm" and card.data.pipeline_tag == "image-feature-extraction"
+    values = {(e.dataset_type, e.dataset_split, e.metric_type, e.metric_value) for e in card.data.eval_results}
+    assert values == {("uoft-cs/cifar10", "test", "accuracy", 41.2345), ("uoft-cs/cifar10", "test", "accuracy", 38.5)}
+    assert {e.metric_value for e in evals} == {41.2345, 38.5}
+
+
+def test_card_sections_state_commands_provenance_and_limitations(run, tmp_path):
+    export_model(run, tmp_path / "out", repo_id="equimod-zoo/tiny-r18")
+    text = (tmp_path / "out" / "README.md").read_text()
+    for heading in ("## Model details", "## Usage", "## Training recipe", "## Evaluation", "## Provenance",
+                    "## Limitations", "## Citation"):
+        assert heading in text
+    assert f"| 41.23 | `{LINEAR_COMMAND}` |" in text  # each number beside its command
+    assert 'timm.create_model("hf-hub:equimod-zoo/tiny-r18", pretrained=True)' in text
+    assert "import equimod_zoo  # registers the CIFAR-stem" in text
+    assert "resolve_model_data_config" in text and "create_transform" in text
+    assert "forward_head(model.forward_features(x), pre_logits=True)" in text
+    assert "Trained for 3 epochs, 0.4% of the paper's 800-epoch schedule" in text
+    assert "JPEG re-encoding" in text and "92.79" in text  # the paper's figure, labelled as such
+    assert sha256_file(tmp_path / "out" / WEIGHTS_FILE) in text and "0123abcd" in text and "ab" * 32 in text
+    assert "author    = {Devillers, Alexandre and Lefort, Mathieu}" in text
+    assert "loss 5.123" in text and "eq_gain 0.052" in text  # the run's final log row
+    assert "3 epochs" in card_summary(text) and "41.23%" in card_summary(text)
+
+
+def test_export_without_results_has_no_model_index_and_says_so(tmp_path, tiny_resnet18_cifar):
+    make_run_folder(tmp_path / "run", tiny_resnet18_cifar, results=False)
+    export_model(tmp_path / "run", tmp_path / "out", repo_id="org/none")
+    text = (tmp_path / "out" / "README.md").read_text()
+    assert "model-index" not in _front_matter(text)
+    assert "No evaluation has been recorded for these weights yet" in text
+    assert ModelCard.load(tmp_path / "out" / "README.md").data.eval_results is None
+
+
+def test_metric_for_other_weights_is_refused_and_nothing_is_written(run, tmp_path):
+    config = json.loads((run / "config.json").read_text())
+    config["equimod"]["results"][0]["weights_sha256"] = "0" * 64
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"cifar10 linear top1 result was measured on weights 0{64}, not on"):
+        export_model(run, tmp_path / "out", repo_id="org/tiny")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_fp16_export_keeps_features_but_refuses_results_of_the_fp32_weights(run, tmp_path, tiny_resnet18_cifar):
+    with pytest.raises(ValueError, match="re-saved the weights"):
+        export_model(run, tmp_path / "out", repo_id="org/tiny", dtype="fp16")
+    assert not (tmp_path / "out").exists()
+    make_run_folder(tmp_path / "bare", tiny_resnet18_cifar, results=False)
+    result = export_model(tmp_path / "bare", tmp_path / "out", repo_id="org/tiny", dtype="fp16", with_heads=False)
+    assert result.weights_dtype == "float16" and not (tmp_path / "out" / HEADS_FILE).exists()
+    with safetensors.safe_open(str(tmp_path / "out" / WEIGHTS_FILE), "pt") as handle:
+        assert handle.get_tensor("conv1.weight").dtype == torch.float16
+    plain = timm.create_model(f"local-dir:{tmp_path / 'out'}", pretrained=True).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(plain(_batch()), tiny_resnet18_cifar(_batch()), rtol=2e-2, atol=2e-2)
+
+
+def test_fp16_source_stays_fp16(tmp_path, tiny_resnet18_cifar):
+    sha = make_run_folder(tmp_path / "run", tiny_resnet18_cifar, dtype=torch.float16)
+    result = export_model(tmp_path / "run", tmp_path / "out", repo_id="org/tiny")
+    assert result.weights_dtype == "float16" and result.weights_sha256 == sha
+
+
+def test_existing_out_needs_overwrite_and_is_replaced_whole(run, tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "old.txt").write_text("old")
+    with pytest.raises(ValueError, match="already exists.*--overwrite"):
+        export_model(run, tmp_path / "out", repo_id="org/tiny")
+    export_model(run, tmp_path / "out", repo_id="org/tiny", overwrite=True)
+    assert not (tmp_path / "out" / "old.txt").exists() and (tmp_path / "out" / WEIGHTS_FILE).is_file()
+
+
+def test_reload_check_catches_other_weights(run, tmp_path):
+    torch.manual_seed(1)
+    other = timm.create_model("resnet18_cifar", num_classes=0, **TINY)
+    write_model_folder(tmp_path / "other", other, arch="resnet18_cifar", model_args=TINY)
+    with pytest.raises(ValueError, match="plain timm's reload gives other features than the source model"):
+        verify_reload(tmp_path / "other", run, weights_dtype=torch.float32)
+
+
+def test_probe_summary_is_embedded_and_must_match_the_weights(run, tmp_path):
+    sha = sha256_file(run / WEIGHTS_FILE)
+    probe = {"command": "equimod-zoo probe-augs RUN --data-dir ../shared/data", "weights_sha256": sha,
+             "results": [{"parameter": "brightness", "r2": 0.4123}, {"parameter": "hue", "r2": 0.2}]}
+    (run / "probe_augs.json").write_text(json.dumps(probe))
+    export_model(run, tmp_path / "out", repo_id="org/tiny")
+    text = (tmp_path / "out" / "README.md").read_text()
+    assert "## Augmentation probes" in text and "| brightness | 0.4123 |" in text
+    assert "Measured by `equimod-zoo probe-augs RUN --data-dir ../shared/data`" in text
+    assert (tmp_path / "out" / "probe_augs.json").is_file()
+    (run / "probe_augs.json").write_text(json.dumps({**probe, "weights_sha256": "1" * 64}))
+    with pytest.raises(ValueError, match="probe_augs.json: measured on weights 1{64}"):
+        export_model(run, tmp_path / "out2", repo_id="org/tiny")
+
+
+def test_bad_repo_id_is_a_clear_error(run, tmp_path):
+    with pytest.raises(ValueError, match="--repo-id 'tiny': expected ORG/NAME"):
+        export_model(run, tmp_path / "out", repo_id="tiny")
