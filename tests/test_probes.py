@@ -210,3 +210,73 @@ def test_knn_chunking_does_not_change_the_answer():
     chunks = knn_probe(train_x, train_y, test_x, test_y, k=200, batch_size=7, device="cpu")
     assert whole == chunks and whole.k == 200
     assert 30.0 < whole.top1 < 100.0  # overlapping blobs: a real, imperfect score
+
+
+# --- `equimod-zoo linear` on extracted features -------------------------------------------------
+
+COLOURS = ((220, 40, 40), (40, 200, 60), (40, 60, 220))
+
+
+def write_colour_images(root, *, per_class: int, seed: int) -> None:
+    """An imagefolder tree of 12x12 images whose class is their (noisy) colour."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for c, colour in enumerate(COLOURS):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            pixels = np.clip(np.array(colour) + rng.normal(0, 25, size=(12, 12, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / f"class{c}" / f"{i}.png")
+
+
+@pytest.fixture
+def extracted(tmp_path, tiny_resnet18_cifar):
+    """A tiny model folder and the features of a train and a test colour tree."""
+    from equimod_zoo.extraction.extract import extract_features
+    from equimod_zoo.extraction.sources import imagefolder_source
+    from equimod_zoo.model_folder import write_model_folder
+
+    model = tmp_path / "model"
+    write_model_folder(model, tiny_resnet18_cifar, arch="resnet18_cifar",
+                       model_args={"channels": (8, 16, 32, 64), "stem_width": 8})
+    for split, seed in (("train", 0), ("test", 1)):
+        write_colour_images(tmp_path / "images" / split, per_class=8, seed=seed)
+        extract_features(imagefolder_source(tmp_path / "images" / split), out=tmp_path / split, model=model,
+                         resolution=16, num_workers=0, device="cpu", precision="fp32", progress=False)
+    return tmp_path
+
+
+def test_linear_command_reports_writes_json_and_records(extracted):
+    import json
+
+    from typer.testing import CliRunner
+
+    from equimod_zoo.cli import app
+    from equimod_zoo.results import read_results
+
+    out = extracted / "probe.json"
+    result = CliRunner().invoke(app, [
+        "linear", "--train", str(extracted / "train"), "--test", str(extracted / "test"), "--json", str(out),
+        "--record", str(extracted / "model"), "--dataset-name", "colours", "--k", "5"])
+    assert result.exit_code == 0, result.output
+    assert "linear" in result.output and "kNN" in result.output
+    report = json.loads(out.read_text())
+    assert report["linear"]["test_size"] == 24 and report["linear"]["train_size"] + report["linear"]["val_size"] == 24
+    assert report["linear"]["top1"] >= 90.0 and report["knn"]["top1"] >= 90.0  # colour is easy, even untrained
+    recorded = {(m.name, m.protocol): m for m in read_results(extracted / "model")}
+    assert recorded[("top1", "linear")].value == pytest.approx(report["linear"]["top1"], abs=1e-3)
+    assert recorded[("knn_top1", "knn")].dataset == "colours"
+    assert recorded[("top1", "linear")].weights_sha256 == report["weights_sha256"]
+
+
+def test_linear_command_errors_are_one_line(extracted, tmp_path):
+    from typer.testing import CliRunner
+
+    from equimod_zoo.cli import app
+
+    runner = CliRunner()
+    missing = runner.invoke(app, ["linear", "--train", str(tmp_path / "nowhere"), "--test", str(extracted / "test")])
+    assert missing.exit_code == 2 and "nowhere" in missing.output and "Traceback" not in missing.output
+    no_name = runner.invoke(app, ["linear", "--train", str(extracted / "train"), "--test", str(extracted / "test"),
+                                  "--record", str(extracted / "model")])
+    assert no_name.exit_code == 2 and "--dataset-name" in no_name.output

@@ -1,8 +1,61 @@
-"""`equimod-zoo probes` (being built)."""
+"""`equimod-zoo linear`: the linear probe and the weighted kNN on extracted features."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Optional
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from equimod_zoo.cli.errors import user_errors
+
+
+def linear_command(
+    train: Path = typer.Option(..., "--train", help="Features of the training images (an `equimod-zoo extract` --out folder)."),
+    test: Path = typer.Option(..., "--test", help="Features of the test images."),
+    val: Optional[Path] = typer.Option(None, "--val", help="Features of a validation split (default: 20 % of train, stratified)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results to this JSON file."),
+    record: Optional[Path] = typer.Option(None, "--record", help="Record top1 (linear) and knn_top1 (knn) into this model folder."),
+    dataset_name: Optional[str] = typer.Option(None, "--dataset-name", help="The dataset the results are recorded under (needed with --record)."),
+    select_metric: str = typer.Option("top1", "--select-metric", help="What validation maximises: top1 or mean_per_class_accuracy."),
+    k: int = typer.Option(200, "--k", min=1, help="kNN neighbours."),
+    temperature: float = typer.Option(0.1, "--temperature", min=1e-6, help="kNN temperature."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the held-out validation split."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda ... (default: CUDA if available)."),
+) -> None:
+    """Linear probe (L-BFGS, L2 chosen on validation) and weighted kNN (k=200, T=0.1) on frozen features."""
+    from equimod_zoo.atomic import atomic_write_text
+    from equimod_zoo.results import command_line, record_results
+    from equimod_zoo.transfer.protocols import probe_feature_folders
+
+    with user_errors():
+        if record is not None and not dataset_name:
+            raise ValueError("--record needs --dataset-name (e.g. cifar10), the dataset the results belong to")
+        report = probe_feature_folders(train, test, val=val, select_metric=select_metric, k=k,
+                                       temperature=temperature, seed=seed, device=device)
+        if json_out is not None:
+            atomic_write_text(json_out, json.dumps(report.to_dict(), indent=2) + "\n")
+        if record is not None:
+            record_results(record, report.metrics(dataset=dataset_name, command=command_line()))
+
+    table = Table(title=f"frozen features of {report.model}")
+    for column in ("probe", "top-1", "top-5", "mean per-class", "settings"):
+        table.add_column(column, justify="right" if column != "probe" else "left")
+    lin, knn = report.linear, report.knn
+    table.add_row("linear", f"{lin.top1:.2f}", f"{lin.top5:.2f}", f"{lin.mean_per_class_accuracy:.2f}",
+                  f"weight decay {lin.weight_decay:.2g} (train {lin.train_size}, val {lin.val_size})")
+    table.add_row("kNN", f"{knn.top1:.2f}", f"{knn.top5:.2f}", f"{knn.mean_per_class_accuracy:.2f}",
+                  f"k={knn.k}, T={knn.temperature:g}")
+    console = Console()
+    console.print(table)
+    if json_out is not None:
+        console.print(f"results -> {json_out}", highlight=False)
+    if record is not None:
+        console.print(f"recorded into {record}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
     """Adds this module's commands to the CLI."""
+    app.command("linear")(linear_command)
