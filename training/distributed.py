@@ -60,12 +60,18 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
 
 
-def setup_distributed(*, device: str | torch.device | None = None, backend: str | None = None) -> DistInfo:
+def setup_distributed(
+    *,
+    device: str | torch.device | None = None,
+    backend: str | None = None,
+    init_method: str | None = None,
+) -> DistInfo:
     """Join the process group described by torchrun's RANK / WORLD_SIZE / LOCAL_RANK, if any.
 
     Without those variables (a plain `python` run) nothing is initialised and rank 0 of 1 is
     returned. `device` defaults to `cuda:LOCAL_RANK` when CUDA is available, else the CPU;
-    `backend` defaults to NCCL on CUDA and gloo on the CPU.
+    `backend` defaults to NCCL on CUDA and gloo on the CPU; `init_method` defaults to env://
+    (torchrun's MASTER_ADDR / MASTER_PORT), or e.g. "file:///shared/path" for a file rendezvous.
     """
     world_size = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
@@ -83,8 +89,7 @@ def setup_distributed(*, device: str | torch.device | None = None, backend: str 
 
     if world_size > 1 and not dist.is_initialized():
         backend = backend or ("nccl" if device.type == "cuda" else "gloo")
-        # torchrun sets MASTER_ADDR / MASTER_PORT, which the default env:// init method reads.
-        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+        dist.init_process_group(backend=backend, init_method=init_method, rank=rank, world_size=world_size)
     if dist.is_initialized():
         rank, world_size = dist.get_rank(), dist.get_world_size()
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=device)

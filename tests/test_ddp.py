@@ -1,0 +1,155 @@
+"""Two gloo processes on the CPU train exactly like one process on their combined batch.
+
+Each rank holds half of a global batch. The losses gather the other rank's embeddings as
+negatives, the gather's backward returns their gradients, and DDP averages the parameter
+gradients: the result must equal one process computing the loss over the whole batch.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
+
+from equimod_zoo.training.distributed import (
+    cleanup_distributed,
+    convert_sync_batchnorm,
+    gather_with_grad,
+    get_rank,
+    get_world_size,
+    is_distributed,
+    reduce_mean,
+    seed_everything,
+    setup_distributed,
+)
+from equimod_zoo.training.losses import NTXentLoss
+from equimod_zoo.training.methods import EquiModModule, MethodConfig
+
+WORLD_SIZE = 2
+LOCAL_N = 4
+FEATURES = 12
+CONFIG = MethodConfig("simclr_equimod", eq_hidden=16, eq_out=8, param_embed=8)
+
+
+def _global_batch() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    n = WORLD_SIZE * LOCAL_N
+    return {
+        "h1": torch.randn(n, FEATURES, generator=g),
+        "h2": torch.randn(n, FEATURES, generator=g),
+        "h0": torch.randn(n, FEATURES, generator=g),
+        "p1": torch.rand(n, 18, generator=g),
+        "p2": torch.rand(n, 18, generator=g),
+    }
+
+
+def _ntxent_head() -> nn.Module:
+    torch.manual_seed(1)
+    return nn.Linear(FEATURES, 8)
+
+
+def _equimod_module() -> nn.Module:
+    torch.manual_seed(2)
+    # eval(): BN with running statistics is per-sample, so splitting the batch over ranks changes nothing
+    # but the gather (training-mode BN statistics are what SyncBatchNorm shares, on GPUs).
+    return EquiModModule(FEATURES, CONFIG, param_mean=torch.full((18,), 0.5), param_std=torch.full((18,), 0.3)).eval()
+
+
+def _run(head: nn.Module, batch: dict[str, torch.Tensor], kind: str) -> torch.Tensor:
+    if kind == "ntxent":
+        return NTXentLoss(0.5)(head(batch["h1"]), head(batch["h2"]))
+    loss, _ = head(batch["h1"], batch["h2"], batch["h0"], batch["p1"], batch["p2"])
+    return loss
+
+
+def _worker(rank: int, init_file: str, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    # What torchrun would export for this process.
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD_SIZE), LOCAL_RANK=str(rank))
+    info = setup_distributed(device="cpu", init_method=f"file://{init_file}")
+    try:
+        assert dist.get_backend() == "gloo"
+        assert (info.rank, info.world_size, info.local_rank, info.is_main) == (rank, WORLD_SIZE, rank, rank == 0)
+        head = _ntxent_head()
+        assert convert_sync_batchnorm(head, info) is head  # SyncBatchNorm is GPU-only: CPU ranks keep BN
+        assert seed_everything(7, rank=info.rank) == 7 + rank
+        full = _global_batch()
+        local = {k: v[rank * LOCAL_N : (rank + 1) * LOCAL_N].clone().requires_grad_(True) for k, v in full.items()}
+        results: dict[str, torch.Tensor] = {
+            "gathered": gather_with_grad(local["h1"]).detach(),
+            "distributed": torch.tensor([is_distributed(), get_rank(), get_world_size()]),
+            "mean_rank": reduce_mean(torch.tensor(float(rank))),
+        }
+        for kind, build in (("ntxent", _ntxent_head), ("equimod", _equimod_module)):
+            model = DistributedDataParallel(build())
+            for t in local.values():
+                t.grad = None
+            _run(model, local, kind).backward()
+            for name, p in model.module.named_parameters():
+                results[f"{kind}.param.{name}"] = p.grad.clone()
+            for name in ("h1", "h2", "h0"):
+                if local[name].grad is not None:
+                    results[f"{kind}.input.{name}"] = local[name].grad.clone()
+        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        cleanup_distributed()
+    assert not dist.is_initialized()
+
+
+def _single_process(kind: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    full = {k: v.clone().requires_grad_(True) for k, v in _global_batch().items()}
+    model = _ntxent_head() if kind == "ntxent" else _equimod_module()
+    _run(model, full, kind).backward()
+    params = {name: p.grad for name, p in model.named_parameters()}
+    inputs = {name: full[name].grad for name in ("h1", "h2", "h0") if full[name].grad is not None}
+    return params, inputs
+
+
+def test_two_ranks_match_one_process_on_the_global_batch(tmp_path):
+    mp.spawn(_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD_SIZE)]
+    full = _global_batch()
+
+    for rank, result in enumerate(ranks):
+        # (a) the gathered negatives are the whole global batch, in rank order.
+        assert torch.equal(result["gathered"], full["h1"])
+        assert result["distributed"].tolist() == [True, rank, WORLD_SIZE]
+        assert result["mean_rank"].item() == 0.5
+
+    for kind in ("ntxent", "equimod"):
+        params, inputs = _single_process(kind)
+        assert params and inputs
+        for name, grad in params.items():
+            # (b) DDP's averaged parameter gradients equal the single-process ones, on every rank.
+            for result in ranks:
+                torch.testing.assert_close(result[f"{kind}.param.{name}"], grad, atol=1e-6, rtol=1e-4)
+        for name, grad in inputs.items():
+            # Each rank's embeddings get world_size x their single-process gradient (the sum over the
+            # ranks' losses), which DDP's averaging divides back out on the parameters.
+            for rank, result in enumerate(ranks):
+                local = grad[rank * LOCAL_N : (rank + 1) * LOCAL_N]
+                torch.testing.assert_close(result[f"{kind}.input.{name}"], WORLD_SIZE * local, atol=1e-6, rtol=1e-4)
+
+
+def test_helpers_are_the_identity_without_a_process_group(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    info = setup_distributed(device="cpu")
+    assert (info.rank, info.world_size, info.is_main, info.is_distributed) == (0, 1, True, False)
+    assert not dist.is_initialized()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "2")
+    with pytest.raises(ValueError, match=r"RANK=2 is not in \[0, WORLD_SIZE=2\)"):
+        setup_distributed(device="cpu")
+    monkeypatch.setenv("RANK", "one")
+    with pytest.raises(ValueError, match="RANK='one' is not an integer"):
+        setup_distributed(device="cpu")
+    x = torch.randn(3, 4, requires_grad=True)
+    assert gather_with_grad(x) is x
+    assert not is_distributed() and get_rank() == 0 and get_world_size() == 1
+    assert reduce_mean(x) is x
