@@ -7,7 +7,10 @@ import timm
 import torch
 import torchvision
 
+from typer.testing import CliRunner
+
 import equimod_zoo
+from equimod_zoo.cli import app
 from equimod_zoo.hub.convert import convert_checkpoint, read_checkpoint
 from equimod_zoo.model_folder import HEADS_FILE
 
@@ -144,3 +147,17 @@ def test_wrong_layout_and_missing_file_are_clear_errors(tmp_path, tiny_resnet18_
         convert_checkpoint(tmp_path / "plain.pth", source="keras", out=tmp_path / "out")
     with pytest.raises(FileNotFoundError, match="absent.pt"):
         convert_checkpoint(tmp_path / "absent.pt", source="torchvision", out=tmp_path / "out")
+
+
+def test_convert_command(tmp_path, tiny_resnet18_cifar):
+    state = {f"backbone.{k}": v for k, v in _backbone_state(tiny_resnet18_cifar).items()}
+    torch.save({"state_dict": state}, tmp_path / "solo.ckpt")
+    result = CliRunner().invoke(app, ["convert", str(tmp_path / "solo.ckpt"), "--from", "solo-learn",
+                                      "--out", str(tmp_path / "out"), "--model-args", '{"channels": [8, 16, 32, 64]}',
+                                      "--method", "byol"])
+    assert result.exit_code == 0, result.output
+    assert "resnet18_cifar" in result.output
+    torch.testing.assert_close(_features(equimod_zoo.load(tmp_path / "out")), _features(tiny_resnet18_cifar))
+    result = CliRunner().invoke(app, ["convert", str(tmp_path / "solo.ckpt"), "--from", "solo-learn",
+                                      "--out", str(tmp_path / "out2"), "--model-args", "[1]"])
+    assert result.exit_code == 2 and "--model-args: expected a JSON object" in result.output

@@ -1,0 +1,76 @@
+"""MODEL_CARDS.md: generated from the registry and the bundled cards, and checked to be up to date."""
+import json
+import shutil
+from types import SimpleNamespace
+
+import pytest
+from test_export_card import make_run_folder
+from typer.testing import CliRunner
+
+from equimod_zoo.cli import app
+from equimod_zoo.hub.card import PAPER_TABLE1
+from equimod_zoo.hub.model_cards import (
+    MODEL_CARDS_FILE,
+    OutOfDateError,
+    check_model_cards,
+    main,
+    write_model_cards,
+)
+from equimod_zoo.hub.publish import publish
+from equimod_zoo.registry import BUNDLED_MODELS_DIR, CATALOGUE_FILE
+
+
+def test_committed_model_cards_is_up_to_date_with_the_registry():
+    # Fails when the catalogue or a bundled card changed without `equimod-zoo model-cards`.
+    check_model_cards(MODEL_CARDS_FILE, catalogue_path=CATALOGUE_FILE, models_dir=BUNDLED_MODELS_DIR)
+
+
+@pytest.fixture
+def zoo(tmp_path):
+    catalogue = tmp_path / "catalogue.json"
+    shutil.copyfile(CATALOGUE_FILE, catalogue)
+    return SimpleNamespace(catalogue=catalogue, models=tmp_path / "models", cards=tmp_path / "MODEL_CARDS.md")
+
+
+def test_table_rows_pairs_and_paper_figures(zoo):
+    assert write_model_cards(zoo.cards, catalogue_path=zoo.catalogue, models_dir=zoo.models)
+    text = zoo.cards.read_text()
+    entries = json.loads(zoo.catalogue.read_text())
+    for entry in entries:
+        assert f"| `{entry['name']}` | `{entry['arch']}` |" in text
+    assert ("| CIFAR-10, `resnet18_cifar` | SimCLR | — (recipe-only) | 90.96 *paper*, 800 ep | — (recipe-only) | "
+            "92.79 *paper*, 800 ep |") in text
+    assert "| ImageNet-1k, `resnet50` | BYOL | — (recipe-only) | 74.03 *paper*, 800 ep |" in text
+    for paper in PAPER_TABLE1:
+        assert f"{paper.top1:.2f} *paper*" in text
+    assert not write_model_cards(zoo.cards, catalogue_path=zoo.catalogue, models_dir=zoo.models)  # idempotent
+    check_model_cards(zoo.cards, catalogue_path=zoo.catalogue, models_dir=zoo.models)
+
+
+def test_check_fails_after_the_registry_changes_and_publishing_regenerates(zoo, tmp_path, tiny_resnet18_cifar):
+    write_model_cards(zoo.cards, catalogue_path=zoo.catalogue, models_dir=zoo.models)
+    make_run_folder(tmp_path / "run", tiny_resnet18_cifar)
+    publish(tmp_path / "run", repo_id="org/tiny", out=tmp_path / "out", dry_run=True,
+            zoo_entry="simclr_equimod_r18_cifar10", catalogue_path=zoo.catalogue, models_dir=zoo.models)
+    with pytest.raises(OutOfDateError, match="out of date with the registry.*equimod-zoo model-cards"):
+        check_model_cards(zoo.cards, catalogue_path=zoo.catalogue, models_dir=zoo.models)
+    write_model_cards(zoo.cards, catalogue_path=zoo.catalogue, models_dir=zoo.models)
+    text = zoo.cards.read_text()
+    # the measured number sits beside the paper's, and the bundled card's summary is quoted
+    assert "| CIFAR-10, `resnet18_cifar` | SimCLR | — (recipe-only) | 90.96 *paper*, 800 ep | 41.23 (3 ep) |" in text
+    assert "41.23 (CIFAR-10 linear top1)<br>38.50 (CIFAR-10 knn knn_top1) | available |" in text
+    assert "### simclr_equimod_r18_cifar10" in text and "for 3 epochs (the paper trains for 800)" in text
+    assert "[models/simclr_equimod_r18_cifar10/README.md]" in text
+
+
+def test_cli_and_module_check(tmp_path, monkeypatch):
+    result = CliRunner().invoke(app, ["model-cards", "--check"])
+    assert result.exit_code == 0 and "up to date" in result.output
+    stale = tmp_path / "MODEL_CARDS.md"
+    stale.write_text("# stale\n")
+    result = CliRunner().invoke(app, ["model-cards", "--check", "--path", str(stale)])
+    assert result.exit_code == 2 and "out of date" in result.output
+    result = CliRunner().invoke(app, ["model-cards", "--path", str(stale)])
+    assert result.exit_code == 0 and "written" in result.output
+    check_model_cards(stale)
+    assert main(["--check"]) == 0
