@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
+import timm
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -28,12 +29,13 @@ from equimod_zoo.training.distributed import (
     setup_distributed,
 )
 from equimod_zoo.training.losses import NTXentLoss
-from equimod_zoo.training.methods import EquiModModule, MethodConfig
+import equimod_zoo  # noqa: F401  (registers resnet18_cifar)
+from equimod_zoo.training.methods import EquiModModule, MethodConfig, build_method
 
 WORLD_SIZE = 2
 LOCAL_N = 4
 FEATURES = 12
-CONFIG = MethodConfig("simclr_equimod", eq_hidden=16, eq_out=8, param_embed=8)
+CONFIG = MethodConfig("simclr_equimod", proj_hidden=16, proj_out=8, eq_hidden=16, eq_out=8, param_embed=8)
 
 
 def _global_batch() -> dict[str, torch.Tensor]:
@@ -45,6 +47,9 @@ def _global_batch() -> dict[str, torch.Tensor]:
         "h0": torch.randn(n, FEATURES, generator=g),
         "p1": torch.rand(n, 18, generator=g),
         "p2": torch.rand(n, 18, generator=g),
+        "x1": torch.randn(n, 3, 8, 8, generator=g),
+        "x2": torch.randn(n, 3, 8, 8, generator=g),
+        "x0": torch.randn(n, 3, 8, 8, generator=g),
     }
 
 
@@ -60,9 +65,20 @@ def _equimod_module() -> nn.Module:
     return EquiModModule(FEATURES, CONFIG, param_mean=torch.full((18,), 0.5), param_std=torch.full((18,), 0.3)).eval()
 
 
+def _method() -> nn.Module:
+    torch.manual_seed(3)
+    backbone = timm.create_model("resnet18_cifar", num_classes=0, channels=(4, 4, 8, 8), stem_width=4)
+    return build_method(CONFIG, backbone).eval()  # eval(): per-sample BN, as above
+
+
+BUILDERS = {"ntxent": _ntxent_head, "equimod": _equimod_module, "method": _method}
+
+
 def _run(head: nn.Module, batch: dict[str, torch.Tensor], kind: str) -> torch.Tensor:
     if kind == "ntxent":
         return NTXentLoss(0.5)(head(batch["h1"]), head(batch["h2"]))
+    if kind == "method":  # the whole SSLMethod: backbone, both branches, StepOutput through DDP
+        return head(batch["x1"], batch["x2"], x0=batch["x0"], p1=batch["p1"], p2=batch["p2"]).loss
     loss, _ = head(batch["h1"], batch["h2"], batch["h0"], batch["p1"], batch["p2"])
     return loss
 
@@ -85,7 +101,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
             "distributed": torch.tensor([is_distributed(), get_rank(), get_world_size()]),
             "mean_rank": reduce_mean(torch.tensor(float(rank))),
         }
-        for kind, build in (("ntxent", _ntxent_head), ("equimod", _equimod_module)):
+        for kind, build in BUILDERS.items():
             model = DistributedDataParallel(build())
             for t in local.values():
                 t.grad = None
@@ -103,7 +119,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
 
 def _single_process(kind: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     full = {k: v.clone().requires_grad_(True) for k, v in _global_batch().items()}
-    model = _ntxent_head() if kind == "ntxent" else _equimod_module()
+    model = BUILDERS[kind]()
     _run(model, full, kind).backward()
     params = {name: p.grad for name, p in model.named_parameters()}
     inputs = {name: full[name].grad for name in ("h1", "h2", "h0") if full[name].grad is not None}
@@ -121,9 +137,9 @@ def test_two_ranks_match_one_process_on_the_global_batch(tmp_path):
         assert result["distributed"].tolist() == [True, rank, WORLD_SIZE]
         assert result["mean_rank"].item() == 0.5
 
-    for kind in ("ntxent", "equimod"):
+    for kind in BUILDERS:
         params, inputs = _single_process(kind)
-        assert params and inputs
+        assert params and (inputs or kind == "method")
         for name, grad in params.items():
             # (b) DDP's averaged parameter gradients equal the single-process ones, on every rank.
             for result in ranks:
