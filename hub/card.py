@@ -224,7 +224,8 @@ def _usage(config: ModelConfig, facts: CardFacts) -> str:
                 if cifar else "")
     zoo_line = (f'model = equimod_zoo.load("{facts.zoo_name}")  # the same model through the zoo\n'
                 if facts.zoo_name else
-                f'model = equimod_zoo.load(huggingface_hub.snapshot_download("{facts.repo_id}"))  # same, via the zoo\n')
+                f'model = equimod_zoo.load(huggingface_hub.snapshot_download("{facts.repo_id}"))'
+                "  # same, via the zoo\n")
     note = ("This architecture has a CIFAR stem (3x3 stride-1 conv1, no max-pool), which timm does not ship: "
             "`import equimod_zoo` registers it before `timm.create_model`." if cifar else
             "The architecture is stock timm; `equimod_zoo` is only needed for its extras.")

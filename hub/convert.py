@@ -18,9 +18,9 @@ import safetensors.torch
 import timm
 import torch
 
-import equimod_zoo  # noqa: F401  registers the CIFAR-stem architectures
+import equimod_zoo  # also registers the CIFAR-stem architectures with timm
 from equimod_zoo.hub.export import move_into_place, staging_dir
-from equimod_zoo.model_folder import WEIGHTS_FILE, sha256_file, write_model_folder
+from equimod_zoo.model_folder import sha256_file, write_model_folder
 from equimod_zoo.registry import METHODS
 
 

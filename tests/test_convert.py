@@ -103,7 +103,8 @@ def test_torchvision_bottleneck_depth_and_widths_are_detected(tmp_path):
 
 def test_explicit_arch_must_fit(tmp_path, tiny_resnet18_cifar):
     torch.save(_backbone_state(tiny_resnet18_cifar), tmp_path / "tv.pth")
-    with pytest.raises(ValueError, match=r"does not fit resnet18_cifar: 0 missing keys \[\], 6 unexpected keys \['layer1\.0\.downsample"):
+    unexpected = r"does not fit resnet18_cifar: 0 missing keys \[\], 6 unexpected keys \['layer1\.0\.downsample"
+    with pytest.raises(ValueError, match=unexpected):
         convert_checkpoint(tmp_path / "tv.pth", source="torchvision", out=tmp_path / "out", arch="resnet18_cifar",
                            model_args={})
     assert not (tmp_path / "out").exists()

@@ -1,10 +1,12 @@
 """Publishing: the exact Hub calls (mocked at the network boundary), the zoo bundle, and no token anywhere."""
+import inspect
 import json
 import shutil
 from types import SimpleNamespace
 
 import pytest
 from test_export_card import make_run_folder
+from huggingface_hub import HfApi
 from typer.testing import CliRunner
 
 import equimod_zoo
@@ -80,6 +82,12 @@ def test_publish_to_a_revision_creates_the_branch_first(hub, run, tmp_path):
     assert hub.calls[1][2] == {"exist_ok": True, "private": False}
     assert hub.calls[2] == ("create_branch", ("org/tiny",), {"branch": "v1", "exist_ok": True})
     assert hub.calls[3][2]["revision"] == "v1" and hub.calls[3][2]["commit_message"]
+
+
+def test_recorded_calls_fit_the_installed_huggingface_hub_signatures(hub, run, tmp_path):
+    publish(run, repo_id="org/tiny", out=tmp_path / "out", revision="v1", private=True)
+    for name, args, kwargs in hub.calls[1:]:
+        inspect.signature(getattr(HfApi, name)).bind(HfApi(), *args, **kwargs)  # TypeError if they drifted
 
 
 def test_dry_run_uploads_nothing(hub, run, tmp_path):
