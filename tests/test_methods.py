@@ -151,3 +151,13 @@ def test_heads_state_dict_holds_every_head_and_no_backbone(name, prefixes, tmp_p
     save_file(heads, tmp_path / "equimod_heads.safetensors")
     restored = load_file(tmp_path / "equimod_heads.safetensors")
     assert all(torch.equal(restored[k], v) for k, v in heads.items())
+
+
+def test_mixed_precision_keeps_the_losses_in_float32():
+    method = _method("simclr_equimod")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = method(**_batch(n=4))
+    assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
+    assert all(v.dtype == torch.float32 for v in out.logs.values())
+    out.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in method.parameters() if p.grad is not None)

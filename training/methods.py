@@ -136,8 +136,9 @@ def _param_stat(value: Tensor, name: str, config: MethodConfig) -> Tensor:
 class SSLMethod(nn.Module):
     """A backbone, the heads of one method, and its loss.
 
-    `forward(x1, x2)` for SimCLR / BYOL; EquiMod variants (`uses_params`) also need x0 (the
-    un-augmented images) and p1, p2 (the (N, 18) parameter vectors of the two views).
+    `forward(x1, x2)` for SimCLR / BYOL (x0, p1, p2 are ignored); EquiMod variants (`uses_params`)
+    also need x0 (the un-augmented images, the shape of x1) and p1, p2 (the (N, param_dim)
+    parameter vectors of the two views). Under DDP, call `update_target` on the wrapped module.
     """
 
     def __init__(
