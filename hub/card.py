@@ -284,26 +284,59 @@ def _evaluation(config: ModelConfig) -> str:
 
 
 def _probe(facts: CardFacts) -> str:
+    """The augmentation-probe report of `equimod-zoo probe-augs --json` (or any table-like JSON summary)."""
     probe = facts.probe_summary
     if not probe:
         return ""
+    inputs = probe.get("inputs")
+    if isinstance(inputs, dict) and inputs:
+        table = _probe_scores(inputs)
+    else:
+        table = _generic_table(probe)
+    setting = ", ".join(f"{k} {probe[k]}" for k in ("dataset", "split", "num_images", "seed") if k in probe)
+    equivariance = probe.get("equivariance")
+    eq_line = ""
+    if isinstance(equivariance, dict):
+        numbers = [f"{k} {_cell(v)}" for k, v in equivariance.items() if isinstance(v, (int, float))]
+        eq_line = f"\n\nEquivariance of the EquiMod heads on the same images: {', '.join(numbers)}." if numbers else ""
+    command = (f"Measured by `{probe['command']}`" if probe.get("command") else "Measured by `equimod-zoo probe-augs`")
+    return (f"## Augmentation probes\n\nHow much of each augmentation parameter the frozen features keep: a "
+            f"held-out probe score per parameter, with its 95% interval (from `{facts.probe_file}`).\n\n"
+            f"{table}{eq_line}\n\n{command}" + (f" ({setting})." if setting else "."))
+
+
+def _probe_scores(inputs: dict[str, Any]) -> str:
+    kinds = [k for k, v in inputs.items() if isinstance(v, dict)]
+    params = list(dict.fromkeys(p for k in kinds for p in inputs[k]))
+    rows = []
+    for param in params:
+        scores = [inputs[k].get(param) for k in kinds]
+        metric = next((s.get("metric") for s in scores if isinstance(s, dict) and s.get("metric")), "")
+        rows.append(f"| {param} | {metric} | " + " | ".join(_score(s) for s in scores) + " |")
+    header = "| parameter | metric | " + " | ".join(f"from {k}" for k in kinds) + " |\n|" + "---|" * (2 + len(kinds))
+    return header + "\n" + "\n".join(rows)
+
+
+def _score(score: Any) -> str:
+    if not isinstance(score, dict) or score.get("value") is None:
+        return "—"
+    interval = (f" [{_cell(score['ci_low'])}, {_cell(score['ci_high'])}]"
+                if score.get("ci_low") is not None and score.get("ci_high") is not None else "")
+    return f"{_cell(score['value'])}{interval}"
+
+
+def _generic_table(probe: dict[str, Any]) -> str:
     rows = next((v for v in probe.values() if isinstance(v, list) and v and all(isinstance(r, dict) for r in v)),
                 None)
-    if rows is not None:
-        columns = list(dict.fromkeys(k for r in rows for k in r if not isinstance(r[k], (dict, list))))
-        body = "\n".join("| " + " | ".join(_cell(r.get(c, "")) for c in columns) + " |" for r in rows)
-    else:
+    if rows is None:
         rows = [{"name": k, "value": v} for k, v in probe.items() if isinstance(v, (int, float))]
-        columns = ["name", "value"]
-        body = "\n".join(f"| {r['name']} | {_cell(r['value'])} |" for r in rows)
-    header = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns)
-    command = f"\n\nMeasured by `{probe['command']}`." if probe.get("command") else ""
-    return (f"## Augmentation probes\n\nHow much of each augmentation parameter the features keep "
-            f"(from `{facts.probe_file}`).\n\n{header}\n{body}{command}")
+    columns = list(dict.fromkeys(k for r in rows for k in r if not isinstance(r[k], (dict, list))))
+    body = "\n".join("| " + " | ".join(_cell(r.get(c, "")) for c in columns) + " |" for r in rows)
+    return "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n" + body
 
 
 def _cell(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _provenance(config: ModelConfig) -> str:

@@ -30,6 +30,7 @@ from huggingface_hub import ModelCard
 from huggingface_hub.utils import validate_repo_id
 
 import equimod_zoo
+from equimod_zoo.atomic import atomic_write_text
 from equimod_zoo.hub.card import CardFacts, render_card, results_of
 from equimod_zoo.model_folder import (
     CARD_FILE,
@@ -214,20 +215,23 @@ def _copy_heads(src: Path, stage: Path, with_heads: bool | None) -> str | None:
 
 
 def _copy_probe(src: Path, stage: Path, sha: str) -> dict[str, Any] | None:
+    """The source's probe report for these weights (one report, or the matching one of a comparison list)."""
     path = src / PROBE_FILE
     if not path.is_file():
         return None
     try:
-        probe = json.loads(path.read_text())
+        reports = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(probe, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    measured_on = probe.get("weights_sha256")
-    if measured_on is not None and measured_on != sha:
+    reports = reports if isinstance(reports, list) else [reports]
+    if not all(isinstance(r, dict) for r in reports):
+        raise ValueError(f"{path}: expected a JSON object or a list of objects")
+    matching = [r for r in reports if r.get("weights_sha256") == sha]  # unverifiable numbers stay off the card
+    if len(matching) != 1:
+        measured_on = ", ".join(str(r.get("weights_sha256")) for r in reports)
         raise ValueError(f"{path}: measured on weights {measured_on}, not on the exported {WEIGHTS_FILE} ({sha})")
-    shutil.copyfile(path, stage / PROBE_FILE)
-    return probe
+    atomic_write_text(stage / PROBE_FILE, json.dumps(matching[0], indent=2) + "\n")
+    return matching[0]
 
 
 def _weights_dtype(path: Path) -> torch.dtype:

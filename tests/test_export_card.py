@@ -189,18 +189,44 @@ def test_reload_check_catches_other_weights(run, tmp_path):
         verify_reload(tmp_path / "other", run, weights_dtype=torch.float32)
 
 
+def _probe_report(sha: str) -> dict:
+    """A report as `equimod-zoo probe-augs --json` writes it (equimod_zoo.sensitivity.run)."""
+    def score(metric, value):
+        return {"metric": metric, "value": value, "ci_low": value - 0.05, "ci_high": value + 0.05}
+    return {"model": "run", "weights_sha256": sha, "dataset": "cifar10", "split": "test", "num_images": 200,
+            "seed": 0, "inputs": {"view": {"brightness": score("r2", 0.4123), "flip": score("balanced_accuracy", 0.6)},
+                                  "pair": {"brightness": score("r2", 0.5), "flip": score("balanced_accuracy", 0.7)}},
+            "equivariance": {"eq_gain": 0.125, "retrieval_top1": 0.5}}
+
+
 def test_probe_summary_is_embedded_and_must_match_the_weights(run, tmp_path):
     sha = sha256_file(run / WEIGHTS_FILE)
-    probe = {"command": "equimod-zoo probe-augs RUN --data-dir ../shared/data", "weights_sha256": sha,
-             "results": [{"parameter": "brightness", "r2": 0.4123}, {"parameter": "hue", "r2": 0.2}]}
+    other = {**_probe_report("1" * 64), "model": "other"}
+    (run / "probe_augs.json").write_text(json.dumps([other, _probe_report(sha)]))  # a comparison list
+    export_model(run, tmp_path / "out", repo_id="org/tiny")
+    text = (tmp_path / "out" / "README.md").read_text()
+    assert "## Augmentation probes" in text
+    assert "| brightness | r2 | 0.412 [0.362, 0.462] | 0.5 [0.45, 0.55] |" in text
+    assert "| flip | balanced_accuracy | 0.6 [0.55, 0.65] | 0.7 [0.65, 0.75] |" in text
+    assert "eq_gain 0.125" in text and "dataset cifar10, split test, num_images 200, seed 0" in text
+    assert json.loads((tmp_path / "out" / "probe_augs.json").read_text())["weights_sha256"] == sha
+    (run / "probe_augs.json").write_text(json.dumps(other))
+    with pytest.raises(ValueError, match="probe_augs.json: measured on weights 1{64}"):
+        export_model(run, tmp_path / "out2", repo_id="org/tiny")
+
+
+def test_generic_probe_summary_with_its_command(run, tmp_path):
+    probe = {"command": "equimod-zoo probe-augs RUN --json probe_augs.json",
+             "weights_sha256": sha256_file(run / WEIGHTS_FILE),
+             "results": [{"parameter": "hue", "r2": 0.25}]}
     (run / "probe_augs.json").write_text(json.dumps(probe))
     export_model(run, tmp_path / "out", repo_id="org/tiny")
     text = (tmp_path / "out" / "README.md").read_text()
-    assert "## Augmentation probes" in text and "| brightness | 0.4123 |" in text
-    assert "Measured by `equimod-zoo probe-augs RUN --data-dir ../shared/data`" in text
-    assert (tmp_path / "out" / "probe_augs.json").is_file()
-    (run / "probe_augs.json").write_text(json.dumps({**probe, "weights_sha256": "1" * 64}))
-    with pytest.raises(ValueError, match="probe_augs.json: measured on weights 1{64}"):
+    assert "| parameter | r2 |\n|---|---|\n| hue | 0.25 |" in text
+    assert "Measured by `equimod-zoo probe-augs RUN --json probe_augs.json`." in text
+    del probe["weights_sha256"]
+    (run / "probe_augs.json").write_text(json.dumps(probe))
+    with pytest.raises(ValueError, match="probe_augs.json: measured on weights None"):
         export_model(run, tmp_path / "out2", repo_id="org/tiny")
 
 
