@@ -161,3 +161,16 @@ def test_mixed_precision_keeps_the_losses_in_float32():
     assert all(v.dtype == torch.float32 for v in out.logs.values())
     out.loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in method.parameters() if p.grad is not None)
+
+
+def test_a_sync_batchnorm_method_keeps_its_heads_and_target():
+    method = _method("byol_equimod")
+    keys = set(method.heads_state_dict())
+    synced = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(m, torch.nn.SyncBatchNorm)
+                   for m in synced.modules())
+    assert set(synced.heads_state_dict()) == keys
+    assert isinstance(synced.equimod.u.layers[1], torch.nn.SyncBatchNorm) and not synced.equimod.u.layers[1].affine
+    synced.update_target(0.5)
+    out = synced(**_batch(n=4))  # no process group: SyncBatchNorm runs as plain BN
+    assert torch.isfinite(out.loss)

@@ -45,21 +45,15 @@ class NTXentLoss(nn.Module):
 
     def _loss(self, z_a: Tensor, z_b: Tensor) -> Tensor:
         n = z_a.shape[0]
-        z_a = F.normalize(z_a.float(), dim=1)
-        z_b = F.normalize(z_b.float(), dim=1)
-        all_a, all_b = gather_with_grad(z_a), gather_with_grad(z_b)
-        global_n = all_a.shape[0]
-
-        anchors = torch.cat([z_a, z_b])  # (2n, D)
-        candidates = torch.cat([all_a, all_b])  # (2N, D)
+        anchors = F.normalize(torch.cat([z_a, z_b]).float(), dim=1)  # (2n, D)
+        candidates = gather_with_grad(anchors)  # (2N, D): [a, b] of rank 0, then of rank 1, ...
         logits = anchors @ candidates.T / self.temperature  # (2n, 2N)
 
-        # Global index of each local image: this rank's rows sit at rank * n in the gathered batch.
-        index = torch.arange(n, device=z_a.device) + get_rank() * n
-        own = torch.cat([index, index + global_n])
-        positive = torch.cat([index + global_n, index])
-        rows = torch.arange(2 * n, device=z_a.device)
-        logits = logits.index_put((rows, own), torch.tensor(float("-inf"), device=z_a.device))
+        # This rank's anchors sit at rank * 2n in the gathered batch; a_i's partner is b_i, n rows on.
+        offset = get_rank() * 2 * n
+        rows = torch.arange(2 * n, device=anchors.device)
+        positive = offset + (rows + n) % (2 * n)
+        logits = logits.index_put((rows, offset + rows), torch.tensor(float("-inf"), device=anchors.device))
         return F.cross_entropy(logits, positive)
 
 
