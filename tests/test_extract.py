@@ -234,6 +234,9 @@ def test_cli_dataset_and_argument_errors(tmp_path, tiny, monkeypatch):
     assert both.exit_code == 2 and "exactly one of --images" in both.output
     missing = CliRunner().invoke(app, [*base, "--images", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "nope: no such folder" in missing.output
+    (tmp_path / "empty").mkdir()
+    empty = CliRunner().invoke(app, [*base, "--images", str(tmp_path / "empty")])
+    assert empty.exit_code == 2 and "empty: no image files" in empty.output
     result = CliRunner().invoke(app, [*base, "--dataset", str(parquet), "--label-column", "kind"])
     assert result.exit_code == 0, result.output
     assert read_metadata(tmp_path / "out").column("label").to_pylist() == [0, 1, 0, 1]

@@ -25,7 +25,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
 from rich.text import Text
 
 from equimod_zoo.extraction.images import load_rgb
-from equimod_zoo.extraction.sources import ImageSource, folder_source
+from equimod_zoo.extraction.sources import IMAGE_EXTENSIONS, ImageSource, folder_source
 from equimod_zoo.extraction.store import FORMAT_VERSION, FeatureStore, metadata_table
 
 # The zoo's embedded default: what `equimod-zoo extract` uses without --model.
@@ -117,7 +117,7 @@ def extract_features(
 
     num_images = len(images)
     num_shards = math.ceil(num_images / shard_size)
-    has_labels = num_images > 0 and images.label(0) is not None
+    has_labels = images.label(0) is not None
     store = FeatureStore(out)
     store.begin({
         "format": FORMAT_VERSION,
@@ -199,8 +199,14 @@ def _state_sha256(model: torch.nn.Module) -> str:
 
 def _resolve_source(source: str | Path | ImageSource) -> ImageSource:
     if isinstance(source, (str, Path)):
-        return folder_source(source)
+        images = folder_source(source)
+        if not len(images):
+            raise ValueError(f"{source}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in this folder "
+                             f"or below it")
+        return images
     if isinstance(source, ImageSource):
+        if not len(source):
+            raise ValueError(f"{source!r}: has no images")
         return source
     raise TypeError(f"source: expected a folder or an ImageSource, got {type(source).__name__}")
 
