@@ -18,6 +18,7 @@ workers, one batch at a time.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -25,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import PIL.Image
 import torch
-import torchvision.io
 import torchvision.transforms.v2.functional as TF
 from torch.utils.data import DataLoader, Dataset
 
@@ -114,11 +115,9 @@ class ImageDataset(Dataset):
 
 def decode_image(image: dict[str, Any], *, base_size: int) -> torch.Tensor:
     """An undecoded `datasets.Image` value ({bytes, path}) to uint8 [3, base_size, base_size]."""
-    if image.get("bytes") is not None:
-        encoded = torch.frombuffer(bytearray(image["bytes"]), dtype=torch.uint8)
-    else:
-        encoded = torchvision.io.read_file(image["path"])
-    pixels = torchvision.io.decode_image(encoded, mode=torchvision.io.ImageReadMode.RGB)
+    source = io.BytesIO(image["bytes"]) if image.get("bytes") is not None else image["path"]
+    with PIL.Image.open(source) as opened:
+        pixels = torch.from_numpy(np.array(opened.convert("RGB"))).permute(2, 0, 1).contiguous()
     return resize_to_base(pixels, base_size)
 
 

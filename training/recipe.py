@@ -6,7 +6,8 @@ heads (`MethodConfig`), the augmentations (`AugmentConfig`), the optimiser and s
 (precision, channels_last, compile, workers, checkpoint and log intervals).
 
 A recipe file may start from another with `base: OTHER` (or several, `base: [A, B]`, merged left
-to right) and override only what differs; nested sections merge key by key. Files whose name starts with `_` are bases, not recipes. Recipe names
+to right) and override only what differs; nested sections merge key by key. A base is looked up
+beside the file, then among the shipped recipes, so a user's YAML can start from any of them. Files whose name starts with `_` are bases, not recipes. Recipe names
 are the zoo's entry names (`equimod_zoo/zoo/catalogue.json`, field `recipe`).
 """
 from __future__ import annotations
@@ -143,9 +144,12 @@ def _read_with_bases(path: Path, *, seen: tuple[Path, ...]) -> dict[str, Any]:
     bases = data.pop("base", None) or []
     merged: dict[str, Any] = {}
     for base in [bases] if isinstance(bases, str) else bases:  # several bases merge left to right
-        base_path = path.parent / f"{base}.yaml"
-        if not base_path.is_file():
-            raise FileNotFoundError(f"{path}: base recipe {base!r} not found (looked for {base_path})")
+        # A base sits beside the file, or is one of the shipped recipes.
+        candidates = [path.parent / f"{base}.yaml", RECIPES_DIR / f"{base}.yaml"]
+        base_path = next((c for c in candidates if c.is_file()), None)
+        if base_path is None:
+            raise FileNotFoundError(f"{path}: base recipe {base!r} not found (looked for "
+                                    f"{' and '.join(map(str, candidates))})")
         merged = _merge(merged, _read_with_bases(base_path, seen=(*seen, path.resolve())))
     return _merge(merged, data)
 

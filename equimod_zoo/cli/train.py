@@ -1,8 +1,54 @@
-"""`equimod-zoo train` (being built)."""
+"""`equimod-zoo train`: pre-train a backbone with a recipe; one call to `equimod_zoo.training.trainer.train`."""
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+from equimod_zoo.cli.errors import err_console, user_errors
+
+
+def train_command(
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="A recipe name (training/recipes/NAME.yaml) or a "
+                                                                 "YAML file; optional with --resume."),
+    data: str = typer.Option(..., "--data", help="A parquet folder or file (e.g. ../shared/data/cifar10-jpeg), an "
+                                                  "image folder, or a Hugging Face dataset id."),
+    out: Path = typer.Option(..., "--out", help="The run folder: logs, checkpoint and the exported model."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Override the recipe's epochs."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Override the recipe's global batch size."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many steps in total "
+                                                                      "(resumable)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Override the recipe's seed."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1... (default: the GPU if any)."),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model "
+                                                                               "(default: the recipe's)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader workers (default: the recipe's)."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where decoded datasets are cached "
+                                                                       "(default: $EQUIMOD_ZOO_CACHE or "
+                                                                       "~/.cache/equimod_zoo)."),
+) -> None:
+    """Pre-train SimCLR, BYOL or EquiMod; under torchrun, on every GPU. Writes RUN/log.csv, tb/, checkpoint.pt
+    and the exported model folder (RUN loads with `equimod_zoo.load(RUN)`)."""
+    from equimod_zoo.training.trainer import NonFiniteLossError, train
+
+    with user_errors():
+        try:
+            result = train(recipe, data=data, out=out, epochs=epochs, batch_size=batch_size, max_steps=max_steps,
+                           seed=seed, resume=resume, device=device, compile=compile, workers=workers,
+                           cache_dir=cache_dir)
+        except NonFiniteLossError as error:
+            err_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=1) from None
+    if result.interrupted:
+        typer.echo(f"stopped by SIGTERM at step {result.step}; continue with --resume --out {result.out}")
+    elif result.finished:
+        typer.echo(f"finished {result.epochs_completed} epochs ({result.step} steps); model folder: {result.out}")
+    else:
+        typer.echo(f"stopped at step {result.step} (--max-steps); continue with --resume --out {result.out}")
 
 
 def register(app: typer.Typer) -> None:
     """Adds this module's commands to the CLI."""
+    app.command("train")(train_command)

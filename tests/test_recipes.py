@@ -1,0 +1,114 @@
+"""Training recipes: the shipped YAML files hold the paper's values, and loading checks its input."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from equimod_zoo.registry import catalogue
+from equimod_zoo.training.recipe import Recipe, list_recipes, load_recipe, recipe_from_dict
+
+PAPER = ("simclr_r18_cifar10", "simclr_equimod_r18_cifar10", "byol_r18_cifar10", "byol_equimod_r18_cifar10",
+         "simclr_r50_in1k", "simclr_equimod_r50_in1k", "byol_r50_in1k", "byol_equimod_r50_in1k")
+
+
+def test_every_zoo_entry_has_its_recipe():
+    names = set(list_recipes())
+    assert set(PAPER) <= names
+    for entry in catalogue().entries:
+        assert entry.recipe in names, entry.name
+        recipe = load_recipe(entry.recipe)
+        assert (recipe.name, recipe.arch, recipe.method.name, recipe.epochs) == (
+            entry.recipe, entry.arch, entry.method, entry.epochs)
+
+
+def test_cifar10_recipes_hold_the_paper_values():
+    simclr = load_recipe("simclr_r18_cifar10")
+    assert simclr.arch == "resnet18_cifar"
+    assert (simclr.epochs, simclr.batch_size, simclr.optim.warmup_epochs) == (800, 512, 10)
+    assert (simclr.optim.optimizer, simclr.optim.lr, simclr.optim.reference_batch_size) == ("lars", 4.0, 512)
+    assert (simclr.optim.weight_decay, simclr.optim.eta, simclr.optim.momentum) == (1e-6, 1e-3, 0.9)
+    assert simclr.method.temperature == 0.5 and simclr.method.eq_temperature == 0.2
+    assert simclr.augment.size == simclr.data_size == 32 and simclr.augment.crop_scale == (0.2, 1.0)
+    assert [(v.blur_p, v.solarize_p) for v in simclr.augment.views] == [(1.0, 0.0), (0.1, 0.2)]
+    byol = load_recipe("byol_r18_cifar10")
+    assert (byol.method.name, byol.optim.lr, byol.method.momentum_base) == ("byol", 2.0, 0.996)
+    assert load_recipe("byol_equimod_r50_cifar10").arch == "resnet50_cifar"
+
+
+def test_imagenet_recipes_hold_the_paper_values():
+    recipe = load_recipe("simclr_r50_in1k")
+    assert (recipe.arch, recipe.epochs, recipe.batch_size, recipe.optim.lr) == ("resnet50", 800, 4096, 2.4)
+    assert recipe.augment.size == recipe.eval_size == 224 and recipe.augment.crop_scale == (0.08, 1.0)
+    assert recipe.method.temperature == 0.2 and recipe.augment.kernel_size == 23
+    assert recipe.data_size == 256 and recipe.eval_crop_pct == 0.875
+
+
+@pytest.mark.parametrize("name", ["simclr_r18_cifar10", "byol_r18_cifar10", "simclr_r50_in1k", "byol_r50_in1k"])
+def test_equimod_variant_differs_only_in_the_method_name(name):
+    plain = load_recipe(name).to_dict()
+    equimod = load_recipe(name.replace("_r", "_equimod_r", 1)).to_dict()
+    assert equimod["method"]["name"] == plain["method"]["name"] + "_equimod"
+    for key in ("name", "description", "method"):
+        plain.pop(key), equimod.pop(key)
+    assert equimod == plain
+
+
+@pytest.mark.parametrize("name", ["simclr_r18_cifar10", "simclr_equimod_r18_cifar10", "byol_r18_cifar10",
+                                  "byol_equimod_r18_cifar10"])
+def test_cpu_variant_keeps_method_heads_and_augmentations(name):
+    full, cpu = load_recipe(name), load_recipe(f"{name}_cpu")
+    assert cpu.method == full.method and cpu.augment == full.augment and cpu.arch == full.arch
+    assert cpu.optim.lr == full.optim.lr and cpu.optim.reference_batch_size == full.optim.reference_batch_size
+    assert cpu.epochs < full.epochs and cpu.batch_size < full.batch_size and cpu.precision == "bf16"
+
+
+def test_overrides_take_dotted_keys_and_revalidate():
+    recipe = load_recipe("simclr_r18_cifar10", overrides={"epochs": 3, "optim.lr": 1.0, "method.temperature": 0.2})
+    assert (recipe.epochs, recipe.optim.lr, recipe.method.temperature) == (3, 1.0, 0.2)
+    with pytest.raises(KeyError, match="optim.nope"):
+        recipe.override({"optim.nope": 1})
+    with pytest.raises(ValueError, match="epochs must be an integer"):
+        recipe.override({"epochs": "many"})
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        recipe.override({"batch_size": 0})
+    with pytest.raises(ValueError, match="unknown method"):
+        recipe.override({"method.name": "moco"})
+
+
+def test_unknown_recipe_lists_the_names():
+    with pytest.raises(KeyError, match="unknown recipe 'simclr_r18'.*simclr_r18_cifar10"):
+        load_recipe("simclr_r18")
+    with pytest.raises(KeyError, match="unknown recipe"):
+        load_recipe("_cifar10")  # a base, not a recipe
+
+
+def test_user_yaml_starts_from_a_shipped_recipe(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("base: simclr_equimod_r18_cifar10\nepochs: 5\noptim: {lr: 0.5}\n")
+    recipe = load_recipe(path)
+    assert (recipe.name, recipe.epochs, recipe.optim.lr) == ("mine", 5, 0.5)
+    assert recipe.optim.weight_decay == 1e-6 and recipe.method.name == "simclr_equimod"
+
+
+def test_bad_yaml_files_name_the_file_and_key(tmp_path):
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("base: simclr_r18_cifar10\naugment: {colour: 1}\n")
+    with pytest.raises(ValueError, match=r"unknown.yaml: unknown key augment.colour"):
+        load_recipe(unknown)
+    cycle = tmp_path / "a.yaml"
+    cycle.write_text("base: b\n")
+    (tmp_path / "b.yaml").write_text("base: a\n")
+    with pytest.raises(ValueError, match="cycle"):
+        load_recipe(cycle)
+    missing_base = tmp_path / "c.yaml"
+    missing_base.write_text("base: nowhere\n")
+    with pytest.raises(FileNotFoundError, match="base recipe 'nowhere'"):
+        load_recipe(missing_base)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_recipe(tmp_path / "absent.yaml")
+
+
+def test_resolved_recipe_round_trips_through_yaml():
+    recipe = load_recipe("byol_equimod_r50_in1k")
+    again = recipe_from_dict(yaml.safe_load(recipe.to_yaml()))
+    assert isinstance(again, Recipe) and again == recipe
