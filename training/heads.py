@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-Block = tuple[int, int, "nn.Module | None", "nn.Module | None"]
+Block = tuple[int, int, nn.Module | None, nn.Module | None]  # (in_dim, out_dim, norm, activation)
 
 
 class ProjectionHead(nn.Module):
