@@ -153,6 +153,8 @@ class SSLMethod(nn.Module):
         feature_dim = getattr(backbone, "num_features", None)
         if not isinstance(feature_dim, int):
             raise ValueError("backbone must expose .num_features (a timm model built with num_classes=0)")
+        if not config.equimod and (param_mean is not None or param_std is not None):
+            raise ValueError(f"param_mean / param_std are for EquiMod methods, not {config.name!r}")
         self.config = config
         self.backbone = backbone
         self.uses_params = config.equimod
@@ -175,8 +177,6 @@ class SSLMethod(nn.Module):
         self.equimod = (
             EquiModModule(feature_dim, config, param_mean=param_mean, param_std=param_std) if config.equimod else None
         )
-        if not config.equimod and (param_mean is not None or param_std is not None):
-            raise ValueError(f"param_mean / param_std are for EquiMod methods, not {config.name!r}")
 
     def forward(
         self,
