@@ -173,13 +173,18 @@ def summary(config: ModelConfig, facts: CardFacts) -> str:
     data = _data_name(meta)
     epochs = meta.get("epochs")
     trained = f"for {epochs} epochs" if epochs is not None else "for an unrecorded number of epochs"
+    steps = f"{meta['steps']} steps; " if meta.get("steps") is not None else ""
     on = f" on {dataset_info(data).title}" if data else ""
     results = results_of(config)
     measured = ("; measured: " + ", ".join(_metric_phrase(m) for m in results)) if results else \
         "; no evaluation has been recorded for these weights yet"
     return (f"A `{config.architecture}` backbone pre-trained with {method}{on} {trained} "
-            f"(the paper trains for {PAPER_EPOCHS}), exported as a headless timm model that returns "
+            f"({steps}the paper trains for {PAPER_EPOCHS}), exported as a headless timm model that returns "
             f"{config.num_features}-d features{measured}.")
+
+
+def _steps(meta: dict[str, Any]) -> str:
+    return f" ({meta['steps']} steps)" if meta.get("steps") is not None else ""
 
 
 def _metric_phrase(m: Metric) -> str:
@@ -245,7 +250,7 @@ def _usage(config: ModelConfig, facts: CardFacts) -> str:
 
 def _recipe(config: ModelConfig, facts: CardFacts) -> str:
     meta = config.equimod
-    keys = ("method", "recipe", "epochs", "batch_size", "seed")
+    keys = ("method", "recipe", "epochs", "steps", "batch_size", "seed")
     lines = [f"- {k}: `{meta[k]}`" for k in keys if meta.get(k) is not None]
     if "converted_from" in meta:
         lines.append(f"- converted from a foreign checkpoint: `{json.dumps(meta['converted_from'])}`")
@@ -359,7 +364,7 @@ def _limitations(config: ModelConfig) -> str:
         schedule = (f"The number of pre-training epochs was not recorded; the paper trains for {PAPER_EPOCHS}, "
                     "so do not assume these weights match the paper.")
     elif epochs < PAPER_EPOCHS:
-        schedule = (f"Trained for {epochs} epochs, {100 * epochs / PAPER_EPOCHS:.1f}% of the paper's "
+        schedule = (f"Trained for {epochs} epochs{_steps(meta)}, {100 * epochs / PAPER_EPOCHS:.1f}% of the paper's "
                     f"{PAPER_EPOCHS}-epoch schedule: expect accuracies below the paper's figures.")
     else:
         schedule = f"Trained for {epochs} epochs, the paper's schedule is {PAPER_EPOCHS}."
