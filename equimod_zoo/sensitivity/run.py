@@ -1,0 +1,110 @@
+"""`probe_augmentations`: what a backbone's frozen features keep of each augmentation parameter.
+
+    report = probe_augmentations("simclr_equimod_r18_cifar10", dataset="cifar10",
+                                 data_dir="../shared/data/cifar10-jpeg")
+    report["inputs"]["view"]["hue"]     # {"metric": "r2", "value": ..., "ci_low": ..., "ci_high": ...}
+
+The report (JSON-ready, keys in `REPORT_KEYS`):
+    model, weights_sha256, dataset, split, num_images, num_samples, resolution, source_size, views,
+    augmentations_per_image, seed,
+    inputs: {"view": {param: score}, "pair": {param: score}}  (every name of PARAM_NAMES, in order)
+    equivariance: `equivariance_metrics` of the folder's EquiMod heads, or null without them.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from equimod_zoo.atomic import atomic_write_text
+from equimod_zoo.sensitivity.equivariance import EquiModHeads, equivariance_metrics
+from equimod_zoo.sensitivity.probes import probe_parameters, split_images
+from equimod_zoo.sensitivity.sampling import augmented_features, load_images, probe_augmentation
+
+INPUT_KINDS = ("view", "pair")
+REPORT_KEYS = ("model", "weights_sha256", "dataset", "split", "num_images", "num_samples", "resolution",
+               "source_size", "views", "augmentations_per_image", "seed", "inputs", "equivariance")
+SCORE_KEYS = ("metric", "value", "ci_low", "ci_high")
+
+
+def probe_augmentations(
+    model: str | Path,
+    *,
+    dataset: str,
+    data_dir: str | Path | None = None,
+    split: str | None = "test",
+    num_images: int = 2000,
+    resolution: int | None = None,
+    augmentations_per_image: int = 2,
+    views: Sequence[int] | None = None,
+    seed: int = 0,
+    batch_size: int = 256,
+    num_bootstrap: int = 1000,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Probe every augmentation parameter from `model`'s frozen features on `num_images` images.
+
+    Args:
+        model: a zoo name or alias, or a local model folder (its EquiMod heads, if any, give the
+            equivariance metrics).
+        dataset: the dataset's name in the report; also where the images are when `data_dir` is
+            None (a parquet file or folder, an imagefolder tree, or a Hub id).
+        data_dir: a local copy of the dataset (e.g. ../shared/data/cifar10-jpeg).
+        split: the split the images come from; held-out images (test) by default.
+        resolution: the crop size (default: the model's training crop size or input size).
+        augmentations_per_image: views per image, cycling through the recipe's `views`
+            (default: all; 0 = view 1, 1 = view 2).
+        num_bootstrap: resamples of the test images for the 95 % intervals.
+    """
+    import timm
+
+    import equimod_zoo
+    from equimod_zoo.extraction.sources import dataset_source
+
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    located = equimod_zoo.locate_weights(model)
+    backbone = equimod_zoo.load(model)
+    data_config = timm.data.resolve_model_data_config(backbone)
+    augmentation = probe_augmentation(located.config, resolution=resolution, mean=data_config["mean"],
+                                      std=data_config["std"])
+    source = dataset_source(data_dir if data_dir is not None else dataset, split=split)
+    images, _ = load_images(source, num_images=num_images, size=augmentation.source_size, seed=seed, progress=progress)
+    features = augmented_features(backbone, images, augmentation, augmentations_per_image=augmentations_per_image,
+                                  views=views, seed=seed, batch_size=batch_size, device=device, progress=progress)
+    splits = split_images(num_images, seed=seed)
+    inputs = {
+        kind: {name: score.to_dict() for name, score in probe_parameters(
+            features.inputs(kind), features.params, features.image, splits, num_bootstrap=num_bootstrap, seed=seed,
+        ).items()}
+        for kind in INPUT_KINDS
+    }
+    heads = EquiModHeads.from_folder(located.weights.parent)
+    equivariance = None
+    if heads is not None:
+        equivariance = equivariance_metrics(heads, features.original, features.view, features.params, features.image,
+                                            batch_size=min(batch_size, len(features.view)))
+    return {
+        "model": str(model),
+        "weights_sha256": located.sha256,
+        "dataset": dataset,
+        "split": split,
+        "num_images": num_images,
+        "num_samples": int(features.view.shape[0]),
+        "resolution": augmentation.resolution,
+        "source_size": augmentation.source_size,
+        "views": sorted(set(features.view_kind.tolist())),
+        "augmentations_per_image": augmentations_per_image,
+        "seed": seed,
+        "inputs": inputs,
+        "equivariance": equivariance,
+    }
+
+
+def write_reports(reports: dict[str, Any] | Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """One report as a JSON object, several (a multi-model comparison) as a JSON list; written atomically."""
+    atomic_write_text(path, json.dumps(reports, indent=2) + "\n")
+    return Path(path)
