@@ -91,11 +91,11 @@ def ours(model: torch.nn.Module, source, out: Path, *, batch_size: int, workers:
 
 def model_only(model: torch.nn.Module, batch: torch.Tensor, *, optimised: bool, repeats: int) -> float:
     """Images/s of the model alone on an in-memory batch, with plain or our settings."""
-    from equimod_zoo.extraction.extract import _amp_dtype, _forward
+    from equimod_zoo.extraction.extract import _amp_dtype, _forward, inference_network
 
     if optimised:
         amp = _amp_dtype("auto", torch.device("cpu"))
-        model = model.to(memory_format=torch.channels_last)
+        model = inference_network(model).to(memory_format=torch.channels_last)
         context = torch.autocast("cpu", dtype=amp or torch.float32, enabled=amp is not None)
 
         def step():

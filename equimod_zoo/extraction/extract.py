@@ -20,6 +20,7 @@ import numpy as np
 import timm.data
 import torch
 import torch.nn.functional as F
+from torch.fx.experimental.optimization import fuse
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 from rich.text import Text
@@ -112,7 +113,7 @@ def extract_features(
     draft_size = _resize_size(data_config) if jpeg_draft else None
 
     amp_dtype = _amp_dtype(precision, device)
-    network = network.eval().to(device, memory_format=torch.channels_last)
+    network = inference_network(network).to(device, memory_format=torch.channels_last)
     num_features = _feature_dim(network, data_config, device, amp_dtype)
 
     num_images = len(images)
@@ -239,13 +240,35 @@ def _amp_dtype(precision: Precision, device: torch.device) -> torch.dtype | None
     return None
 
 
+class PooledFeatures(torch.nn.Module):
+    """A timm model's pooled pre-logits features, whatever classifier it has."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+
+
+def inference_network(model: torch.nn.Module) -> torch.nn.Module:
+    """The network extraction runs: for a timm model, its pre-logits features with every
+    BatchNorm folded into the convolution before it (torch.fx), which saves a pass over each
+    activation; any other module as given. Both in eval mode; the given model is not modified
+    when it is folded.
+    """
+    model = model.eval()
+    if not (hasattr(model, "forward_features") and hasattr(model, "forward_head")):
+        return model
+    pooled = PooledFeatures(model)
+    try:
+        return fuse(pooled)
+    except Exception:  # not traceable by torch.fx: run it unfolded
+        return pooled
+
+
 def _forward(network: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
-    """Pooled features: a timm model's pre-logits whatever its head, any other module's output."""
-    pixels = pixels.contiguous(memory_format=torch.channels_last)
-    if hasattr(network, "forward_features") and hasattr(network, "forward_head"):
-        features = network.forward_head(network.forward_features(pixels), pre_logits=True)
-    else:
-        features = network(pixels)
+    features = network(pixels.contiguous(memory_format=torch.channels_last))
     if features.ndim != 2:
         raise ValueError(f"model returns features of shape {tuple(features.shape)}, not (batch, dim); "
                          f"pass a headless model that pools its features")
