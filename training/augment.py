@@ -1,8 +1,8 @@
 """Batched, parameterised augmentations: the BYOL-style asymmetric pair, and the 18 numbers that say what was done.
 
-EquiMod's equivariance head reads the parameters of each augmentation (Devillers & Lefort,
-ICLR 2023, arXiv:2211.01244, Sec. 4: "the parameters of the augmentations ... are given to
-the module as a vector"), so every view comes with its parameter vector, in `PARAM_NAMES` order:
+EquiMod's equivariance module (Devillers & Lefort, ICLR 2023, arXiv:2211.01244) predicts an
+augmented view's embedding from the original's and from the augmentation's parameters, so every
+view comes with its parameter vector, in `PARAM_NAMES` order:
 
     0-3   crop_top, crop_left, crop_height, crop_width   the crop box in source pixels (i, j, h, w)
     4     flip                                           1 if flipped horizontally after the crop
@@ -106,6 +106,8 @@ class AugmentConfig:
             raise ValueError(f"blur_sigma must be (min, max) with 0 < min <= max, got {self.blur_sigma}")
         if self.blur_kernel is not None and (self.blur_kernel < 1 or self.blur_kernel % 2 == 0):
             raise ValueError(f"blur_kernel must be a positive odd integer, got {self.blur_kernel}")
+        if self.kernel_size // 2 >= self.size:
+            raise ValueError(f"blur kernel {self.kernel_size} is too large for size {self.size} (reflect padding)")
         if not 0 <= self.hue <= 0.5:
             raise ValueError(f"hue must be in [0, 0.5], got {self.hue}")
         for name in ("brightness", "contrast", "saturation"):
@@ -304,13 +306,17 @@ def _resize_matrix(start: torch.Tensor, length: torch.Tensor, in_size: int, out_
     position = scale * (out + 0.5) - 0.5  # in crop coordinates
     base = torch.floor(position)
     t = position - base
-    matrix = torch.zeros(start.shape[0], out_size, in_size, device=device)
     last = (length - 1)[:, None, None]
-    for tap in range(-1, 3):
-        index = (base + tap).clamp(min=torch.zeros_like(last), max=last) + start[:, None, None]
-        weight = _cubic(t - tap, -0.75)
-        matrix.scatter_add_(2, index.long(), weight)
-    return matrix
+    taps = range(-1, 3)
+    index = torch.stack([(base + tap).clamp(min=torch.zeros_like(last), max=last) for tap in taps], dim=-1)
+    weight = torch.stack([_cubic(t - tap, -0.75) for tap in taps], dim=-1)  # [n, out, 1, 4] each
+    # Taps clamped onto the same source pixel share the sum of their weights; a plain scatter_ then
+    # writes equal values into shared cells, which keeps it deterministic on GPUs (no atomic adds).
+    same = index.unsqueeze(-1) == index.unsqueeze(-2)  # [n, out, 1, 4, 4]
+    weight = (weight.unsqueeze(-2) * same).sum(-1)
+    matrix = torch.zeros(start.shape[0], out_size, in_size, device=device)
+    offset = start[:, None, None, None]
+    return matrix.scatter_(2, (index + offset).long().flatten(2), weight.flatten(2))
 
 
 def resized_crop(images: torch.Tensor, boxes: torch.Tensor, size: int, *, flip: torch.Tensor | None = None,
