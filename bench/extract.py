@@ -8,18 +8,21 @@ JPEG files, end to end (decode, preprocess, model), side by side in one run:
 
 - plain: fp32, `timm.data.create_transform(**data_config)`, a DataLoader with 2 workers and
   batch 32, `model(x)` under `torch.no_grad()`;
-- ours: `equimod_zoo.extract_features` (channels-last, bf16 autocast where the CPU has AMX or
-  AVX512-BF16, AMP on GPU, inference mode, decoding in workers while the model runs, JPEG
-  draft decoding), including writing the feature shards.
+- ours: `equimod_zoo.extract_features` (BatchNorm folded, channels-last, bf16 autocast where
+  the CPU has AMX or AVX512-BF16, inference mode, batch 64, decoding in workers while the
+  model runs, JPEG draft decoding), including model preparation and writing the shards.
 
 The model-only rows run one preprocessed batch held in memory through each model with each
-pipeline's settings: the ceiling that decoding can at best reach.
+pipeline's settings: the ceiling that decoding can at best reach. Besides images per second
+of wall time, the table gives images per CPU-second (this process and its DataLoader
+workers): on a machine shared with other jobs that column is the steadier one.
 """
 from __future__ import annotations
 
 import argparse
 import io
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -28,6 +31,22 @@ from pathlib import Path
 import torch
 
 SHARED_FLOWERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "flowers102" / "test.parquet"
+
+
+class Timer:
+    """Wall time and CPU time (this process and its finished children, i.e. DataLoader workers)."""
+
+    def __enter__(self) -> Timer:
+        self.wall, self.cpu = time.perf_counter(), _cpu_seconds()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall, self.cpu = time.perf_counter() - self.wall, _cpu_seconds() - self.cpu
+
+
+def _cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def write_jpegs(parquet: Path, folder: Path, count: int) -> list[Path]:
@@ -65,32 +84,30 @@ class PlainFolder(torch.utils.data.Dataset):
             return self.transform(image.convert("RGB"))
 
 
-def plain_loop(model: torch.nn.Module, paths: list[Path], *, batch_size: int = 32, workers: int = 2) -> float:
+def plain_loop(model: torch.nn.Module, paths: list[Path], *, batch_size: int = 32, workers: int = 2) -> Timer:
     import timm.data
 
     transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model))
     loader = torch.utils.data.DataLoader(PlainFolder(paths, transform), batch_size=batch_size, num_workers=workers)
-    started = time.perf_counter()
-    with torch.no_grad():
+    with Timer() as timer, torch.no_grad():
         for x in loader:
             model(x)
-    return len(paths) / (time.perf_counter() - started)
+    return timer
 
 
-def ours(model: torch.nn.Module, source, out: Path, *, batch_size: int, workers: int) -> float:
+def ours(model: torch.nn.Module, source, out: Path, *, batch_size: int, workers: int, compile: bool = False) -> Timer:
     from equimod_zoo.extraction.extract import extract_features
 
-    started = time.perf_counter()
-    summary = extract_features(source, model=model, out=out, batch_size=batch_size, num_workers=workers,
-                               progress=False)
-    elapsed = time.perf_counter() - started
+    with Timer() as timer:
+        summary = extract_features(source, model=model, out=out, batch_size=batch_size, num_workers=workers,
+                                   compile=compile, progress=False)
     if summary.num_failed:
         raise RuntimeError(f"{summary.num_failed} images failed; see {summary.failures_csv}")
-    return summary.num_images / elapsed
+    return timer
 
 
-def model_only(model: torch.nn.Module, batch: torch.Tensor, *, optimised: bool, repeats: int) -> float:
-    """Images/s of the model alone on an in-memory batch, with plain or our settings."""
+def model_only(model: torch.nn.Module, batch: torch.Tensor, *, optimised: bool, repeats: int) -> Timer:
+    """The model alone on an in-memory batch, with plain or our settings."""
     from equimod_zoo.extraction.extract import _amp_dtype, _forward, inference_network
 
     if optimised:
@@ -106,10 +123,10 @@ def model_only(model: torch.nn.Module, batch: torch.Tensor, *, optimised: bool, 
             with torch.no_grad():
                 model(batch)
     step()  # warm-up: oneDNN builds its kernels on the first call
-    started = time.perf_counter()
-    for _ in range(repeats):
-        step()
-    return repeats * len(batch) / (time.perf_counter() - started)
+    with Timer() as timer:
+        for _ in range(repeats):
+            step()
+    return timer
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -121,6 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="our decoding workers (the plain loop uses 2)")
     parser.add_argument("--repeats", type=int, default=2, help="batches timed for the model-only rows")
     parser.add_argument("--arch", default="resnet50")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time extract_features(compile=True), compile time included")
     args = parser.parse_args(argv)
 
     import timm
@@ -152,21 +171,29 @@ def main(argv: list[str] | None = None) -> None:
         warm = PlainFolder(paths[: args.batch_size], transform)
         batch = torch.stack([warm[i] for i in range(len(warm))])
 
-        rows = []
+        rows: list[tuple[str, int, Timer]] = []
         with torch.no_grad():
             plain_model(batch[:2])  # both pipelines start warm
-        rows.append(("plain loop (fp32, batch 32, 2 workers)", plain_loop(plain_model, paths)))
-        rows.append((f"extract_features (batch {args.batch_size}, {args.workers} workers)",
-                     ours(our_model, FileListSource(paths), Path(tmp) / "out", batch_size=args.batch_size, workers=args.workers)))
-        rows.append(("model only, plain settings", model_only(plain_model, batch, optimised=False,
-                                                               repeats=args.repeats)))
-        rows.append(("model only, our settings", model_only(our_model, batch, optimised=True, repeats=args.repeats)))
+        rows.append(("plain loop (fp32, batch 32, 2 workers)", len(paths), plain_loop(plain_model, paths)))
+        rows.append((f"extract_features (batch {args.batch_size}, {args.workers} workers)", len(paths),
+                     ours(our_model, FileListSource(paths), Path(tmp) / "out", batch_size=args.batch_size,
+                          workers=args.workers)))
+        if args.compile:
+            rows.append((f"extract_features, compiled (batch {args.batch_size})", len(paths),
+                         ours(our_model, FileListSource(paths), Path(tmp) / "out_compiled", batch_size=args.batch_size,
+                              workers=args.workers, compile=True)))
+        timed = args.repeats * len(batch)
+        rows.append(("model only, plain settings", timed,
+                     model_only(plain_model, batch, optimised=False, repeats=args.repeats)))
+        rows.append(("model only, our settings", timed,
+                     model_only(our_model, batch, optimised=True, repeats=args.repeats)))
 
-    baseline = rows[0][1]
-    width = max(len(name) for name, _ in rows)
-    print(f"{'pipeline':<{width}}  {'images/s':>9}  {'vs plain':>8}")
-    for name, rate in rows:
-        print(f"{name:<{width}}  {rate:>9.1f}  {rate / baseline:>7.2f}x")
+    base_wall, base_cpu = rows[0][1] / rows[0][2].wall, rows[0][1] / rows[0][2].cpu
+    width = max(len(name) for name, _, _ in rows)
+    print(f"{'pipeline':<{width}}  {'images/s':>9}  {'vs plain':>8}  {'img/CPU-s':>9}  {'vs plain':>8}")
+    for name, count, timer in rows:
+        wall, cpu = count / timer.wall, count / timer.cpu
+        print(f"{name:<{width}}  {wall:>9.1f}  {wall / base_wall:>7.2f}x  {cpu:>9.2f}  {cpu / base_cpu:>7.2f}x")
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 

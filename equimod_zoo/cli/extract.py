@@ -27,6 +27,9 @@ def extract_command(
     resolution: Optional[int] = typer.Option(None, "--resolution", min=1, help="Square input size instead of the model's own."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: CUDA if available)."),
     precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 or fp16."),
+    compile_model: bool = typer.Option(
+        False, "--compile", help="torch.compile the model: several times faster on CPU after a compile of about "
+                                 "a minute; worth it for thousands of images."),
     jpeg_draft: bool = typer.Option(True, "--jpeg-draft/--no-jpeg-draft",
                                     help="Decode large JPEGs at a reduced scale that still exceeds the resize size."),
 ) -> None:
@@ -44,6 +47,7 @@ def extract_command(
         summary = extract_features(
             source, out=out, model=model, batch_size=batch_size, num_workers=workers, normalize=normalize,
             shard_size=shard_size, resolution=resolution, device=device, precision=precision, jpeg_draft=jpeg_draft,
+            compile=compile_model,
         )
     console = Console()
     resumed = f", {summary.shards_skipped} of {summary.num_shards} shards already done" if summary.shards_skipped else ""

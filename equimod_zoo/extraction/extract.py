@@ -2,8 +2,9 @@
 
 The pipeline is the one timm prescribes (the model's own data config through
 `timm.data.create_transform`), run fast: DataLoader workers decode and resize while the model
-computes, the model runs channels-last under inference mode and mixed precision (bf16 on CPUs
-with AMX or AVX512-BF16, fp16/bf16 on GPUs), and large JPEGs decode at a reduced DCT scale.
+computes, a timm model runs as its pre-logits with BatchNorm folded into the convolutions,
+channels-last, under inference mode and mixed precision (bf16 on CPUs with AMX or
+AVX512-BF16, fp16/bf16 on GPUs), and large JPEGs decode at a reduced DCT scale.
 Bad images are recorded in OUT/failures.csv and never stop the run.
 """
 from __future__ import annotations
@@ -73,6 +74,7 @@ def extract_features(
     precision: Precision = "auto",
     jpeg_draft: bool = True,
     max_pixels: int | None = None,
+    compile: bool = False,
     progress: bool = True,
 ) -> ExtractionSummary:
     """Extract pooled features of every image of `source` into the feature store `out`.
@@ -93,6 +95,10 @@ def extract_features(
             other GPUs, else fp32.
         jpeg_draft: decode large JPEGs at a reduced scale that still exceeds the resize size.
         max_pixels: refuse larger images (decompression bombs); default PIL.Image.MAX_IMAGE_PIXELS.
+        compile: `torch.compile` the network (inductor, weights frozen). On CPU it runs several
+            times faster after a compile of about a minute (less once inductor's cache is
+            warm): worth it for thousands of images. Batches are padded to `batch_size` so it
+            compiles once.
         progress: show a progress bar.
 
     Features are float16 on disk. Images that fail to decode are listed in OUT/failures.csv.
@@ -115,6 +121,8 @@ def extract_features(
     amp_dtype = _amp_dtype(precision, device)
     network = inference_network(network).to(device, memory_format=torch.channels_last)
     num_features = _feature_dim(network, data_config, device, amp_dtype)
+    if compile:
+        network = torch.compile(network, dynamic=False, options={"freezing": True})
 
     num_images = len(images)
     num_shards = math.ceil(num_images / shard_size)
@@ -152,7 +160,8 @@ def extract_features(
         task = bar.add_task("extracting", total=todo)
         for batch in loader:
             if batch.pixels is not None:
-                features = _forward(network, batch.pixels.to(device, non_blocking=True))
+                pixels = batch.pixels.to(device, non_blocking=True)
+                features = _forward(network, _padded(pixels, batch_size) if compile else pixels)[:len(pixels)]
                 if normalize:
                     features = F.normalize(features, dim=1)
                 shard_buffer.add(batch, features.cpu().numpy())
@@ -265,6 +274,12 @@ def inference_network(model: torch.nn.Module) -> torch.nn.Module:
         return fuse(pooled)
     except Exception:  # not traceable by torch.fx: run it unfolded
         return pooled
+
+
+def _padded(pixels: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The batch filled up with zero images to `batch_size`, so a compiled network sees one shape."""
+    missing = batch_size - len(pixels)
+    return torch.cat([pixels, pixels.new_zeros(missing, *pixels.shape[1:])]) if missing > 0 else pixels
 
 
 def _forward(network: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
