@@ -1,8 +1,101 @@
-"""`equimod-zoo transfer` (being built)."""
+"""`equimod-zoo transfer` and `equimod-zoo compare`: transfer learning with official splits and metrics."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Optional
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from equimod_zoo.cli.errors import user_errors
+
+
+def transfer_command(
+    dataset: str = typer.Option(..., "--dataset", help="flowers102, cub200, cifar10, cifar100, pets, dtd, food101, "
+                                                       "caltech101, stl10, hf:OWNER/NAME or imagefolder:DIR."),
+    model: str = typer.Option(..., "--model", help="A zoo name or alias, or a local model folder."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="A local copy (parquet, CUB_200_2011 or "
+                                                                     "imagefolder layout); default: the Hub."),
+    protocol: str = typer.Option("linear", "--protocol", help="linear, knn or finetune."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", min=1, help="Input size (default: the model's)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the result to this JSON file."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Feature and result cache (default: "
+                                                                       "$EQUIMOD_ZOO_CACHE or ~/.cache/equimod_zoo)."),
+    image_column: Optional[str] = typer.Option(None, "--image-column", help="The dataset's image column."),
+    label_column: Optional[str] = typer.Option(None, "--label-column", help="The dataset's label column."),
+    record: bool = typer.Option(False, "--record", help="Record the score into the model folder's config.json."),
+    epochs: int = typer.Option(10, "--epochs", min=1, help="finetune: epochs."),
+    lr: float = typer.Option(0.01, "--lr", min=0.0, help="finetune: learning rate at batch 256."),
+    optimizer: str = typer.Option("sgd", "--optimizer", help="finetune: sgd or adamw."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    workers: int = typer.Option(2, "--workers", min=0, help="Processes that decode images."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda ... (default: CUDA if available)."),
+) -> None:
+    """Transfer a backbone to a dataset: frozen linear probe (default), kNN, or fine-tuning."""
+    from equimod_zoo.atomic import atomic_write_text
+    from equimod_zoo.results import command_line, record_results
+    from equimod_zoo.transfer.finetune import FinetuneConfig
+    from equimod_zoo.transfer.run import transfer
+    from equimod_zoo.weights import local_folder
+
+    with user_errors():
+        if record and local_folder(model) is None:
+            raise ValueError(f"--record: {model!r} is not a local model folder to record into")
+        result = transfer(
+            dataset, model, data_dir=data_dir, protocol=protocol, resolution=resolution, cache_dir=cache_dir,
+            image_column=image_column, label_column=label_column, batch_size=batch_size, num_workers=workers,
+            device=device, finetune_config=FinetuneConfig(epochs=epochs, lr=lr, optimizer=optimizer,
+                                                          batch_size=batch_size, num_workers=workers),
+        )
+        if json_out is not None:
+            atomic_write_text(json_out, json.dumps(result.to_dict(), indent=2) + "\n")
+        if record:
+            record_results(model, [result.as_metric(command_line())])
+
+    table = Table(title=f"{result.model} on {result.dataset} ({result.protocol}, {result.resolution}px)")
+    for column in ("metric", "score"):
+        table.add_column(column, justify="right" if column == "score" else "left")
+    table.add_row(f"[bold]{result.metric}[/bold]", f"[bold]{result.score:.2f}[/bold]")
+    for name, value in result.scores.items():
+        if name != result.metric:
+            table.add_row(name, f"{value:.2f}")
+    console = Console()
+    console.print(table)
+    sizes = ", ".join(f"{k} {v}" for k, v in result.split_sizes.items())
+    chosen = ", ".join(f"{k} {v}" for k, v in result.hyperparameters.items() if not isinstance(v, dict))
+    console.print(f"splits: {sizes}; {chosen}; features cached for: {', '.join(result.cached_splits) or 'none'}; "
+                  f"{result.seconds:.1f} s", highlight=False, soft_wrap=True)
+    if json_out is not None:
+        console.print(f"result -> {json_out}", highlight=False)
+
+
+def compare_command(
+    models: str = typer.Option(..., "--models", help="Comma-separated zoo names or model folders."),
+    datasets: str = typer.Option(..., "--datasets", help="Comma-separated datasets (as for transfer --dataset)."),
+    out: Path = typer.Option(..., "--out", help="Folder for comparison.md, comparison.csv and comparison.png."),
+    data_dir_map: Optional[str] = typer.Option(None, "--data-dir-map", help="DATASET=DIR,... local copies."),
+    protocol: str = typer.Option("linear", "--protocol", help="linear, knn or finetune."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", min=1, help="Input size (default: each model's)."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Feature and result cache."),
+    rerun: bool = typer.Option(False, "--rerun", help="Measure again instead of reusing cached results."),
+    workers: int = typer.Option(2, "--workers", min=0),
+    device: Optional[str] = typer.Option(None, "--device"),
+) -> None:
+    """Compare models across datasets: a markdown table, a CSV and a bar chart, EquiMod beside its baseline."""
+    from equimod_zoo.transfer.compare import compare, parse_data_dir_map, split_list
+
+    with user_errors():
+        report = compare(split_list(models, "--models"), split_list(datasets, "--datasets"), out=out,
+                         data_dirs=parse_data_dir_map(data_dir_map), protocol=protocol, resolution=resolution,
+                         cache_dir=cache_dir, reuse=not rerun, num_workers=workers, device=device)
+    console = Console()
+    console.print(report.markdown, markup=False, highlight=False, soft_wrap=True)
+    console.print(f"-> {report.markdown_path}, {report.csv_path}, {report.png_path}", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
     """Adds this module's commands to the CLI."""
+    app.command("transfer")(transfer_command)
+    app.command("compare")(compare_command)

@@ -168,19 +168,24 @@ def fit_logistic_regression(
     """Minimise ``mean CE + weight_decay / 2 * ||W||^2`` on features standardised with their own statistics.
 
     Full batch, L-BFGS with a strong-Wolfe line search; `init` warm-starts from an earlier fit.
+    Only the classes present in `y` are fitted (as scikit-learn does); the others get a bias of
+    -inf, so they are never predicted, instead of a bias that L-BFGS would chase to -inf.
     """
     x = torch.as_tensor(x).to(device=device, dtype=dtype)
     y = torch.as_tensor(y).to(device=device, dtype=torch.long)
+    present, y = torch.unique(y, return_inverse=True)
     mean = x.mean(dim=0)
     std = x.std(dim=0, unbiased=False)
     std = torch.where(std > 1e-12, std, torch.ones_like(std))  # constant features stay at zero
     z = (x - mean) / std
     if init is not None:
-        weight = init.weight.detach().to(device=device, dtype=dtype).clone()
-        bias = init.bias.detach().to(device=device, dtype=dtype).clone()
+        weight = init.weight.detach().to(device=device, dtype=dtype)[:, present].clone()
+        bias = init.bias.detach().to(device=device, dtype=dtype)[present].clone()
+        unfitted = torch.isinf(bias)  # a class the earlier fit did not see
+        weight[:, unfitted], bias[unfitted] = 0.0, 0.0
     else:
-        weight = torch.zeros(x.shape[1], num_classes, device=device, dtype=dtype)
-        bias = torch.zeros(num_classes, device=device, dtype=dtype)
+        weight = torch.zeros(x.shape[1], len(present), device=device, dtype=dtype)
+        bias = torch.zeros(len(present), device=device, dtype=dtype)
     weight.requires_grad_(True)
     bias.requires_grad_(True)
     optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, history_size=20,
@@ -194,7 +199,10 @@ def fit_logistic_regression(
         return loss
 
     optimizer.step(closure)
-    return LogisticRegressionFit(weight=weight.detach(), bias=bias.detach(), mean=mean, std=std)
+    full_weight = torch.zeros(x.shape[1], num_classes, device=device, dtype=dtype)
+    full_bias = torch.full((num_classes,), -math.inf, device=device, dtype=dtype)
+    full_weight[:, present], full_bias[present] = weight.detach(), bias.detach()
+    return LogisticRegressionFit(weight=full_weight, bias=full_bias, mean=mean, std=std)
 
 
 def stratified_split(labels: ArrayLike, fraction: float, *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,180 @@
+"""`transfer`: one model on one dataset with one protocol, features and results cached.
+
+    result = transfer("flowers102", "simclr_equimod_r18_cifar10", data_dir="../shared/data/flowers102")
+    result.metric, result.score          # "mean_per_class_accuracy", 87.3
+
+Protocols: `linear` (Kornblith et al. 2019: L-BFGS logistic regression on frozen features, L2
+chosen on the validation split or a stratified 20 % of train, refit on train + val), `knn`
+(weighted kNN, k=200, T=0.1, on train + val), `finetune` (the whole network, a short schedule).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from equimod_zoo.extraction.extract import extract_features
+from equimod_zoo.probes.knn import knn_probe
+from equimod_zoo.probes.linear import linear_probe
+from equimod_zoo.registry import Metric
+from equimod_zoo.transfer.cache import CacheKey, default_cache_dir, features_cached, read_result, write_result
+from equimod_zoo.transfer.datasets import TransferDataset, TransferSplits, data_source, load_splits, resolve_dataset
+from equimod_zoo.transfer.finetune import FinetuneConfig, finetune
+from equimod_zoo.transfer.protocols import KNN_K, KNN_TEMPERATURE, LabelledFeatures, read_labelled_features
+from equimod_zoo.weights import local_folder, locate_weights
+
+Protocol = Literal["linear", "knn", "finetune"]
+PROTOCOLS = ("linear", "knn", "finetune")
+
+
+@dataclass
+class TransferResult:
+    """One transfer measurement, as printed and as written to JSON."""
+
+    dataset: str
+    model: str
+    weights_sha256: str
+    resolution: int
+    protocol: str
+    metric: str  # the dataset's official metric: mean_per_class_accuracy or top1
+    score: float  # that metric, in percent
+    scores: dict[str, float]  # top1, top5 and mean_per_class_accuracy, in percent
+    split_sizes: dict[str, int]  # images actually used per split (train, val, test)
+    hyperparameters: dict[str, Any]
+    source: str  # where the images came from
+    seconds: float = 0.0
+    cached_splits: list[str] = field(default_factory=list)  # splits whose features came from the cache
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TransferResult:
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+    def as_metric(self, command: str) -> Metric:
+        return Metric(self.metric, self.dataset, self.protocol, self.score, command, self.weights_sha256)
+
+
+def transfer(
+    dataset: str | TransferDataset,
+    model: str | Path,
+    *,
+    data_dir: str | Path | None = None,
+    protocol: Protocol = "linear",
+    resolution: int | None = None,
+    cache_dir: str | Path | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    finetune_config: FinetuneConfig = FinetuneConfig(),
+    reuse_result: bool = False,
+    batch_size: int = 64,
+    num_workers: int = 2,
+    device: str | None = None,
+    progress: bool = True,
+) -> TransferResult:
+    """Measure `model` on `dataset` with `protocol`; see the module docstring.
+
+    Args:
+        dataset: a built-in name (`flowers102`, `cub200`, ... see `DATASETS`), `hf:OWNER/NAME`,
+            `imagefolder:DIR`, or a `TransferDataset`.
+        model: a zoo name or alias, or a local model folder.
+        data_dir: a local copy of the dataset (parquet, CUB_200_2011 or imagefolder layout);
+            default: the Hugging Face Hub.
+        resolution: square input size; default: the model's data config.
+        cache_dir: default `$EQUIMOD_ZOO_CACHE` or `~/.cache/equimod_zoo`.
+        image_column, label_column: override the dataset's columns.
+        reuse_result: return the cached result of an identical earlier run instead of measuring again.
+
+    Features are cached per split, so only the first run of a model on a dataset extracts them.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    if resolution is not None and resolution < 1:
+        raise ValueError(f"resolution: {resolution} is not a positive size")
+    started = time.perf_counter()
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    spec = dataset if isinstance(dataset, TransferDataset) else resolve_dataset(
+        dataset, image_column=image_column, label_column=label_column)
+    located = locate_weights(model)
+    resolution = resolution or int(located.config.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
+    key = CacheKey(model_label(model), located.sha256, spec.name, data_source(spec, data_dir), resolution)
+    if reuse_result:
+        earlier = read_result(key.result_path(cache_dir, protocol))
+        if earlier is not None and (protocol != "finetune" or _same_config(earlier, finetune_config)):
+            return TransferResult.from_dict(earlier)
+    splits = load_splits(spec, data_dir=data_dir, cache_dir=cache_dir)
+
+    cached: list[str] = []
+    if protocol == "finetune":
+        scores, sizes, hyper = _finetune(model, splits, key, cache_dir, resolution, finetune_config, device, progress)
+    else:
+        parts = {}
+        for role, images in splits.splits().items():
+            folder = key.features_dir(cache_dir, splits.dataset.split_name(role))
+            if features_cached(folder, num_images=len(images), weights_sha256=located.sha256):
+                cached.append(role)
+            else:
+                extract_features(images, out=folder, model=model, resolution=resolution, batch_size=batch_size,
+                                 num_workers=num_workers, device=device, progress=progress)
+            parts[role] = read_labelled_features(folder)
+        scores, sizes, hyper = _frozen(protocol, parts, splits.num_classes, spec.metric, device)
+
+    result = TransferResult(
+        dataset=spec.name, model=key.model, weights_sha256=located.sha256, resolution=resolution, protocol=protocol,
+        metric=spec.metric, score=scores[spec.metric], scores=scores, split_sizes=sizes, hyperparameters=hyper,
+        source=splits.source, seconds=time.perf_counter() - started, cached_splits=cached,
+    )
+    write_result(key.result_path(cache_dir, protocol), result.to_dict())
+    return result
+
+
+def model_label(model: str | Path) -> str:
+    """How results name a model: a zoo name as given, a model folder by its folder name."""
+    folder = local_folder(model)
+    return folder.resolve().name if folder is not None else str(model)
+
+
+def _same_config(result: dict[str, Any], config: FinetuneConfig) -> bool:
+    hyper = result.get("hyperparameters", {})
+    return all(hyper.get(k) == v for k, v in config.to_dict().items())
+
+
+def _frozen(protocol: str, parts: dict[str, LabelledFeatures], num_classes: int, metric: str,
+            device: str | None) -> tuple[dict[str, float], dict[str, int], dict[str, Any]]:
+    train, val, test = parts["train"], parts.get("val"), parts["test"]
+    sizes = {role: len(p.labels) for role, p in parts.items()}
+    if protocol == "linear":
+        result = linear_probe(train.features, train.labels, test.features, test.labels,
+                              val_x=None if val is None else val.features, val_y=None if val is None else val.labels,
+                              select_metric=metric, num_classes=num_classes, device=device)
+        hyper = {"weight_decay": result.weight_decay, "selected_on": "validation split" if val else
+                 "stratified 20% of train", "select_metric": metric,
+                 "val_scores": {f"{k:.3g}": v for k, v in result.val_scores.items()}, "refit_on": "train+val"}
+        if val is None:
+            sizes.update(train=result.train_size, val=result.val_size)
+    else:
+        bank_x = train.features if val is None else np.concatenate([train.features, val.features])
+        bank_y = train.labels if val is None else np.concatenate([train.labels, val.labels])
+        result = knn_probe(bank_x, bank_y, test.features, test.labels, k=KNN_K, temperature=KNN_TEMPERATURE,
+                           num_classes=num_classes, device=device)
+        hyper = {"k": result.k, "temperature": result.temperature, "bank": "train+val" if val else "train"}
+    scores = {"top1": result.top1, "top5": result.top5, "mean_per_class_accuracy": result.mean_per_class_accuracy}
+    return scores, sizes, hyper
+
+
+def _finetune(model: str | Path, splits: TransferSplits, key: CacheKey, cache_dir: Path, resolution: int,
+              config: FinetuneConfig, device: str | None,
+              progress: bool) -> tuple[dict[str, float], dict[str, int], dict[str, Any]]:
+    from equimod_zoo.loading import load
+
+    network = load(model, num_classes=splits.num_classes)
+    train = [splits.train] + ([splits.val] if splits.val is not None else [])
+    checkpoint = key.result_path(cache_dir, "finetune").with_suffix(".checkpoint.pt")
+    scores = finetune(network, train, splits.test, resolution=resolution, config=config, checkpoint=checkpoint,
+                      device=device, progress=progress)
+    sizes = splits.sizes()
+    return scores.to_dict(), sizes, {**config.to_dict(), "trained_on": "train+val" if splits.val else "train"}
