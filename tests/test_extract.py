@@ -268,3 +268,21 @@ def test_default_model_with_weights_is_used(tmp_path, tiny, monkeypatch):
     assert result.exit_code == 0, result.output
     info = json.loads((tmp_path / "out" / "extraction.json").read_text())
     assert info["model"] == DEFAULT_MODEL and info["weights_sha256"] == config.equimod["weights_sha256"]
+
+
+def test_compiled_path_pads_batches_and_keeps_features(image_dir, tmp_path, tiny, monkeypatch):
+    shapes = []
+
+    def fake_compile(network, **options):  # the real compile is too slow for a unit test; its contract is shapes
+        assert options == {"dynamic": False, "options": {"freezing": True}}
+
+        def run(x):
+            shapes.append(tuple(x.shape))
+            return network(x)
+        return run
+
+    _extract(image_dir, tmp_path / "eager", tiny, precision="fp32")
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    _extract(image_dir, tmp_path / "compiled", tiny, precision="fp32", compile=True)
+    assert set(shapes) == {(3, 3, 32, 32)}  # partial and failure-thinned batches are padded to batch_size
+    np.testing.assert_array_equal(load_features(tmp_path / "compiled")[1], load_features(tmp_path / "eager")[1])
