@@ -18,6 +18,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide shared outputs from other users
         os.replace(tmp, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -36,3 +37,9 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kwargs) -> Iter
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     with atomic_open(path, "w", encoding="utf-8") as handle:
         handle.write(text)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

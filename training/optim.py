@@ -27,7 +27,7 @@ class OptimConfig:
     weight_decay: float = 1e-6
     momentum: float = 0.9
     eta: float = 1e-3  # LARS trust coefficient
-    warmup_epochs: int = 10
+    warmup_epochs: float = 10  # fractional for short schedules
     optimizer: str = "lars"
 
     def __post_init__(self) -> None:
