@@ -1,0 +1,213 @@
+"""The training loop end to end on a toy set: the four methods learn, runs resume exactly, SIGTERM and
+non-finite losses are handled, and the run folder loads with `equimod_zoo.load`."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import threading
+import time
+
+import datasets
+import numpy as np
+import PIL.Image
+import pytest
+import safetensors.torch
+import torch
+import yaml
+from typer.testing import CliRunner
+
+import equimod_zoo
+from equimod_zoo.cli import app
+from equimod_zoo.training.checkpoint import load_checkpoint
+from equimod_zoo.training.export import export_checkpoint, method_from_checkpoint
+from equimod_zoo.training.methods import SSLMethod
+from equimod_zoo.training.recipe import load_recipe
+from equimod_zoo.training.trainer import NonFiniteLossError, train
+
+# A toy scale: 8 px images, 1/8-width ResNet-18, 16-wide heads; milder augmentations and a larger
+# LARS trust coefficient so that a few steps visibly lower the loss.
+TINY = {
+    "model_args": {"channels": [8, 16, 32, 64], "stem_width": 8},
+    "data_size": 8, "eval_size": 8, "augment.size": 8, "augment.crop_scale": [0.5, 1.0],
+    "augment.jitter_p": 0.0, "augment.grayscale_p": 0.0,
+    "method.proj_hidden": 32, "method.proj_out": 16, "method.eq_hidden": 32, "method.eq_out": 16,
+    "method.param_embed": 16, "method.byol_proj_hidden": 32, "method.byol_proj_out": 16,
+    "method.byol_pred_hidden": 32,
+    "batch_size": 16, "epochs": 2, "optim.lr": 4.0, "optim.reference_batch_size": 64, "optim.eta": 0.02,
+    "optim.warmup_epochs": 0, "param_stats_samples": 512, "workers": 0, "log_every": 1, "checkpoint_every": 1,
+}
+METHODS = ("simclr", "simclr_equimod", "byol", "byol_equimod")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Toy-sized kernels run fastest, and bit-reproducibly, on one thread (and the CPU is shared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_recipe(method: str, **overrides):
+    return load_recipe(f"{method}_r18_cifar10", overrides={**TINY, **overrides})
+
+
+@pytest.fixture(scope="module")
+def toy_data(tmp_path_factory):
+    """64 blocky 8 px images (random 4x4 colour patterns) as a CIFAR-style train.parquet."""
+    folder = tmp_path_factory.mktemp("toy")
+    patterns = np.random.default_rng(0).integers(0, 256, (64, 4, 4, 3), dtype=np.uint8).repeat(2, 1).repeat(2, 2)
+    features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(num_classes=10)})
+    datasets.Dataset.from_dict({"img": [PIL.Image.fromarray(p) for p in patterns], "label": [0] * 64},
+                               features=features).to_parquet(str(folder / "train.parquet"))
+    return folder
+
+
+@pytest.fixture
+def run(toy_data, tmp_path):
+    """`train` on the toy data with a per-test cache, no progress bar."""
+    def _train(recipe, out, **kwargs):
+        return train(recipe, data=toy_data, out=tmp_path / out, cache_dir=tmp_path / "cache", progress=False,
+                     **kwargs)
+    return _train
+
+
+def read_rows(folder):
+    with open(folder / "log.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_lowers_the_loss(run, tmp_path, method):
+    result = run(tiny_recipe(method, batch_size=64, epochs=10), "run")
+    assert result.finished and result.step == 10 and result.epochs_completed == 10
+    losses = [float(row["loss"]) for row in read_rows(tmp_path / "run")]
+    assert len(losses) == 10 and all(np.isfinite(losses))
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.05, losses
+
+
+def test_run_folder_loads_with_equimod_zoo_load(run, tmp_path, toy_data):
+    result = run(tiny_recipe("simclr_equimod"), "run", max_steps=3)
+    folder = tmp_path / "run"
+    assert result.exported and not result.finished
+    for name in ("config.json", "model.safetensors", "equimod_heads.safetensors", "log.csv", "recipe.yaml",
+                 "checkpoint.pt"):
+        assert (folder / name).is_file(), name
+    assert any(p.name.startswith("events.out.tfevents") for p in (folder / "tb").iterdir())
+    rows = read_rows(folder)
+    assert [r["step"] for r in rows] == ["1", "2", "3"]
+    assert {"step", "epoch", "lr", "loss", "loss_inv", "loss_eq", "eq_gain", "images_per_s"} <= set(rows[0])
+    assert load_recipe(folder / "recipe.yaml") == tiny_recipe("simclr_equimod")
+
+    config = json.loads((folder / "config.json").read_text())
+    meta = config["equimod"]
+    assert (meta["method"], meta["recipe"], meta["epochs"], meta["steps"]) == ("simclr_equimod",
+                                                                               "simclr_equimod_r18_cifar10", 0, 3)
+    assert meta["data"]["num_images"] == 64 and len(meta["data"]["sha256"]) == 64 and meta["results"] == []
+    assert {"recipe_config", "batch_size", "seed", "source_commit", "weights_sha256"} <= set(meta)
+    cfg = config["pretrained_cfg"]
+    assert cfg["input_size"] == [3, 8, 8] and cfg["crop_pct"] == 1.0 and cfg["interpolation"] == "bicubic"
+    assert cfg["mean"] == [0.4914, 0.4822, 0.4465] and cfg["std"] == [0.247, 0.2435, 0.2616]
+
+    payload = load_checkpoint(folder / "checkpoint.pt")
+    method, _ = method_from_checkpoint(payload)
+    heads = safetensors.torch.load_file(folder / "equimod_heads.safetensors")
+    assert torch.equal(heads["param_mean"], payload["param_mean"]) and torch.equal(heads["param_std"],
+                                                                                   payload["param_std"])
+    assert any(k.startswith("g_t.") for k in heads) and any(k.startswith("projection.") for k in heads)
+    model = equimod_zoo.load(folder).eval()
+    x = torch.randn(4, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(model(x), method.backbone.eval()(x), atol=1e-6)
+    assert export_checkpoint(folder, tmp_path / "again").equimod["weights_sha256"] == meta["weights_sha256"]
+
+
+def test_resume_continues_exactly(run, tmp_path):
+    recipe = tiny_recipe("byol_equimod")  # BYOL target, EquiMod statistics: the most state to restore
+    straight = run(recipe, "straight")
+    assert straight.step == 8
+    first = run(recipe, "resumed", max_steps=3)  # stops mid-epoch (4 steps per epoch)
+    assert first.step == 3 and load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["state"]["step"] == 3
+    second = run(None, "resumed", resume=True, max_steps=6)
+    third = run("byol_equimod_r18_cifar10", "resumed", resume=True)
+    assert (second.step, third.step, third.finished) == (6, 8, True)
+    resumed, reference = read_rows(tmp_path / "resumed"), read_rows(tmp_path / "straight")
+    assert [r["step"] for r in resumed] == [str(s) for s in range(1, 9)]  # no step logged twice
+    for key in ("loss", "loss_inv", "loss_eq", "eq_gain", "lr", "momentum"):
+        assert [r[key] for r in resumed] == [r[key] for r in reference], key
+    a = safetensors.torch.load_file(tmp_path / "straight" / "model.safetensors")
+    b = safetensors.torch.load_file(tmp_path / "resumed" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_what_would_change_the_run(run, tmp_path, toy_data):
+    run(tiny_recipe("simclr"), "run", max_steps=1)
+    with pytest.raises(ValueError, match="already holds a run"):
+        run(tiny_recipe("simclr"), "run")
+    with pytest.raises(ValueError, match="cannot change epochs"):
+        run(None, "run", resume=True, epochs=5)
+    with pytest.raises(ValueError, match="started with recipe 'simclr_r18_cifar10', not 'byol_r18_cifar10'"):
+        run("byol_r18_cifar10", "run", resume=True)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        run(None, "elsewhere", resume=True)
+
+
+def test_sigterm_checkpoints_at_the_next_step_and_resumes(run, tmp_path):
+    folder = tmp_path / "run"
+    previous = signal.signal(signal.SIGTERM, lambda *args: None)  # a late signal must not kill pytest
+
+    def terminate_after_first_row():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if (folder / "log.csv").is_file() and len(read_rows(folder)) >= 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            time.sleep(0.005)
+
+    killer = threading.Thread(target=terminate_after_first_row)
+    try:
+        killer.start()
+        result = run(tiny_recipe("simclr", epochs=10), "run")
+        killer.join()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert result.interrupted and not result.exported and 1 <= result.step < 40
+    assert not (folder / "config.json").exists()
+    assert load_checkpoint(folder / "checkpoint.pt")["state"]["step"] == result.step
+    resumed = run(None, "run", resume=True, max_steps=result.step + 1)
+    assert resumed.step == result.step + 1 and resumed.exported
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(run, tmp_path, monkeypatch):
+    forward, calls = SSLMethod.forward, []
+
+    def poisoned(self, *args, **kwargs):
+        output = forward(self, *args, **kwargs)
+        calls.append(1)
+        if len(calls) >= 6:
+            output.loss = output.loss * float("nan")
+        return output
+
+    monkeypatch.setattr(SSLMethod, "forward", poisoned)
+    with pytest.raises(NonFiniteLossError, match="non-finite at step 6 .*last good checkpoint"):
+        run(tiny_recipe("simclr", epochs=3), "run")
+    checkpoint = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert checkpoint["state"]["step"] == 4  # the end of epoch 1, before the bad step
+    assert all(torch.isfinite(v).all() for v in checkpoint["method"].values() if v.is_floating_point())
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_cli_trains_from_a_user_recipe_file(toy_data, tmp_path):
+    recipe = tiny_recipe("simclr").to_dict()
+    recipe.pop("name")
+    (tmp_path / "toy.yaml").write_text(yaml.safe_dump(recipe))
+    runner = CliRunner()
+    args = ["train", "--recipe", str(tmp_path / "toy.yaml"), "--data", str(toy_data), "--out", str(tmp_path / "run"),
+            "--max-steps", "1", "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "stopped at step 1" in result.output and (tmp_path / "run" / "model.safetensors").is_file()
+    unknown = runner.invoke(app, ["train", "--recipe", "nope", "--data", str(toy_data), "--out", str(tmp_path / "x")])
+    assert unknown.exit_code == 2 and "unknown recipe 'nope'" in unknown.output
