@@ -206,15 +206,17 @@ class _Trainer:
 
         self.data = load_train_data(data, base_size=recipe.data_size, cache_dir=cache_dir, limit=data_limit,
                                     workers=recipe.workers, progress=progress and info.is_main)
-        if self.payload is not None and self.payload["data"]["sha256"] != self.data.info.sha256:
+        if self.payload is not None and (self.payload["data"]["sha256"], self.payload["data"]["num_images"]) != (
+                self.data.info.sha256, self.data.info.num_images):
             raise ValueError(f"--data {data}: not the data this run was trained on "
-                             f"({self.payload['data']['name']}, sha256 {self.payload['data']['sha256'][:12]}...)")
+                             f"({self.payload['data']['name']}, {self.payload['data']['num_images']} images, "
+                             f"sha256 {self.payload['data']['sha256'][:12]}...)")
         self.sampler = EpochSampler(len(self.data), batch_size=recipe.batch_size, seed=recipe.seed,
                                     rank=info.rank, world_size=info.world_size)
         self.loader = BatchLoader(self.data, self.sampler, device=self.device, workers=recipe.workers)
         self.steps_per_epoch = self.sampler.steps_per_epoch
         self.total_steps = recipe.epochs * self.steps_per_epoch
-        self.warmup_steps = min(recipe.optim.warmup_epochs * self.steps_per_epoch, self.total_steps)
+        self.warmup_steps = min(round(recipe.optim.warmup_epochs * self.steps_per_epoch), self.total_steps)
         self.peak_lr = recipe.optim.peak_lr(recipe.batch_size)
 
         if self.device.type == "cuda":
