@@ -7,8 +7,9 @@ heads (`MethodConfig`), the augmentations (`AugmentConfig`), the optimiser and s
 
 A recipe file may start from another with `base: OTHER` (or several, `base: [A, B]`, merged left
 to right) and override only what differs; nested sections merge key by key. A base is looked up
-beside the file, then among the shipped recipes, so a user's YAML can start from any of them. Files whose name starts with `_` are bases, not recipes. Recipe names
-are the zoo's entry names (`equimod_zoo/zoo/catalogue.json`, field `recipe`).
+beside the file, then among the shipped recipes, so a user's YAML can start from any of them.
+Files whose name starts with `_` are bases, not recipes. Recipe names are the zoo's entry names
+(`equimod_zoo/zoo/catalogue.json`, field `recipe`).
 """
 from __future__ import annotations
 

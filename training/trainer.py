@@ -274,7 +274,7 @@ class _Trainer:
         stop_at = self.total_steps if self.max_steps is None else min(self.total_steps, self.max_steps)
         if info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.out / "recipe.yaml", recipe.to_yaml())
+            atomic_write_text(self.out / RECIPE_FILE, recipe.to_yaml())
         log = RunLog(self.out, start_step=self.state.step, total_steps=stop_at, enabled=info.is_main,
                      progress=self.progress, description=recipe.name)
         interrupted = False
