@@ -42,6 +42,7 @@ from equimod_zoo.training.distributed import (
     DistInfo,
     cleanup_distributed,
     convert_sync_batchnorm,
+    reduce_mean,
     seed_everything,
     setup_distributed,
 )
@@ -321,10 +322,13 @@ class _Trainer:
                     now = time.perf_counter()
                     images_per_s = (step - last_step) * recipe.batch_size / max(now - last_time, 1e-9)
                     last_time, last_step = now, step
-                    self.state.last_loss = float(output.loss.detach())
+                    # One collective for every logged scalar: the mean over the ranks.
+                    names = ["loss", *output.logs]
+                    values = reduce_mean(torch.stack([output.loss.detach().float(),
+                                                      *(v.float() for v in output.logs.values())])).tolist()
+                    self.state.last_loss = values[0]
                     row = {"step": step, "epoch": round(step / self.steps_per_epoch, 4), "lr": lr,
-                           "loss": self.state.last_loss,
-                           **{k: float(v) for k, v in output.logs.items()}}
+                           **dict(zip(names, values))}
                     if momentum is not None:
                         row["momentum"] = momentum
                     row["images_per_s"] = round(images_per_s, 1)
