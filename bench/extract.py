@@ -10,7 +10,8 @@ JPEG files, end to end (decode, preprocess, model), side by side in one run:
   batch 32, `model(x)` under `torch.no_grad()`;
 - ours: `equimod_zoo.extract_features` (BatchNorm folded, channels-last, bf16 autocast where
   the CPU has AMX or AVX512-BF16, inference mode, batch 64, decoding in workers while the
-  model runs, JPEG draft decoding), including model preparation and writing the shards.
+  model runs, JPEG draft decoding), including model preparation and writing the shards;
+- with --compile, also ours with `compile=True`, the compile time included.
 
 The model-only rows run one preprocessed batch held in memory through each model with each
 pipeline's settings: the ceiling that decoding can at best reach. Besides images per second
