@@ -253,6 +253,9 @@ class _Trainer:
         """EquiMod's standardisation statistics: the checkpoint's on resume, else sampled now."""
         if self.payload is not None:
             return self.payload["param_mean"], self.payload["param_std"]
+        if not self.recipe.method.equimod:  # only EquiMod reads the parameters: neutral statistics
+            dim = self.recipe.method.param_dim
+            return torch.zeros(dim), torch.ones(dim)
         size = (self.recipe.data_size, self.recipe.data_size)
         return parameter_statistics(self.recipe.augment, image_size=size,
                                     num_samples=self.recipe.param_stats_samples, seed=self.recipe.seed)
