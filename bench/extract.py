@@ -16,7 +16,8 @@ JPEG files, end to end (decode, preprocess, model), side by side in one run:
 The model-only rows run one preprocessed batch held in memory through each model with each
 pipeline's settings: the ceiling that decoding can at best reach. Besides images per second
 of wall time, the table gives images per CPU-second (this process and its DataLoader
-workers): on a machine shared with other jobs that column is the steadier one.
+workers): on a machine shared with other jobs that column is the steadier one. It leaves out
+inductor's compile workers, so for the compiled row it flatters; read its wall time.
 """
 from __future__ import annotations
 
