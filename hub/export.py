@@ -100,8 +100,9 @@ def export_model(
     with staging_dir(out) as stage:
         config, resaved = _write_weights(located.weights, located.config, stage, dtype)
         sha = sha256_file(stage / WEIGHTS_FILE)
-        heads = _copy_heads(src, stage, with_heads)
+        heads = _copy_heads(src, stage, with_heads, dtype)
         probe = _copy_probe(src, stage, sha)
+        _copy_training_record(src, stage)
         _check_results(config, sha, src, resaved)
         config.equimod = {**config.equimod, "weights_sha256": sha, "hf_hub_id": repo_id}
         config.write(stage)
@@ -204,14 +205,24 @@ def _check_results(config: ModelConfig, sha: str, src: Path, resaved: bool) -> N
                 f"weights {metric.weights_sha256}, not on the exported {WEIGHTS_FILE} ({sha}){why}")
 
 
-def _copy_heads(src: Path, stage: Path, with_heads: bool | None) -> str | None:
+def _copy_heads(src: Path, stage: Path, with_heads: bool | None, dtype: str | None) -> str | None:
     present = (src / HEADS_FILE).is_file()
     if with_heads and not present:
         raise FileNotFoundError(f"{src / HEADS_FILE}: missing, so --with-heads cannot export it")
     if not present or with_heads is False:
         return None
-    shutil.copyfile(src / HEADS_FILE, stage / HEADS_FILE)
+    if dtype is None:
+        shutil.copyfile(src / HEADS_FILE, stage / HEADS_FILE)
+    else:  # the heads follow the backbone's precision
+        save_weights(safetensors.torch.load_file(str(src / HEADS_FILE)), stage / HEADS_FILE, dtype=DTYPES[dtype])
     return HEADS_FILE
+
+
+def _copy_training_record(src: Path, stage: Path) -> None:
+    """recipe.yaml and log.csv travel with the weights, so a re-export still shows how they were trained."""
+    for name in (RECIPE_FILE, LOG_FILE):
+        if (src / name).is_file():
+            shutil.copyfile(src / name, stage / name)
 
 
 def _copy_probe(src: Path, stage: Path, sha: str) -> dict[str, Any] | None:

@@ -3,7 +3,7 @@ import json
 from pathlib import Path
 
 import pytest
-import safetensors
+import safetensors.torch
 import timm
 import torch
 import yaml
@@ -61,7 +61,11 @@ def _front_matter(text: str) -> dict:
 def test_round_trip_plain_timm_gives_the_source_features(run, tmp_path, tiny_resnet18_cifar):
     result = export_model(run, tmp_path / "out", repo_id="equimod-zoo/tiny-r18")
     out = tmp_path / "out"
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", HEADS_FILE, WEIGHTS_FILE]
+    # a re-export of the export still carries the training record
+    export_model(out, tmp_path / "again", repo_id="equimod-zoo/tiny-r18")
+    assert (tmp_path / "again" / "recipe.yaml").read_text() == (run / "recipe.yaml").read_text()
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["README.md", "config.json", HEADS_FILE, WEIGHTS_FILE, "recipe.yaml", "log.csv"])
     # unchanged dtype: the very same bytes, so the recorded results stay valid
     assert result.weights_sha256 == sha256_file(run / WEIGHTS_FILE) == sha256_file(out / WEIGHTS_FILE)
     plain = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
@@ -233,3 +237,12 @@ def test_generic_probe_summary_with_its_command(run, tmp_path):
 def test_bad_repo_id_is_a_clear_error(run, tmp_path):
     with pytest.raises(ValueError, match="--repo-id 'tiny': expected ORG/NAME"):
         export_model(run, tmp_path / "out", repo_id="tiny")
+
+
+def test_fp16_export_casts_the_heads_too(tmp_path, tiny_resnet18_cifar):
+    heads = {"g_eq.0.weight": torch.randn(4, 64), "param_mean": torch.zeros(18)}
+    write_model_folder(tmp_path / "src", tiny_resnet18_cifar, arch="resnet18_cifar", heads=heads,
+                       model_args={"channels": (8, 16, 32, 64)})
+    export_model(tmp_path / "src", tmp_path / "out", repo_id="equimod-zoo/tiny-r18", dtype="fp16")
+    exported = safetensors.torch.load_file(str(tmp_path / "out" / HEADS_FILE))
+    assert {k: v.dtype for k, v in exported.items()} == {"g_eq.0.weight": torch.float16, "param_mean": torch.float16}
