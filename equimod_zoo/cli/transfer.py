@@ -64,7 +64,8 @@ def transfer_command(
     console = Console()
     console.print(table)
     sizes = ", ".join(f"{k} {v}" for k, v in result.split_sizes.items())
-    chosen = ", ".join(f"{k} {v}" for k, v in result.hyperparameters.items() if not isinstance(v, dict))
+    chosen = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                       for k, v in result.hyperparameters.items() if not isinstance(v, (dict, list)))
     console.print(f"splits: {sizes}; {chosen}; features cached for: {', '.join(result.cached_splits) or 'none'}; "
                   f"{result.seconds:.1f} s", highlight=False, soft_wrap=True)
     if json_out is not None:
