@@ -155,7 +155,7 @@ def _frozen(protocol: str, parts: dict[str, LabelledFeatures], num_classes: int,
                  "stratified 20% of train", "select_metric": metric,
                  "val_scores": {f"{k:.3g}": v for k, v in result.val_scores.items()}, "refit_on": "train+val"}
         if val is None:
-            sizes.update(train=result.train_size, val=result.val_size)
+            sizes = {"train": result.train_size, "val": result.val_size, "test": result.test_size}
     else:
         bank_x = train.features if val is None else np.concatenate([train.features, val.features])
         bank_y = train.labels if val is None else np.concatenate([train.labels, val.labels])
