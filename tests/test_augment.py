@@ -24,14 +24,6 @@ IDX = {name: index for index, name in enumerate(PARAM_NAMES)}
 TOL = 2e-5
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are small: one thread is faster than two fighting over a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _images(n: int, height: int = 32, width: int = 32, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)

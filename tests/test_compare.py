@@ -15,13 +15,6 @@ from equimod_zoo.transfer.compare import (Score, compare, pair_key, paired_order
 COLOURS = ((220, 40, 40), (40, 200, 60), (40, 60, 220))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def scores() -> list[Score]:
     return [

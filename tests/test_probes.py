@@ -10,14 +10,6 @@ from equimod_zoo.probes.linear import fit_logistic_regression, linear_probe, str
 from equimod_zoo.probes.metrics import classification_scores, mean_per_class_accuracy, topk_accuracy
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These problems are tiny: a second thread only adds contention on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def blobs(n: int, *, d: int = 16, k: int = 4, spread: float = 0.3, seed: int = 0):
     """Gaussian blobs around k random unit-scale centres; returns (x, y) numpy arrays."""

@@ -23,14 +23,6 @@ from equimod_zoo.training.recipe import load_recipe
 TINY = dict(channels=(8, 16, 32, 64), stem_width=8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are small: one thread is faster than two fighting over a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _sampled_params(num_images: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Two views per image, as the probe samples them: [2N, 18] params and [2N] image indices."""

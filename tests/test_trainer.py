@@ -41,15 +41,6 @@ TINY = {
 METHODS = ("simclr", "simclr_equimod", "byol", "byol_equimod")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Toy-sized kernels run fastest, and bit-reproducibly, on one thread (and the CPU is shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_recipe(method: str, **overrides):
     return load_recipe(f"{method}_r18_cifar10", overrides={**TINY, **overrides})
 

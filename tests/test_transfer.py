@@ -17,14 +17,6 @@ COLOURS = ((220, 40, 40), (40, 200, 60), (40, 60, 220))
 NAMES = ["red", "green", "blue"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models and probes: a second thread only adds contention on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def colour_image(label: int, rng: np.random.Generator, size: int = 12) -> Image.Image:
     """A noisy image whose class is its colour: any backbone's features separate these."""
