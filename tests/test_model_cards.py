@@ -38,9 +38,10 @@ def test_table_rows_pairs_and_paper_figures(zoo):
     entries = json.loads(zoo.catalogue.read_text())
     for entry in entries:
         assert f"| `{entry['name']}` | `{entry['arch']}` |" in text
-    assert ("| CIFAR-10, `resnet18_cifar` | SimCLR | — (recipe-only) | 90.96 *paper*, 800 ep | — (recipe-only) | "
+    assert ("| CIFAR-10, `resnet18_cifar` | SimCLR | 800 ep (recipe-only) | — | — | — | 90.96 *paper*, 800 ep |\n"
+            "| CIFAR-10, `resnet18_cifar` | SimCLR + EquiMod | 800 ep (recipe-only) | — | — | — | "
             "92.79 *paper*, 800 ep |") in text
-    assert "| ImageNet-1k, `resnet50` | BYOL | — (recipe-only) | 74.03 *paper*, 800 ep |" in text
+    assert "| ImageNet-1k, `resnet50` | BYOL | 800 ep (recipe-only) | — | — | — | 74.03 *paper*, 800 ep |" in text
     for paper in PAPER_TABLE1:
         assert f"{paper.top1:.2f} *paper*" in text
     assert not write_model_cards(zoo.cards, catalogue_path=zoo.catalogue, models_dir=zoo.models)  # idempotent
@@ -57,7 +58,8 @@ def test_check_fails_after_the_registry_changes_and_publishing_regenerates(zoo, 
     write_model_cards(zoo.cards, catalogue_path=zoo.catalogue, models_dir=zoo.models)
     text = zoo.cards.read_text()
     # the measured number sits beside the paper's, and the bundled card's summary is quoted
-    assert "| CIFAR-10, `resnet18_cifar` | SimCLR | — (recipe-only) | 90.96 *paper*, 800 ep | 41.23 (3 ep) |" in text
+    assert ("| CIFAR-10, `resnet18_cifar` | SimCLR + EquiMod | 3 ep | 41.23 | 38.50 | — | "
+            "92.79 *paper*, 800 ep |") in text
     assert "41.23 (CIFAR-10 linear top1)<br>38.50 (CIFAR-10 knn knn_top1) | available |" in text
     assert "### simclr_equimod_r18_cifar10" in text and "for 3 epochs (the paper trains for 800)" in text
     assert "[models/simclr_equimod_r18_cifar10/README.md]" in text
