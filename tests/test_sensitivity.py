@@ -19,6 +19,7 @@ from equimod_zoo.sensitivity.sampling import probe_augmentation
 from equimod_zoo.training.augment import BINARY_PARAMS, PARAM_NAMES, AugmentConfig, BatchedAugment
 from equimod_zoo.training.methods import MethodConfig, build_method
 from equimod_zoo.training.recipe import load_recipe
+from equimod_zoo.transfer.compare import write_probe_comparison
 
 TINY = dict(channels=(8, 16, 32, 64), stem_width=8)
 
@@ -175,6 +176,17 @@ def test_cli_end_to_end_with_a_model_folder_and_a_parquet_dataset(tmp_path, tiny
     assert reports[0]["views"] == [1] and reports[1]["equivariance"] is None
     with Image.open(tmp_path / "two.png") as plot:
         plot.verify()
+
+    # compare's probe section reads these files back: one row per parameter, one column per model
+    table, png = write_probe_comparison([tmp_path / "one.json", tmp_path / "two.json"], tmp_path / "cmp")
+    lines = table.read_text().splitlines()
+    assert sum(line.startswith("| hue | r2 |") for line in lines) == 2  # view and pair sections
+    assert lines[2].count("`") == 6  # three reports: one, then the two of two.json
+    with Image.open(png) as plot:
+        plot.verify()
+    with pytest.raises(ValueError, match="not a probe-augs report"):
+        (tmp_path / "bad.json").write_text("{}")
+        write_probe_comparison([tmp_path / "bad.json"], tmp_path / "cmp")
 
 
 def test_cli_refuses_bad_arguments_in_one_line(tmp_path, tiny_parquet):

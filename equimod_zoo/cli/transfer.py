@@ -83,6 +83,8 @@ def compare_command(
     rerun: bool = typer.Option(False, "--rerun", help="Measure again instead of reusing cached results."),
     workers: int = typer.Option(2, "--workers", min=0),
     device: Optional[str] = typer.Option(None, "--device"),
+    probes: Optional[str] = typer.Option(None, "--probes", help="Comma-separated `probe-augs --json` files to "
+                                         "add as probes.md and probes.png."),
 ) -> None:
     """Compare models across datasets: a markdown table, a CSV and a bar chart, EquiMod beside its baseline."""
     from equimod_zoo.transfer.compare import compare, parse_data_dir_map, split_list
@@ -90,10 +92,12 @@ def compare_command(
     with user_errors():
         report = compare(split_list(models, "--models"), split_list(datasets, "--datasets"), out=out,
                          data_dirs=parse_data_dir_map(data_dir_map), protocol=protocol, resolution=resolution,
-                         cache_dir=cache_dir, reuse=not rerun, num_workers=workers, device=device)
+                         cache_dir=cache_dir, reuse=not rerun, num_workers=workers, device=device,
+                         probe_reports=split_list(probes, "--probes") if probes else ())
     console = Console()
     console.print(report.markdown, markup=False, highlight=False, soft_wrap=True)
-    console.print(f"-> {report.markdown_path}, {report.csv_path}, {report.png_path}", highlight=False, soft_wrap=True)
+    written = [report.markdown_path, report.csv_path, report.png_path, report.probes_path, report.probes_png_path]
+    console.print("-> " + ", ".join(str(p) for p in written if p), highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -40,6 +40,8 @@ class ComparisonReport:
     markdown_path: Path
     csv_path: Path
     png_path: Path
+    probes_path: Path | None = None  # probes.md and probes.png, when probe-augs reports were given
+    probes_png_path: Path | None = None
 
 
 def compare(
@@ -55,8 +57,13 @@ def compare(
     num_workers: int = 2,
     device: str | None = None,
     progress: bool = True,
+    probe_reports: Sequence[str | Path] = (),
 ) -> ComparisonReport:
-    """Transfer every model to every dataset (cached features and results are reused) and write the comparison."""
+    """Transfer every model to every dataset (cached features and results are reused) and write the comparison.
+
+    `probe_reports` (files written by `equimod-zoo probe-augs --json`) add OUT/probes.md and
+    OUT/probes.png: what each model keeps of every augmentation parameter, side by side.
+    """
     data_dirs = dict(data_dirs or {})
     unknown = sorted(set(data_dirs) - set(datasets))
     if unknown:
@@ -69,7 +76,25 @@ def compare(
                               progress=progress)
             scores.append(Score(result.model, result.dataset, result.protocol, result.metric, result.score,
                                 result.weights_sha256, result.resolution))
-    return write_comparison(scores, out)
+    report = write_comparison(scores, out)
+    if probe_reports:
+        report.probes_path, report.probes_png_path = write_probe_comparison(probe_reports, out)
+    return report
+
+
+def write_probe_comparison(paths: Sequence[str | Path], out: str | Path) -> tuple[Path, Path]:
+    """OUT/probes.md (both input kinds) and OUT/probes.png from probe-augs report files."""
+    from equimod_zoo.sensitivity.plot import plot_sensitivity
+    from equimod_zoo.sensitivity.table import markdown_table as probe_table
+    from equimod_zoo.sensitivity.table import read_reports
+
+    reports = read_reports(paths)
+    out = Path(out)
+    text = "".join(f"## Augmentation probes: {title}\n\n{probe_table(reports, kind=kind)}\n"
+                   for kind, title in (("view", "features of the augmented view"),
+                                       ("pair", "features of [x0, augmented view]")))
+    atomic_write_text(out / "probes.md", text)
+    return out / "probes.md", plot_sensitivity(reports, out / "probes.png")
 
 
 def write_comparison(scores: Sequence[Score], out: str | Path) -> ComparisonReport:

@@ -1,0 +1,48 @@
+"""Probe-augs reports side by side: read the JSON files, write a markdown table."""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from equimod_zoo.sensitivity.run import INPUT_KINDS, REPORT_KEYS
+from equimod_zoo.training.augment import PARAM_NAMES
+
+
+def read_reports(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """Every report in the given `probe-augs --json` files (a file holds one report or a list)."""
+    reports = []
+    for path in paths:
+        try:
+            data = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: no such probe-augs report") from None
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not valid JSON ({error})") from None
+        for report in data if isinstance(data, list) else [data]:
+            missing = [key for key in REPORT_KEYS if key not in report]
+            if missing:
+                raise ValueError(f"{path}: not a probe-augs report (missing {', '.join(missing)})")
+            reports.append(report)
+    return reports
+
+
+def markdown_table(reports: Sequence[dict[str, Any]], *, kind: str = "view") -> str:
+    """One row per augmentation parameter, one column per model: score [95 % interval]."""
+    if kind not in INPUT_KINDS:
+        raise ValueError(f"input kind {kind!r}: expected one of {', '.join(INPUT_KINDS)}")
+    header = "| parameter | metric | " + " | ".join(f"`{r['model']}`" for r in reports) + " |"
+    rows = [header, "|---|---|" + "---|" * len(reports)]
+    for name in PARAM_NAMES:
+        scores = [r["inputs"][kind][name] for r in reports]
+        rows.append(f"| {name} | {scores[0]['metric']} | " + " | ".join(_cell(s) for s in scores) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def _cell(score: dict[str, Any]) -> str:
+    if score["value"] is None:
+        return "—"
+    if score["ci_low"] is None:
+        return f"{score['value']:.3f}"
+    return f"{score['value']:.3f} [{score['ci_low']:.3f}, {score['ci_high']:.3f}]"
