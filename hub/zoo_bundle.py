@@ -88,9 +88,23 @@ def _entry_row(config: ModelConfig, name: str, sha: str, current: dict[str, Any]
         hf_hub_id=hf_hub_id or (current.get("hf_hub_id") if keep_hub else None),
         metrics=list(meta.get("results", [])),
     )
+    # What these weights were trained with replaces what the entry planned.
+    data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
+    if data.get("num_images"):
+        row["num_train_images"] = int(data["num_images"])
+    if meta.get("recipe"):
+        row["recipe"] = meta["recipe"]
     if meta.get("epochs") is not None:
         row["epochs"] = int(meta["epochs"])
+    row["notes"] = _training_note(meta, data)
     return row
+
+
+def _training_note(meta: dict[str, Any], data: dict[str, Any]) -> str:
+    steps = f", {meta['steps']} steps" if meta.get("steps") else ""
+    return (f"Trained by equimod-zoo with recipe {meta.get('recipe', '?')} for {meta.get('epochs', '?')} epochs"
+            f"{steps} at batch {meta.get('batch_size', '?')} on {data.get('num_images', '?')} images "
+            f"({data.get('name', 'unknown data')}); the paper trains for 800 epochs.")
 
 
 def _copy_folder(folder: Path, target: Path) -> None:

@@ -106,6 +106,7 @@ def test_failed_checks_upload_nothing(hub, run, tmp_path):
 
 
 def test_publish_into_the_zoo_updates_the_entry_and_bundles_a_loadable_folder(hub, run, tmp_path, zoo):
+    real_catalogue = CATALOGUE_FILE.read_text()
     result = publish(run, repo_id="org/tiny", out=tmp_path / "out", zoo_entry="simclr_equimod_r18_cifar10",
                      catalogue_path=zoo.catalogue, models_dir=zoo.models)
     rows = {r["name"]: r for r in json.loads(zoo.catalogue.read_text())}
@@ -113,6 +114,9 @@ def test_publish_into_the_zoo_updates_the_entry_and_bundles_a_loadable_folder(hu
     sha = sha256_file(tmp_path / "out" / WEIGHTS_FILE)
     assert row["status"] == "available" and row["folder"] == "simclr_equimod_r18_cifar10"
     assert row["sha256"] == sha and row["epochs"] == 3 and row["hf_hub_id"] == "org/tiny"
+    # what the weights were trained with replaces the plan
+    assert row["num_train_images"] == 50000 and row["recipe"] == "simclr_equimod_r18_cifar10"
+    assert "for 3 epochs" in row["notes"] and "not trained yet" not in row["notes"]
     assert {(m["name"], m["value"], m["weights_sha256"]) for m in row["metrics"]} == {
         ("top1", 41.2345, sha), ("knn_top1", 38.5, sha)}
     assert rows["byol_r18_cifar10"]["status"] == "recipe-only"  # other entries untouched
@@ -122,7 +126,7 @@ def test_publish_into_the_zoo_updates_the_entry_and_bundles_a_loadable_folder(hu
     assert 'equimod_zoo.load("simclr_equimod_r18_cifar10")' in (bundled / "README.md").read_text()
     assert equimod_zoo.load(bundled).num_features == 64
     Catalogue.from_file(zoo.catalogue)  # still a valid catalogue
-    assert json.loads(CATALOGUE_FILE.read_text())[1]["status"] == "recipe-only"  # the real one untouched
+    assert CATALOGUE_FILE.read_text() == real_catalogue  # the real one untouched
 
 
 def test_dry_run_zoo_entry_has_no_hub_id_and_a_new_name_gets_a_new_entry(hub, run, tmp_path, zoo):
