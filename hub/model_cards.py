@@ -118,7 +118,8 @@ def _pairs(catalogue: Catalogue) -> str:
                 rows.append(f"| {setting} | {METHOD_TITLES[method]} | no entry |" + " — |" * len(PAIR_COLUMNS)
                             + f" {_paper(method, data, arch)} |")
                 continue
-            budget = f"{entry.epochs} ep" + ("" if entry.status == "available" else " (recipe-only)")
+            budget = (f"{entry.epochs} ep on {entry.num_train_images:,} images" if entry.status == "available"
+                      else f"{entry.epochs} ep (recipe-only)")
             measured = " | ".join(_measured(entry, *column[1:]) for column in PAIR_COLUMNS)
             rows.append(f"| {setting} | {METHOD_TITLES[method]} | {budget} | {measured} | {_paper(method, data, arch)} |")
     titles = " | ".join(title for title, *_ in PAIR_COLUMNS)
