@@ -242,7 +242,17 @@ def test_cli_dataset_and_argument_errors(tmp_path, tiny, monkeypatch):
     assert read_metadata(tmp_path / "out").column("label").to_pylist() == [0, 1, 0, 1]
 
 
-def test_default_model_without_weights_exits_2(tmp_path):
+def _default_entry_as(monkeypatch, **changes):
+    from equimod_zoo import loading, registry, weights
+
+    entry = dataclasses.replace(registry.catalogue().get(DEFAULT_MODEL), **changes)
+    patched = registry.Catalogue(tuple(entry if e.name == DEFAULT_MODEL else e for e in registry.catalogue().entries))
+    for module in (weights, loading):
+        monkeypatch.setattr(module, "catalogue", lambda: patched)
+
+
+def test_default_model_without_weights_exits_2(tmp_path, monkeypatch):
+    _default_entry_as(monkeypatch, status="recipe-only", folder=None, sha256=None)
     (tmp_path / "imgs").mkdir()
     _photo((20, 20), 0).save(tmp_path / "imgs" / "a.jpg")
     result = CliRunner().invoke(app, ["extract", "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "out")])
@@ -251,16 +261,23 @@ def test_default_model_without_weights_exits_2(tmp_path):
     assert not (tmp_path / "out").exists()  # nothing half-written
 
 
-def test_default_model_with_weights_is_used(tmp_path, tiny, monkeypatch):
-    from equimod_zoo import loading, registry, weights
+def test_readme_main_job_runs_on_the_bundled_default(tmp_path):
+    """The README's first command: the shipped samples through the embedded default's bundled weights."""
+    samples = Path(equimod_zoo.__file__).parent / "samples"
+    result = CliRunner().invoke(app, ["extract", "--images", str(samples), "--out", str(tmp_path / "out"),
+                                      "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    paths, features = equimod_zoo.load_features(tmp_path / "out")
+    assert len(paths) == len([p for p in samples.iterdir() if p.suffix != ".py"]) and features.shape[1] == 512
+    assert np.isfinite(features).all()
+    info = json.loads((tmp_path / "out" / "extraction.json").read_text())
+    assert info["weights_sha256"] == equimod_zoo.get_entry(DEFAULT_MODEL).sha256
 
+
+def test_default_model_with_weights_is_used(tmp_path, tiny, monkeypatch):
     folder = tmp_path / "bundled"
     config = write_model_folder(folder, tiny, arch="resnet18_cifar", model_args=TINY_ARGS)
-    trained = dataclasses.replace(registry.catalogue().get(DEFAULT_MODEL), status="available", folder=str(folder),
-                                  sha256=config.equimod["weights_sha256"])
-    patched = registry.Catalogue(tuple(trained if e.name == DEFAULT_MODEL else e for e in registry.catalogue().entries))
-    for module in (weights, loading):
-        monkeypatch.setattr(module, "catalogue", lambda: patched)
+    _default_entry_as(monkeypatch, status="available", folder=str(folder), sha256=config.equimod["weights_sha256"])
     (tmp_path / "imgs").mkdir()
     _photo((20, 20), 0).save(tmp_path / "imgs" / "a.jpg")
     result = CliRunner().invoke(app, ["extract", "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "out"),
