@@ -202,3 +202,20 @@ def test_cli_trains_from_a_user_recipe_file(toy_data, tmp_path):
     assert "stopped at step 1" in result.output and (tmp_path / "run" / "model.safetensors").is_file()
     unknown = runner.invoke(app, ["train", "--recipe", "nope", "--data", str(toy_data), "--out", str(tmp_path / "x")])
     assert unknown.exit_code == 2 and "unknown recipe 'nope'" in unknown.output
+
+
+def test_cli_data_limit_and_recipe_overrides_reach_the_run(toy_data, tmp_path):
+    recipe = tiny_recipe("simclr").to_dict()
+    recipe.pop("name")
+    (tmp_path / "toy.yaml").write_text(yaml.safe_dump(recipe))
+    args = ["train", "--recipe", str(tmp_path / "toy.yaml"), "--data", str(toy_data), "--out", str(tmp_path / "run"),
+            "--max-steps", "1", "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--data-limit", "32",
+            "--set", "optim.warmup_epochs=0.5", "--set", "seed=7"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    run = yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())
+    assert run["optim"]["warmup_epochs"] == 0.5 and run["seed"] == 7
+    meta = json.loads((tmp_path / "run" / "config.json").read_text())["equimod"]
+    assert meta["data"]["num_images"] == 32
+    bad = CliRunner().invoke(app, [*args[:-4], "--set", "no-equals-sign"])
+    assert bad.exit_code == 2 and "KEY=VALUE" in bad.output

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
+import yaml
 
 from equimod_zoo.cli.errors import err_console, user_errors
 
@@ -25,6 +26,10 @@ def train_command(
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model "
                                                                                "(default: the recipe's)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader workers (default: the recipe's)."),
+    data_limit: Optional[int] = typer.Option(None, "--data-limit", min=1, help="Train on the first N images only."),
+    set_values: Optional[list[str]] = typer.Option(None, "--set", help="Override a recipe value, KEY=YAML (dotted "
+                                                                       "keys, e.g. optim.warmup_epochs=0.1); "
+                                                                       "repeatable."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where decoded datasets are cached "
                                                                        "(default: $EQUIMOD_ZOO_CACHE or "
                                                                        "~/.cache/equimod_zoo)."),
@@ -37,7 +42,7 @@ def train_command(
         try:
             result = train(recipe, data=data, out=out, epochs=epochs, batch_size=batch_size, max_steps=max_steps,
                            seed=seed, resume=resume, device=device, compile=compile, workers=workers,
-                           cache_dir=cache_dir)
+                           cache_dir=cache_dir, data_limit=data_limit, overrides=_overrides(set_values or []))
         except NonFiniteLossError as error:
             err_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=1) from None
@@ -47,6 +52,16 @@ def train_command(
         typer.echo(f"finished {result.epochs_completed} epochs ({result.step} steps); model folder: {result.out}")
     else:
         typer.echo(f"stopped at step {result.step} (--max-steps); continue with --resume --out {result.out}")
+
+
+def _overrides(values: list[str]) -> dict[str, Any]:
+    overrides = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--set")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
 
 
 def register(app: typer.Typer) -> None:
