@@ -304,10 +304,21 @@ def _probe(facts: CardFacts) -> str:
     if isinstance(equivariance, dict):
         numbers = [f"{k} {_cell(v)}" for k, v in equivariance.items() if isinstance(v, (int, float))]
         eq_line = f"\n\nEquivariance of the EquiMod heads on the same images: {', '.join(numbers)}." if numbers else ""
-    command = (f"Measured by `{probe['command']}`" if probe.get("command") else "Measured by `equimod-zoo probe-augs`")
+    command = f"Measured by `{probe.get('command') or _probe_command(probe, facts)}`"
     return (f"## Augmentation probes\n\nHow much of each augmentation parameter the frozen features keep: a "
             f"held-out probe score per parameter, with its 95% interval (from `{facts.probe_file}`).\n\n"
             f"{table}{eq_line}\n\n{command}" + (f" ({setting})." if setting else "."))
+
+
+# probe-augs options that the report records, so the card can spell out the command that reproduces it.
+_PROBE_OPTIONS = (("dataset", "--dataset"), ("split", "--split"), ("num_images", "--num-images"),
+                  ("augmentations_per_image", "--augs-per-image"), ("resolution", "--resolution"), ("seed", "--seed"))
+
+
+def _probe_command(probe: dict[str, Any], facts: CardFacts) -> str:
+    model = facts.zoo_name or facts.repo_id
+    options = " ".join(f"{flag} {probe[key]}" for key, flag in _PROBE_OPTIONS if probe.get(key) is not None)
+    return f"equimod-zoo probe-augs --model {model} {options} --data-dir DATA_DIR".replace("  ", " ")
 
 
 def _probe_scores(inputs: dict[str, Any]) -> str:

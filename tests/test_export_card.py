@@ -213,6 +213,9 @@ def test_probe_summary_is_embedded_and_must_match_the_weights(run, tmp_path):
     assert "| brightness | r2 | 0.412 [0.362, 0.462] | 0.5 [0.45, 0.55] |" in text
     assert "| flip | balanced_accuracy | 0.6 [0.55, 0.65] | 0.7 [0.65, 0.75] |" in text
     assert "eq_gain 0.125" in text and "dataset cifar10, split test, num_images 200, seed 0" in text
+    # the report records its options, so the card spells out the command that reproduces it
+    assert ("Measured by `equimod-zoo probe-augs --model org/tiny --dataset cifar10 --split test --num-images 200 "
+            "--seed 0 --data-dir DATA_DIR`") in text
     assert json.loads((tmp_path / "out" / "probe_augs.json").read_text())["weights_sha256"] == sha
     (run / "probe_augs.json").write_text(json.dumps(other))
     with pytest.raises(ValueError, match="probe_augs.json: measured on weights 1{64}"):
