@@ -9,7 +9,7 @@ import torch
 
 from equimod_zoo.model_folder import ModelConfig, ModelFolderError, default_pretrained_cfg
 from equimod_zoo.registry import catalogue
-from equimod_zoo.weights import load_state_dict, local_folder, locate_weights
+from equimod_zoo.weights import LocatedWeights, load_state_dict, local_folder, locate_weights
 
 # timm's default config for an architecture describes timm's own weights; ours replace them.
 _FORGET_TIMM_WEIGHTS = {"url": "", "hf_hub_id": None, "origin_url": None, "test_input_size": None,
@@ -41,13 +41,25 @@ def load(
     The returned model's `pretrained_cfg` holds the data config (mean, std, input size,
     interpolation, crop), so `timm.data.resolve_model_data_config(model)` is right.
     """
-    located = locate_weights(name_or_path) if pretrained else None
+    if pretrained:
+        return load_located(locate_weights(name_or_path), num_classes=num_classes, features_only=features_only,
+                            device=device, **timm_kwargs)
+    return _build(_config_of(name_or_path), None, num_classes=num_classes, features_only=features_only,
+                  device=device, **timm_kwargs)
+
+
+def load_located(located: LocatedWeights, *, num_classes: int = 0, features_only: bool = False,
+                 device: str | torch.device | None = None, **timm_kwargs: Any) -> torch.nn.Module:
+    """`load` for weights already found and verified by `locate_weights` (no second sha256 pass)."""
+    return _build(located.config, located, num_classes=num_classes, features_only=features_only, device=device,
+                  **timm_kwargs)
+
+
+def _build(config: ModelConfig, located: LocatedWeights | None, *, num_classes: int, features_only: bool,
+           device: str | torch.device | None, **timm_kwargs: Any) -> torch.nn.Module:
+    pretrained_cfg = dict(config.pretrained_cfg)
     if located is not None:
-        config = located.config
-        pretrained_cfg = {**config.pretrained_cfg, "file": str(located.weights)}
-    else:
-        config = _config_of(name_or_path)
-        pretrained_cfg = config.pretrained_cfg
+        pretrained_cfg["file"] = str(located.weights)
     arch = config.architecture
     model = timm.create_model(
         arch,

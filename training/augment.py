@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from equimod_zoo.architectures import CIFAR10_MEAN, CIFAR10_STD
+
 PARAM_NAMES: tuple[str, ...] = (
     "crop_top", "crop_left", "crop_height", "crop_width", "flip",
     "jitter_applied", "jitter_order_0", "jitter_order_1", "jitter_order_2", "jitter_order_3",
@@ -56,8 +58,6 @@ SOLARIZE = 17
 # ITU-R 601-2 luma, as torchvision's rgb_to_grayscale uses.
 _LUMA = (0.2989, 0.587, 0.114)
 SOLARIZE_THRESHOLD = 128 / 255
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 
 @dataclass(frozen=True)

@@ -194,11 +194,11 @@ def _resolve_model(model: str | Path | torch.nn.Module) -> tuple[torch.nn.Module
     if isinstance(model, torch.nn.Module):
         name = getattr(model, "pretrained_cfg", {}).get("architecture") or type(model).__name__
         return model, name, _state_sha256(model)
-    from equimod_zoo.loading import load
+    from equimod_zoo.loading import load_located
     from equimod_zoo.weights import locate_weights
 
     located = locate_weights(model)  # a recipe-only zoo entry stops here, with how to get weights
-    return load(model, pretrained=True, num_classes=0), str(model), located.sha256
+    return load_located(located), str(model), located.sha256
 
 
 def _state_sha256(model: torch.nn.Module) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from equimod_zoo.atomic import atomic_write_text
+from equimod_zoo.loading import load_located
 from equimod_zoo.sensitivity.equivariance import EquiModHeads, equivariance_metrics
 from equimod_zoo.sensitivity.probes import probe_parameters, split_images
 from equimod_zoo.sensitivity.sampling import augmented_features, load_images, probe_augmentation
@@ -67,7 +68,7 @@ def probe_augmentations(
 
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     located = equimod_zoo.locate_weights(model)
-    backbone = equimod_zoo.load(model)
+    backbone = load_located(located)
     data_config = timm.data.resolve_model_data_config(backbone)
     augmentation = probe_augmentation(located.config, resolution=resolution, mean=data_config["mean"],
                                       std=data_config["std"])
