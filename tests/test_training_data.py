@@ -36,6 +36,8 @@ def test_parquet_folder_decodes_exactly_and_records_its_sha256(tmp_path, pixels)
     assert torch.equal(data.images, torch.from_numpy(pixels).permute(0, 3, 1, 2))  # PNG: lossless
     assert data.info.name == "cifar" and data.info.num_images == 20
     assert data.info.sha256 == sha256_file(folder / "train.parquet")
+    # cards quote the description: it names the folder, never where it lives on this machine
+    assert data.info.description == "parquet train.parquet in cifar/" and str(tmp_path) not in data.info.description
 
 
 def test_decoded_images_are_cached_and_reused(tmp_path, pixels, monkeypatch):

@@ -201,11 +201,13 @@ def _open(source: DataSource, cache: Path) -> tuple[Any, str, DataInfo]:
         dataset = datasets.load_dataset("parquet", data_files={"train": [str(f) for f in source.files]},
                                         split="train", cache_dir=hf_cache)
         digest = _files_sha256(source.files)
-        description = f"parquet {', '.join(f.name for f in source.files)} in {Path(source.location).resolve()}"
+        # the folder's name, not its absolute path: the description ends up in published cards
+        description = f"parquet {', '.join(f.name for f in source.files)} in {Path(source.location).resolve().name}/"
     elif source.kind == "imagefolder":
         dataset = datasets.load_dataset("imagefolder", data_dir=source.location, split="train", cache_dir=hf_cache)
         digest = _listing_sha256(Path(source.location))
-        description = f"image folder {Path(source.location).resolve()} (sha256 of the file listing: path and size)"
+        description = (f"image folder {Path(source.location).resolve().name}/ "
+                       "(sha256 of the file listing: path and size)")
     else:
         dataset = datasets.load_dataset(source.location, split="train", cache_dir=hf_cache)
         revision = _hub_revision(source.location)
