@@ -70,7 +70,7 @@ class BYOLProjectionHead(ProjectionHead):
         )
 
 
-class BYOLPredictionHead(ProjectionHead):
+class BYOLPredictionHead(BYOLProjectionHead):
     """BYOL's predictor q: z -> q(z), on the online network only.
 
     Grill et al. (2020): the online network alone gets a predictor, with the same architecture as
@@ -78,12 +78,7 @@ class BYOLPredictionHead(ProjectionHead):
     """
 
     def __init__(self, input_dim: int = 256, *, hidden_dim: int = 4096, output_dim: int = 256) -> None:
-        super().__init__(
-            [
-                (input_dim, hidden_dim, nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True)),
-                (hidden_dim, output_dim, None, None),
-            ]
-        )
+        super().__init__(input_dim, hidden_dim=hidden_dim, output_dim=output_dim)
 
 
 class EquiModProjectionHead(ProjectionHead):
