@@ -24,7 +24,7 @@ from equimod_zoo.transfer.cache import CacheKey, default_cache_dir, features_cac
 from equimod_zoo.transfer.datasets import TransferDataset, TransferSplits, data_source, load_splits, resolve_dataset
 from equimod_zoo.transfer.finetune import FinetuneConfig, finetune
 from equimod_zoo.transfer.protocols import KNN_K, KNN_TEMPERATURE, LabelledFeatures, read_labelled_features
-from equimod_zoo.weights import local_folder, locate_weights
+from equimod_zoo.weights import LocatedWeights, local_folder, locate_weights
 
 Protocol = Literal["linear", "knn", "finetune"]
 PROTOCOLS = ("linear", "knn", "finetune")
@@ -110,7 +110,7 @@ def transfer(
 
     cached: list[str] = []
     if protocol == "finetune":
-        scores, sizes, hyper = _finetune(model, splits, key, cache_dir, resolution, finetune_config, device, progress)
+        scores, sizes, hyper = _finetune(located, splits, key, cache_dir, resolution, finetune_config, device, progress)
     else:
         parts = {}
         for role, images in splits.splits().items():
@@ -166,12 +166,12 @@ def _frozen(protocol: str, parts: dict[str, LabelledFeatures], num_classes: int,
     return scores, sizes, hyper
 
 
-def _finetune(model: str | Path, splits: TransferSplits, key: CacheKey, cache_dir: Path, resolution: int,
+def _finetune(located: LocatedWeights, splits: TransferSplits, key: CacheKey, cache_dir: Path, resolution: int,
               config: FinetuneConfig, device: str | None,
               progress: bool) -> tuple[dict[str, float], dict[str, int], dict[str, Any]]:
-    from equimod_zoo.loading import load
+    from equimod_zoo.loading import load_located
 
-    network = load(model, num_classes=splits.num_classes)
+    network = load_located(located, num_classes=splits.num_classes)
     train = [splits.train] + ([splits.val] if splits.val is not None else [])
     checkpoint = key.result_path(cache_dir, "finetune").with_suffix(".checkpoint.pt")
     scores = finetune(network, train, splits.test, resolution=resolution, config=config, checkpoint=checkpoint,
