@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,16 +31,12 @@ import torchvision.transforms.v2.functional as TF
 from torch.utils.data import DataLoader, Dataset
 
 from equimod_zoo.atomic import atomic_open
+from equimod_zoo.cache import default_cache_dir
 from equimod_zoo.model_folder import sha256_file
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 DEFAULT_MEMORY_BUDGET = 8 << 30  # bytes of decoded uint8 images kept in memory (and on the GPU)
 _CACHE_VERSION = 1  # bump when the decoding changes, so stale .npy caches are ignored
-
-
-def default_cache_dir() -> Path:
-    """Where decoded datasets are cached: $EQUIMOD_ZOO_CACHE, else ~/.cache/equimod_zoo."""
-    return Path(os.environ.get("EQUIMOD_ZOO_CACHE", Path.home() / ".cache" / "equimod_zoo"))
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +19,6 @@ from typing import Any
 from equimod_zoo.atomic import atomic_write_text
 from equimod_zoo.extraction.store import FeatureStore
 
-CACHE_ENV = "EQUIMOD_ZOO_CACHE"
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "equimod_zoo").expanduser()
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,12 @@ from typing import Any, Literal
 
 import numpy as np
 
+from equimod_zoo.cache import default_cache_dir
 from equimod_zoo.extraction.extract import extract_features
 from equimod_zoo.probes.knn import knn_probe
 from equimod_zoo.probes.linear import linear_probe
 from equimod_zoo.registry import Metric
-from equimod_zoo.transfer.cache import CacheKey, default_cache_dir, features_cached, read_result, write_result
+from equimod_zoo.transfer.cache import CacheKey, features_cached, read_result, write_result
 from equimod_zoo.transfer.datasets import TransferDataset, TransferSplits, data_source, load_splits, resolve_dataset
 from equimod_zoo.transfer.finetune import FinetuneConfig, finetune
 from equimod_zoo.transfer.protocols import KNN_K, KNN_TEMPERATURE, LabelledFeatures, read_labelled_features
