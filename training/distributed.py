@@ -140,3 +140,10 @@ def seed_everything(seed: int, *, rank: int = 0) -> int:
     np.random.seed(rank_seed % 2**32)
     torch.manual_seed(rank_seed)
     return rank_seed
+
+
+def hardware_name(device: torch.device, world_size: int = 1) -> str:
+    """The accelerator a run trains on, as a card states it: "1x NVIDIA H100 80GB HBM3", "cpu"."""
+    if device.type == "cuda":
+        return f"{world_size}x {torch.cuda.get_device_name(device)}"
+    return f"{world_size}x {device.type}" if world_size > 1 else device.type

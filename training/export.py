@@ -43,8 +43,17 @@ def source_commit() -> str | None:
     return result.stdout.strip() or None
 
 
+def compute_record(state: dict[str, Any], epochs_completed: int) -> dict[str, Any] | None:
+    """What the run cost: the hardware and the training loop's wall time in total and per epoch."""
+    if "train_seconds" not in state:
+        return None  # a checkpoint from before compute was recorded
+    seconds = float(state["train_seconds"])
+    return {"hardware": state.get("hardware"), "train_seconds": round(seconds, 1),
+            "seconds_per_epoch": round(seconds / epochs_completed, 2) if epochs_completed else None}
+
+
 def export_run(out: str | Path, method: SSLMethod, recipe: Recipe, *, data: dict[str, Any], epochs_completed: int,
-               steps: int) -> ModelConfig:
+               steps: int, compute: dict[str, Any] | None = None) -> ModelConfig:
     """Write `method`'s backbone and heads into the model folder `out` (the run folder).
 
     Results already recorded in `out` survive only if they were measured on identical weights.
@@ -60,6 +69,7 @@ def export_run(out: str | Path, method: SSLMethod, recipe: Recipe, *, data: dict
         "batch_size": recipe.batch_size,
         "seed": recipe.seed,
         "data": dict(data),
+        "compute": compute,
         "source_commit": source_commit(),
         "results": [],
     }
@@ -104,4 +114,5 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None) -> 
     method, recipe = method_from_checkpoint(payload)
     state = payload["state"]
     return export_run(out if out is not None else checkpoint.parent, method, recipe, data=payload["data"],
-                      epochs_completed=state["epochs_completed"], steps=state["step"])
+                      epochs_completed=state["epochs_completed"], steps=state["step"],
+                      compute=compute_record(state, state["epochs_completed"]))

@@ -42,11 +42,12 @@ from equimod_zoo.training.distributed import (
     DistInfo,
     cleanup_distributed,
     convert_sync_batchnorm,
+    hardware_name,
     reduce_mean,
     seed_everything,
     setup_distributed,
 )
-from equimod_zoo.training.export import build_backbone, export_run
+from equimod_zoo.training.export import build_backbone, compute_record, export_run
 from equimod_zoo.training.methods import SSLMethod, build_method, byol_momentum
 from equimod_zoo.training.optim import build_optimizer, lr_at, set_lr
 from equimod_zoo.training.recipe import EXECUTION_FIELDS, Recipe, load_recipe, recipe_from_dict
@@ -288,13 +289,16 @@ class _Trainer:
                 self._check_finite()
                 if self.state.step != self.saved_step:
                     self._save()
+                else:
+                    self._account_time()
         finally:
             log.close()
         finished = self.state.step >= self.total_steps
         exported = False
         if not interrupted and info.is_main:
             export_run(self.out, self.method, recipe, data=self.data.info.to_dict(),
-                       epochs_completed=self.state.epochs_completed, steps=self.state.step)
+                       epochs_completed=self.state.epochs_completed, steps=self.state.step,
+                       compute=compute_record(self.state.extra, self.state.epochs_completed))
             exported = True
         if info.is_distributed:
             dist.barrier()
@@ -310,6 +314,8 @@ class _Trainer:
         self.bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
         sync_every_step = self.device.type == "cpu" or self.info.is_distributed
         last_time, last_step = time.perf_counter(), self.state.step
+        self.state.extra["hardware"] = hardware_name(self.device, self.info.world_size)
+        self.timed_since = last_time
         while self.state.step < stop_at:
             epoch = self.state.epoch
             for images in self.loader.epoch(epoch, start_step=self.state.step_in_epoch):
@@ -396,7 +402,14 @@ class _Trainer:
                 f"the loss became non-finite at step {bad_step} (epoch {(bad_step - 1) // self.steps_per_epoch}) "
                 f"of recipe {self.recipe.name}{kept}; lower the learning rate or use another precision")
 
+    def _account_time(self) -> None:
+        """Add the loop's wall time since the last call to the run's total (kept across resumes)."""
+        now = time.perf_counter()
+        self.state.extra["train_seconds"] = self.state.extra.get("train_seconds", 0.0) + now - self.timed_since
+        self.timed_since = now
+
     def _save(self) -> None:
+        self._account_time()
         states = [rng_state(self.generator, self.device)]
         if self.info.is_distributed:
             gathered: list[Any] = [None] * self.info.world_size

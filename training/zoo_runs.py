@@ -1,15 +1,23 @@
 """The zoo's training campaigns as data: matched pairs, one budget per pair.
 
     python -m equimod_zoo.training.zoo_runs cpu --data ../shared/data/cifar10-jpeg --out runs
-    python -m equimod_zoo.training.zoo_runs gpu --data ../shared/data/cifar10-jpeg --out runs
+    python -m equimod_zoo.training.zoo_runs gpu --data ../shared/data/cifar10-jpeg --out runs \
+        --only simclr_r18_cifar10 simclr_equimod_r18_cifar10 --budget-minutes 7
 
 A pair shares recipe, seed, epochs, batch and data; only the EquiMod module differs. Rerunning
-a campaign resumes each run from its checkpoint.
+a campaign resumes each run from its checkpoint. With --budget-minutes, a short timed run of each
+selected model first sets one epoch count for all of them: the most that fit the budget when they
+train one after another (a lease of fixed length, one budget per pair).
 """
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
+import csv
+import json
+import math
+import shutil
+import statistics
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,15 +62,61 @@ CAMPAIGNS: dict[str, tuple[ZooRun, ...]] = {
 }
 
 
+CALIBRATION_STEPS = 40  # timed optimiser steps per model; the first logged interval (warm-up) is dropped
+CALIBRATION_LOG_EVERY = 10
+
+
+def seconds_per_epoch(log_csv: Path) -> float:
+    """One epoch's wall time, from the median throughput of a run log after its first interval."""
+    with open(log_csv, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    timed = rows[1:] or rows
+    if not timed:
+        raise ValueError(f"{log_csv}: no logged steps to time")
+    last = rows[-1]
+    steps_per_epoch = float(last["step"]) / float(last["epoch"])
+    images_per_epoch = steps_per_epoch * _batch_size(log_csv.parent)
+    return images_per_epoch / statistics.median(float(row["images_per_s"]) for row in timed)
+
+
+def _batch_size(run_folder: Path) -> int:
+    import yaml
+
+    return int(yaml.safe_load((run_folder / "recipe.yaml").read_text())["batch_size"])
+
+
+def fit_epochs(runs: list[ZooRun], *, data: str | Path, out: str | Path, budget_s: float,
+               device: str | None = None) -> tuple[int, dict[str, float]]:
+    """The most epochs that every run completes, one after another, within `budget_s` seconds."""
+    from equimod_zoo.training.trainer import train
+
+    timings = {}
+    for run in runs:
+        folder = Path(out) / ".calibration" / run.name
+        shutil.rmtree(folder, ignore_errors=True)
+        train(run.recipe, data=data, out=folder, epochs=run.epochs, batch_size=run.batch_size,
+              data_limit=run.data_limit, overrides={**run.overrides, "log_every": CALIBRATION_LOG_EVERY},
+              max_steps=CALIBRATION_STEPS, device=device, progress=False)
+        timings[run.name] = seconds_per_epoch(folder / "log.csv")
+    shutil.rmtree(Path(out) / ".calibration", ignore_errors=True)
+    return max(1, math.floor(budget_s / sum(timings.values()))), timings
+
+
 def run_campaign(name: str, *, data: str | Path, out: str | Path, only: list[str] | None = None,
-                 device: str | None = None) -> list[Path]:
+                 device: str | None = None, budget_minutes: float | None = None) -> list[Path]:
     """Train every run of a campaign into out/RUN_NAME, resuming unfinished ones."""
     from equimod_zoo.training.trainer import train
 
+    runs = [run for run in CAMPAIGNS[name] if not only or run.name in only]
+    if budget_minutes is not None:
+        epochs, timings = fit_epochs(runs, data=data, out=out, budget_s=budget_minutes * 60, device=device)
+        runs = [replace(run, epochs=epochs) for run in runs]
+        record = {"budget_minutes": budget_minutes, "epochs": epochs, "calibrated_seconds_per_epoch": timings}
+        print(json.dumps(record))
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "budget.json").write_text(json.dumps(record, indent=2) + "\n")
     folders = []
-    for run in CAMPAIGNS[name]:
-        if only and run.name not in only:
-            continue
+    for run in runs:
         folder = Path(out) / run.name
         train(run.recipe, data=data, out=folder, epochs=run.epochs, batch_size=run.batch_size,
               data_limit=run.data_limit, overrides=run.overrides, device=device,
@@ -78,8 +132,11 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--only", nargs="*", help="run names to train (default: all of the campaign)")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--budget-minutes", type=float, default=None,
+                        help="fit one epoch count for the selected runs to this much training time")
     args = parser.parse_args()
-    run_campaign(args.campaign, data=args.data, out=args.out, only=args.only, device=args.device)
+    run_campaign(args.campaign, data=args.data, out=args.out, only=args.only, device=args.device,
+                 budget_minutes=args.budget_minutes)
 
 
 if __name__ == "__main__":
