@@ -252,6 +252,11 @@ def _recipe(config: ModelConfig, facts: CardFacts) -> str:
     meta = config.equimod
     keys = ("method", "recipe", "epochs", "steps", "batch_size", "seed")
     lines = [f"- {k}: `{meta[k]}`" for k in keys if meta.get(k) is not None]
+    compute = meta.get("compute")
+    if isinstance(compute, dict) and compute.get("seconds_per_epoch"):
+        lines.append(f"- training time: {compute['seconds_per_epoch']:.2f} s per epoch on {compute.get('hardware')} "
+                     f"({compute['train_seconds']:.0f} s in all: the wall time of the training loop, "
+                     "without data decoding or evaluation)")
     if "converted_from" in meta:
         lines.append(f"- converted from a foreign checkpoint: `{json.dumps(meta['converted_from'])}`")
     recipe = facts.recipe_yaml or (yaml.safe_dump(meta["recipe_config"], sort_keys=False)

@@ -10,6 +10,7 @@
 # 4. augmentation-sensitivity probes, embedded in the card;
 # 5. publish (dry run: no upload) with the card, and bundle into the zoo as NAME.
 # Data comes from $EQUIMOD_DATA (default ../shared/data beside the repository).
+# HEADS=--no-heads bundles without equimod_heads.safetensors; BUNDLE=0 writes the card but bundles nothing.
 set -euo pipefail
 run=$1
 name=$2
@@ -18,6 +19,7 @@ data=${EQUIMOD_DATA:-$(cd "$(dirname "$0")/../.." && pwd)/shared/data}
 folder=$work/$name
 heads=--with-heads
 case $name in *equimod*) ;; *) heads=--no-heads ;; esac  # only EquiMod heads serve a user (eq-gain)
+heads=${HEADS:-$heads}  # HEADS=--no-heads: leave the heads out of the bundle (the 120 MB weight budget)
 
 [ -f "$folder/model.safetensors" ] || \
   equimod-zoo publish "$run" --repo-id "equimod-zoo/$name" --out "$folder" --dry-run --dtype fp16 $heads
@@ -29,5 +31,7 @@ equimod-zoo transfer --dataset flowers102 --data-dir "$data/flowers102" --model 
   --record --json "$work/flowers102-linear.json"
 equimod-zoo probe-augs --model "$folder" --dataset cifar10 --data-dir "$data/cifar10-jpeg" \
   --json "$folder/probe_augs.json" --plot "$work/probe_augs.png"
+# BUNDLE=0: measure and write the card, but leave the repository's zoo as it is
+[ "${BUNDLE:-1}" = 0 ] && bundle=() || bundle=(--zoo-entry "$name")
 equimod-zoo publish "$folder" --repo-id "equimod-zoo/$name" --out "$work/hf-$name" --dry-run --overwrite \
-  --zoo-entry "$name" $heads
+  "${bundle[@]}" $heads

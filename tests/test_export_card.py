@@ -30,6 +30,7 @@ def make_run_folder(folder: Path, model: torch.nn.Module, *, epochs: int = 3, re
                "param_std": torch.ones(18)},
         equimod={"method": method, "recipe": "simclr_equimod_r18_cifar10", "epochs": epochs, "batch_size": 64,
                  "seed": 0, "source_commit": "0123abcd",
+                 "compute": {"hardware": "1x NVIDIA H100 80GB HBM3", "train_seconds": 15.3, "seconds_per_epoch": 5.1},
                  "data": {"name": "cifar10", "description": "CIFAR-10 train split, JPEG re-encoding (quality 75)",
                           "num_images": 50000, "sha256": "ab" * 32}},
     )
@@ -135,6 +136,7 @@ def test_card_sections_state_commands_provenance_and_limitations(run, tmp_path):
     assert sha256_file(tmp_path / "out" / WEIGHTS_FILE) in text and "0123abcd" in text and "ab" * 32 in text
     assert "author    = {Devillers, Alexandre and Lefort, Mathieu}" in text
     assert "loss 5.123" in text and "eq_gain 0.052" in text  # the run's final log row
+    assert "5.10 s per epoch on 1x NVIDIA H100 80GB HBM3" in text
     assert "3 epochs" in card_summary(text) and "41.23%" in card_summary(text)
 
 

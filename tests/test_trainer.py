@@ -120,7 +120,8 @@ def test_resume_continues_exactly(run, tmp_path):
     straight = run(recipe, "straight")
     assert straight.step == 8
     first = run(recipe, "resumed", max_steps=3)  # stops mid-epoch (4 steps per epoch)
-    assert first.step == 3 and load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["state"]["step"] == 3
+    first_state = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["state"]
+    assert first.step == 3 and first_state["step"] == 3 and first_state["train_seconds"] > 0
     second = run(None, "resumed", resume=True, max_steps=6)
     third = run("byol_equimod_r18_cifar10", "resumed", resume=True)
     assert (second.step, third.step, third.finished) == (6, 8, True)
@@ -131,6 +132,9 @@ def test_resume_continues_exactly(run, tmp_path):
     a = safetensors.torch.load_file(tmp_path / "straight" / "model.safetensors")
     b = safetensors.torch.load_file(tmp_path / "resumed" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+    compute = json.loads((tmp_path / "resumed" / "config.json").read_text())["equimod"]["compute"]
+    assert compute["hardware"] == "cpu" and compute["train_seconds"] >= round(first_state["train_seconds"], 1)
+    assert compute["seconds_per_epoch"] == pytest.approx(compute["train_seconds"] / 2, abs=0.05)  # summed over resumes
 
 
 def test_resume_refuses_what_would_change_the_run(run, tmp_path, toy_data):

@@ -8,6 +8,10 @@ A pair shares recipe, seed, epochs, batch and data; only the EquiMod module diff
 a campaign resumes each run from its checkpoint. With --budget-minutes, a short timed run of each
 selected model first sets one epoch count for all of them: the most that fit the budget when they
 train one after another (a lease of fixed length, one budget per pair).
+
+The zoo's GPU models were trained this way on one H100, one pair a command: --budget-minutes 6.5
+gave the SimCLR pair 41 epochs, 6.3 the BYOL pair 38, and 7.5 byol_equimod_r50_cifar10 28. To
+retrain them exactly, pass those counts with --epochs instead of a budget.
 """
 from __future__ import annotations
 
@@ -103,11 +107,19 @@ def fit_epochs(runs: list[ZooRun], *, data: str | Path, out: str | Path, budget_
 
 
 def run_campaign(name: str, *, data: str | Path, out: str | Path, only: list[str] | None = None,
-                 device: str | None = None, budget_minutes: float | None = None) -> list[Path]:
-    """Train every run of a campaign into out/RUN_NAME, resuming unfinished ones."""
+                 device: str | None = None, budget_minutes: float | None = None,
+                 epochs: int | None = None) -> list[Path]:
+    """Train every run of a campaign into out/RUN_NAME, resuming unfinished ones.
+
+    `epochs` replaces the campaign's epoch count; `budget_minutes` fits one instead (fit_epochs).
+    """
     from equimod_zoo.training.trainer import train
 
+    if epochs is not None and budget_minutes is not None:
+        raise ValueError("--epochs and --budget-minutes both set the epoch count: give one")
     runs = [run for run in CAMPAIGNS[name] if not only or run.name in only]
+    if epochs is not None:
+        runs = [replace(run, epochs=epochs) for run in runs]
     if budget_minutes is not None:
         epochs, timings = fit_epochs(runs, data=data, out=out, budget_s=budget_minutes * 60, device=device)
         runs = [replace(run, epochs=epochs) for run in runs]
@@ -134,9 +146,10 @@ def main() -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--budget-minutes", type=float, default=None,
                         help="fit one epoch count for the selected runs to this much training time")
+    parser.add_argument("--epochs", type=int, default=None, help="train the selected runs for this many epochs")
     args = parser.parse_args()
     run_campaign(args.campaign, data=args.data, out=args.out, only=args.only, device=args.device,
-                 budget_minutes=args.budget_minutes)
+                 budget_minutes=args.budget_minutes, epochs=args.epochs)
 
 
 if __name__ == "__main__":
