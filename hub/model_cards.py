@@ -16,7 +16,7 @@ from pathlib import Path
 
 from equimod_zoo.atomic import atomic_write_text
 from equimod_zoo.hub.card import METHOD_TITLES, PAPER_SOURCE, dataset_info, dataset_key, paper_result
-from equimod_zoo.model_folder import CARD_FILE
+from equimod_zoo.model_folder import CARD_FILE, CONFIG_FILE, ModelConfig
 from equimod_zoo.registry import BUNDLED_MODELS_DIR, CATALOGUE_FILE, Catalogue, Metric, ZooEntry
 
 MODEL_CARDS_FILE = Path(__file__).resolve().parents[1] / "MODEL_CARDS.md"
@@ -37,7 +37,7 @@ def render_model_cards(catalogue: Catalogue, *, models_dir: Path = BUNDLED_MODEL
         "that produced it, on the exact weights of its entry (sha256-checked). Figures marked *paper* are "
         f"the paper's, not ours: {PAPER_SOURCE}.",
         _all_models(catalogue),
-        _pairs(catalogue),
+        _pairs(catalogue, Path(models_dir)),
         _cards(catalogue, Path(models_dir), relative_to),
     ]
     return "\n\n".join(parts) + "\n"
@@ -103,7 +103,18 @@ def _paper(method: str, data: str, arch: str) -> str:
     return f"{paper.top1:.2f} *paper*, {paper.epochs} ep" if paper else "—"
 
 
-def _pairs(catalogue: Catalogue) -> str:
+def _training_time(entry: ZooEntry, models_dir: Path) -> str:
+    """", 5.11 s/ep on 1x NVIDIA H100 80GB HBM3" from a bundled model's recorded compute, else ""."""
+    config = models_dir / entry.folder / CONFIG_FILE if entry.folder else None
+    if config is None or not config.is_file():
+        return ""
+    compute = ModelConfig.read(config.parent).equimod.get("compute") or {}
+    if not compute.get("seconds_per_epoch"):
+        return ""
+    return f", {compute['seconds_per_epoch']:.2f} s/ep on {compute.get('hardware')}"
+
+
+def _pairs(catalogue: Catalogue, models_dir: Path) -> str:
     settings: dict[tuple[str, str, str], dict[str, ZooEntry]] = {}
     for entry in catalogue.entries:
         base = entry.method.removesuffix("_equimod")
@@ -118,14 +129,14 @@ def _pairs(catalogue: Catalogue) -> str:
                 rows.append(f"| {setting} | {METHOD_TITLES[method]} | no entry |" + " — |" * len(PAIR_COLUMNS)
                             + f" {_paper(method, data, arch)} |")
                 continue
-            budget = (f"{entry.epochs} ep on {entry.num_train_images:,} images" if entry.status == "available"
-                      else f"{entry.epochs} ep (recipe-only)")
+            budget = (f"{entry.epochs} ep on {entry.num_train_images:,} images{_training_time(entry, models_dir)}"
+                      if entry.status == "available" else f"{entry.epochs} ep (recipe-only)")
             measured = " | ".join(_measured(entry, *column[1:]) for column in PAIR_COLUMNS)
             rows.append(f"| {setting} | {METHOD_TITLES[method]} | {budget} | {measured} | {_paper(method, data, arch)} |")
     titles = " | ".join(title for title, *_ in PAIR_COLUMNS)
     return ("## EquiMod against its baseline\n\nEach pair side by side: accuracy (%) measured by the zoo on the "
             "entry's own weights (linear probe and kNN on the pre-training dataset's test split, Flowers-102 linear "
-            "transfer), with our epoch budget, beside the paper's linear top-1 for the same setting and its "
+            "transfer), with our epoch budget and the training loop's time per epoch, beside the paper's linear top-1 for the same setting and its "
             "budget. The commands behind each number are in the model's card.\n\n"
             f"| setting | method | our budget | {titles} | paper linear top-1 |\n"
             f"|---|---|---|{'---|' * len(PAIR_COLUMNS)}---|\n" + "\n".join(rows))

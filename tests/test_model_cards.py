@@ -60,7 +60,7 @@ def test_check_fails_after_the_registry_changes_and_publishing_regenerates(zoo, 
     write_model_cards(zoo.cards, catalogue_path=zoo.catalogue, models_dir=zoo.models)
     text = zoo.cards.read_text()
     # the measured number sits beside the paper's, and the bundled card's summary is quoted
-    assert ("| CIFAR-10, `resnet18_cifar` | SimCLR + EquiMod | 3 ep on 50,000 images | 41.23 | 38.50 | — | "
+    assert ("| CIFAR-10, `resnet18_cifar` | SimCLR + EquiMod | 3 ep on 50,000 images, 5.10 s/ep on 1x NVIDIA H100 80GB HBM3 | 41.23 | 38.50 | — | "
             "92.79 *paper*, 800 ep |") in text
     assert "41.23 (CIFAR-10 linear top1)<br>38.50 (CIFAR-10 knn knn_top1) | available |" in text
     assert "### simclr_equimod_r18_cifar10" in text and "for 3 epochs (the paper trains for 800)" in text
