@@ -39,7 +39,6 @@ def test_budget_fits_one_epoch_count_for_the_pair_from_timed_runs(tmp_path, monk
             trained.append((out.name, epochs))
             return
         out.mkdir(parents=True)
-        (out / "recipe.yaml").write_text(f"batch_size: {batch_size}\n")
         every, ips = overrides["log_every"], speeds[out.name]
         rows = [f"{s},{s / 98:.4f},{ips / 10 if s == every else ips}" for s in range(every, max_steps + 1, every)]
         (out / "log.csv").write_text("step,epoch,images_per_s\n" + "\n".join(rows) + "\n")

@@ -81,24 +81,15 @@ class BYOLPredictionHead(BYOLProjectionHead):
         super().__init__(input_dim, hidden_dim=hidden_dim, output_dim=output_dim)
 
 
-class EquiModProjectionHead(ProjectionHead):
+class EquiModProjectionHead(SimCLRProjectionHead):
     """EquiMod's equivariant projection g_eq: h -> y, the space where augmentations act.
 
     Devillers & Lefort (2023), "EquiMod: An Equivariance Module to Improve Visual Instance
     Discrimination": a second projection head, beside the invariant one, maps each representation
     to a latent space in which the effect of an augmentation is to be predicted rather than
-    removed. Three bias-free linear layers, BN after each, ReLU after the first two, and no affine
-    parameters on the last BN.
+    removed. The architecture of SimCLR's projector: three bias-free linear layers, BN after each,
+    ReLU after the first two, and no affine parameters on the last BN.
     """
-
-    def __init__(self, input_dim: int, *, hidden_dim: int = 2048, output_dim: int = 128) -> None:
-        super().__init__(
-            [
-                (input_dim, hidden_dim, nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True)),
-                (hidden_dim, hidden_dim, nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True)),
-                (hidden_dim, output_dim, nn.BatchNorm1d(output_dim, affine=False), None),
-            ]
-        )
 
 
 class AugmentationEmbedding(ProjectionHead):

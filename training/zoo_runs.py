@@ -16,7 +16,6 @@ retrain them exactly, pass those counts with --epochs instead of a budget.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import shutil
@@ -24,6 +23,9 @@ import statistics
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from equimod_zoo.atomic import atomic_write_text
+from equimod_zoo.training.run_log import LOG_FILE, read_log
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -70,23 +72,14 @@ CALIBRATION_STEPS = 40  # timed optimiser steps per model; the first logged inte
 CALIBRATION_LOG_EVERY = 10
 
 
-def seconds_per_epoch(log_csv: Path) -> float:
-    """One epoch's wall time, from the median throughput of a run log after its first interval."""
-    with open(log_csv, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+def seconds_per_epoch(run_folder: Path, *, batch_size: int) -> float:
+    """One epoch's wall time, from the median throughput of a run's log after its first interval."""
+    rows = read_log(run_folder)
+    if not rows:
+        raise ValueError(f"{run_folder / LOG_FILE}: no logged steps to time")
     timed = rows[1:] or rows
-    if not timed:
-        raise ValueError(f"{log_csv}: no logged steps to time")
-    last = rows[-1]
-    steps_per_epoch = float(last["step"]) / float(last["epoch"])
-    images_per_epoch = steps_per_epoch * _batch_size(log_csv.parent)
-    return images_per_epoch / statistics.median(float(row["images_per_s"]) for row in timed)
-
-
-def _batch_size(run_folder: Path) -> int:
-    import yaml
-
-    return int(yaml.safe_load((run_folder / "recipe.yaml").read_text())["batch_size"])
+    steps_per_epoch = rows[-1]["step"] / rows[-1]["epoch"]
+    return steps_per_epoch * batch_size / statistics.median(row["images_per_s"] for row in timed)
 
 
 def fit_epochs(runs: list[ZooRun], *, data: str | Path, out: str | Path, budget_s: float,
@@ -101,7 +94,7 @@ def fit_epochs(runs: list[ZooRun], *, data: str | Path, out: str | Path, budget_
         train(run.recipe, data=data, out=folder, epochs=run.epochs, batch_size=run.batch_size,
               data_limit=run.data_limit, overrides={**run.overrides, "log_every": CALIBRATION_LOG_EVERY},
               max_steps=CALIBRATION_STEPS, device=device, progress=False)
-        timings[run.name] = seconds_per_epoch(folder / "log.csv")
+        timings[run.name] = seconds_per_epoch(folder, batch_size=run.batch_size)
     shutil.rmtree(Path(out) / ".calibration", ignore_errors=True)
     return max(1, math.floor(budget_s / sum(timings.values()))), timings
 
@@ -125,8 +118,7 @@ def run_campaign(name: str, *, data: str | Path, out: str | Path, only: list[str
         runs = [replace(run, epochs=epochs) for run in runs]
         record = {"budget_minutes": budget_minutes, "epochs": epochs, "calibrated_seconds_per_epoch": timings}
         print(json.dumps(record))
-        Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / "budget.json").write_text(json.dumps(record, indent=2) + "\n")
+        atomic_write_text(Path(out) / "budget.json", json.dumps(record, indent=2) + "\n")
     folders = []
     for run in runs:
         folder = Path(out) / run.name
