@@ -4,6 +4,7 @@ from __future__ import annotations
 import typer
 
 from equimod_zoo.cli import extract, probe_augs, probes, publish, train, transfer, zoo
+from equimod_zoo.runtime import apply_cpu_policy
 
 app = typer.Typer(
     name="equimod-zoo",
@@ -17,4 +18,5 @@ for _module in (zoo, extract, probes, transfer, probe_augs, train, publish):
 
 
 def main() -> None:
+    apply_cpu_policy()  # one torch thread per idle core: a busy machine slows us by its share, not several-fold
     app()

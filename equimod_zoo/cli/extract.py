@@ -34,7 +34,7 @@ def extract_command(
                                     help="Decode large JPEGs at a reduced scale that still exceeds the resize size."),
 ) -> None:
     """Extract one pooled feature vector per image with a zoo backbone (or any timm model folder)."""
-    from equimod_zoo.extraction.extract import extract_features
+    from equimod_zoo.extraction.distributed import extract_features_distributed, is_main_rank
     from equimod_zoo.extraction.sources import dataset_source
 
     with user_errors():
@@ -44,11 +44,13 @@ def extract_command(
             raise ValueError("--split, --image-column and --label-column apply to --dataset only")
         source = images if images is not None else dataset_source(
             dataset, split=split, image_column=image_column, label_column=label_column)
-        summary = extract_features(
+        summary = extract_features_distributed(  # plain extract_features outside torchrun
             source, out=out, model=model, batch_size=batch_size, num_workers=workers, normalize=normalize,
             shard_size=shard_size, resolution=resolution, device=device, precision=precision, jpeg_draft=jpeg_draft,
             compile=compile_model,
         )
+    if not is_main_rank():
+        return
     console = Console()
     resumed = f", {summary.shards_skipped} of {summary.num_shards} shards already done" if summary.shards_skipped else ""
     console.print(f"{summary.num_extracted} of {summary.num_images} images -> {summary.out} "

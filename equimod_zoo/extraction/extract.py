@@ -78,6 +78,7 @@ def extract_features(
     max_pixels: int | None = None,
     compile: bool = False,
     progress: bool = True,
+    coordinator: ShardCoordinator | None = None,
 ) -> ExtractionSummary:
     """Extract pooled features of every image of `source` into the feature store `out`.
 
@@ -102,6 +103,9 @@ def extract_features(
             warm): worth it for thousands of images. Batches are padded to `batch_size` so it
             compiles once.
         progress: show a progress bar.
+        coordinator: which shards this process extracts and who writes the manifest; by default
+            this process does everything (`equimod_zoo.extraction.distributed` gives each rank
+            of a torchrun job its own).
 
     Features are float16 on disk. Images that fail to decode are listed in OUT/failures.csv.
     """
@@ -130,7 +134,8 @@ def extract_features(
     num_shards = math.ceil(num_images / shard_size)
     has_labels = images.label(0) is not None
     store = FeatureStore(out)
-    store.begin({
+    coordinator = coordinator or ShardCoordinator()
+    plan = coordinator.begin(store, {
         "format": FORMAT_VERSION,
         "model": model_name,
         "weights_sha256": weights_sha256,
@@ -144,8 +149,8 @@ def extract_features(
         "dtype": "float16",
         "has_labels": has_labels,
         "label_names": images.label_names,
-    })
-    pending = [k for k in range(num_shards) if not store.is_done(k)]
+    }, num_shards)
+    pending = plan.shards
 
     loader = torch.utils.data.DataLoader(
         _DecodingDataset(images, transform, draft_size=draft_size, max_pixels=max_pixels),
@@ -176,17 +181,44 @@ def extract_features(
             if batch.indices[-1] + 1 == min((shard + 1) * shard_size, num_images):
                 shard_buffer.flush(store, shard, images, has_labels)
 
-    num_failed = store.write_failures_csv(num_shards)
-    info = store.read_info() or {}
-    info.update(complete=True, num_failed=num_failed, num_extracted=num_images - num_failed)
-    store.write_info(info)
+    coordinator.finish(store, num_shards)
+    num_failed = (store.read_info() or {})["num_failed"]
     return ExtractionSummary(
         out=Path(out), model=model_name, weights_sha256=weights_sha256, num_images=num_images,
         num_extracted=num_images - num_failed, num_failed=num_failed, num_features=num_features,
-        num_shards=num_shards, shards_skipped=num_shards - len(pending),
+        num_shards=num_shards, shards_skipped=plan.skipped,
         precision=str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32", device=str(device),
         seconds=time.perf_counter() - started, failures=store.failures(num_shards),
     )
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """The shards this process extracts now, and how many shards of the whole were already done."""
+
+    shards: list[int]
+    skipped: int
+
+
+class ShardCoordinator:
+    """Who extracts which shard and who writes the manifest (OUT/extraction.json).
+
+    This one is a single process doing everything; `equimod_zoo.extraction.distributed`
+    shares the shards among the ranks of a torchrun job.
+    """
+
+    def begin(self, store: FeatureStore, info: dict[str, Any], num_shards: int) -> ShardPlan:
+        """Check OUT (refusing a different extraction), record `info` and plan the pending shards."""
+        store.begin(info)
+        pending = [k for k in range(num_shards) if not store.is_done(k)]
+        return ShardPlan(shards=pending, skipped=num_shards - len(pending))
+
+    def finish(self, store: FeatureStore, num_shards: int) -> None:
+        """Once every shard is written: gather the failures and mark the manifest complete."""
+        info = store.complete_info()  # refuses to mark complete an extraction with a shard missing
+        num_failed = store.write_failures_csv(num_shards)
+        info.update(complete=True, num_failed=num_failed, num_extracted=info["input"]["num_images"] - num_failed)
+        store.write_info(info)
 
 
 def _resolve_model(model: str | Path | torch.nn.Module) -> tuple[torch.nn.Module, str, str]:
