@@ -27,9 +27,10 @@ def extract_command(
     resolution: Optional[int] = typer.Option(None, "--resolution", min=1, help="Square input size instead of the model's own."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: CUDA if available)."),
     precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 or fp16."),
-    compile_model: bool = typer.Option(
-        False, "--compile", help="torch.compile the model: several times faster on CPU after a compile of about "
-                                 "a minute; worth it for thousands of images."),
+    compile_model: Optional[bool] = typer.Option(
+        None, "--compile/--no-compile", show_default="on a bf16 CPU from 512 images",
+        help="torch.compile the model: faster on CPUs with AMX or AVX512-BF16, once there are enough images "
+             "to pay for the compile."),
     jpeg_draft: bool = typer.Option(True, "--jpeg-draft/--no-jpeg-draft",
                                     help="Decode large JPEGs at a reduced scale that still exceeds the resize size."),
 ) -> None:
@@ -47,7 +48,7 @@ def extract_command(
         summary = extract_features_distributed(  # plain extract_features outside torchrun
             source, out=out, model=model, batch_size=batch_size, num_workers=workers, normalize=normalize,
             shard_size=shard_size, resolution=resolution, device=device, precision=precision, jpeg_draft=jpeg_draft,
-            compile=compile_model,
+            compile="auto" if compile_model is None else compile_model,
         )
     if not is_main_rank():
         return

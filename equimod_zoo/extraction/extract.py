@@ -4,10 +4,9 @@ The pipeline is the one timm prescribes (the model's own data config through
 `timm.data.create_transform`), run fast: DataLoader workers decode and resize while the model
 computes, a timm model runs as its pre-logits with BatchNorm folded into the convolutions,
 channels-last, under inference mode and mixed precision (bf16 on CPUs with AMX or
-AVX512-BF16, fp16/bf16 on GPUs), and large JPEGs decode at a reduced DCT scale. With
-`compile=True` the network also goes through `torch.compile` (several times faster on CPU,
-after a compile of about a minute). Bad images are recorded in OUT/failures.csv and never stop
-the run.
+AVX512-BF16, fp16/bf16 on GPUs), and large JPEGs decode at a reduced DCT scale. On a bf16
+CPU, when there are enough images to pay for it, the network also goes through `torch.compile`.
+Bad images are recorded in OUT/failures.csv and never stop the run.
 """
 from __future__ import annotations
 
@@ -35,6 +34,10 @@ from equimod_zoo.extraction.store import FORMAT_VERSION, FeatureStore, metadata_
 # The zoo's embedded default: what `equimod-zoo extract` uses without --model.
 DEFAULT_MODEL = "simclr_equimod_r18_cifar10"
 DEFAULT_SHARD_SIZE = 8192
+# compile="auto" compiles on a bf16 CPU from this many images to extract, where inductor's bf16
+# kernels repay the compile (bench/extract.py measures it, counted in, against the eager path).
+# On fp32-only CPUs (AVX2) the compiled ResNet-50 ran no faster than the eager one, so never there.
+AUTO_COMPILE_MIN_IMAGES = 512
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
@@ -76,7 +79,7 @@ def extract_features(
     precision: Precision = "auto",
     jpeg_draft: bool = True,
     max_pixels: int | None = None,
-    compile: bool = False,
+    compile: bool | Literal["auto"] = "auto",
     progress: bool = True,
     coordinator: ShardCoordinator | None = None,
 ) -> ExtractionSummary:
@@ -98,10 +101,11 @@ def extract_features(
             other GPUs, else fp32.
         jpeg_draft: decode large JPEGs at a reduced scale that still exceeds the resize size.
         max_pixels: refuse larger images (decompression bombs); default PIL.Image.MAX_IMAGE_PIXELS.
-        compile: `torch.compile` the network (inductor, weights frozen). On CPU it runs several
-            times faster after a compile of about a minute (less once inductor's cache is
-            warm): worth it for thousands of images. Batches are padded to `batch_size` so it
-            compiles once.
+        compile: `torch.compile` the network (inductor, weights frozen; batches padded to
+            `batch_size` so it compiles once). "auto" compiles on a CPU that runs bf16 (AMX or
+            AVX512-BF16) when at least `AUTO_COMPILE_MIN_IMAGES` images remain to extract: the
+            compile (tens of seconds, less once inductor's cache holds this model) then pays
+            for itself; on fp32-only CPUs and GPUs it gains too little.
         progress: show a progress bar.
         coordinator: which shards this process extracts and who writes the manifest; by default
             this process does everything (`equimod_zoo.extraction.distributed` gives each rank
@@ -127,8 +131,6 @@ def extract_features(
     amp_dtype = _amp_dtype(precision, device)
     network = inference_network(network).to(device, memory_format=torch.channels_last)
     num_features = _feature_dim(network, data_config, device, amp_dtype)
-    if compile:
-        network = torch.compile(network, dynamic=False, options={"freezing": True})
 
     num_images = len(images)
     num_shards = math.ceil(num_images / shard_size)
@@ -160,6 +162,9 @@ def extract_features(
         pin_memory=device.type == "cuda",
     )
     todo = sum(min(shard_size, num_images - k * shard_size) for k in pending)
+    compiled = _compile_pays(compile, device, amp_dtype, todo)
+    if compiled:  # after planning: a finished extraction never compiles
+        network = torch.compile(network, dynamic=False, options={"freezing": True})
     shard_buffer = _ShardBuffer()
     failed_now = 0
     with _progress_bar(progress) as bar, torch.inference_mode(), \
@@ -168,7 +173,7 @@ def extract_features(
         for batch in loader:
             if batch.pixels is not None:
                 pixels = batch.pixels.to(device, non_blocking=True)
-                features = _forward(network, _padded(pixels, batch_size) if compile else pixels)[:len(pixels)]
+                features = _forward(network, _padded(pixels, batch_size) if compiled else pixels)[:len(pixels)]
                 if normalize:
                     features = F.normalize(features, dim=1)
                 shard_buffer.add(batch, features.cpu().numpy())
@@ -219,6 +224,15 @@ class ShardCoordinator:
         num_failed = store.write_failures_csv(num_shards)
         info.update(complete=True, num_failed=num_failed, num_extracted=info["input"]["num_images"] - num_failed)
         store.write_info(info)
+
+
+def _compile_pays(compile: bool | Literal["auto"], device: torch.device, amp_dtype: torch.dtype | None,
+                  num_images: int) -> bool:
+    if compile == "auto":
+        return device.type == "cpu" and amp_dtype == torch.bfloat16 and num_images >= AUTO_COMPILE_MIN_IMAGES
+    if not isinstance(compile, bool):
+        raise ValueError(f"compile: {compile!r} is not True, False or 'auto'")
+    return compile
 
 
 def _resolve_model(model: str | Path | torch.nn.Module) -> tuple[torch.nn.Module, str, str]:
