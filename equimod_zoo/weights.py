@@ -14,7 +14,7 @@ import huggingface_hub
 import huggingface_hub.constants
 import safetensors.torch
 import torch
-from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
 from equimod_zoo.model_folder import (
     CONFIG_FILE,
@@ -142,6 +142,8 @@ def _from_hf_hub(entry: ZooEntry) -> tuple[LocatedWeights | None, str]:
         return None, "offline, or the Hub could not be reached"
     except (RepositoryNotFoundError, EntryNotFoundError) as error:
         return None, f"not found: {type(error).__name__}"
+    except (HfHubHTTPError, ConnectionError, TimeoutError) as error:
+        return None, f"the Hub could not be reached: {type(error).__name__}"
     located = _verified(entry.name, Path(weights_path), ModelConfig.read(Path(config_path).parent), entry.sha256,
                         "hf-hub")
     return located, ""
