@@ -18,8 +18,8 @@ when there are GPUs. Several machines need OUT on a filesystem they all see.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from equimod_zoo.errors import UserError
 from equimod_zoo.extraction.extract import ExtractionSummary, ShardCoordinator, ShardPlan, extract_features
 from equimod_zoo.extraction.store import FeatureStore
 
@@ -76,7 +77,9 @@ def extract_features_distributed(
     if world_size == 1:
         return extract_features(source, out=out, device=device, progress=progress, **options)
     device = _rank_device(device, local_rank)
-    with _process_group(rank, world_size, init_method) as group:
+    # The rank's GPU as the current one while it runs (pinned-memory threads allocate there), then back.
+    on_device = torch.cuda.device(device) if device.type == "cuda" else nullcontext()
+    with _process_group(rank, world_size, init_method) as group, on_device:
         return extract_features(source, out=out, device=device, progress=progress and rank == 0,
                                 coordinator=RankCoordinator(group), **options)
 
@@ -90,15 +93,16 @@ class RankCoordinator(ShardCoordinator):
         self.rank = dist.get_rank(group)
         self.world_size = dist.get_world_size(group)
 
-    def begin(self, store: FeatureStore, info: dict[str, Any], num_shards: int) -> ShardPlan:
+    def begin(self, store: FeatureStore, info: dict[str, Any], num_shards: int,
+              is_done: Callable[[int], bool]) -> ShardPlan:
         inputs = [None] * self.world_size
         dist.all_gather_object(inputs, info["input"]["keys_sha256"], group=self.group)
         different = [r for r, keys in enumerate(inputs) if keys != inputs[0]]
         if different:
-            raise ValueError(f"rank {different[0]} lists other input files than rank 0: every rank must see the "
-                             f"same input (on several machines, a filesystem they share)")
-        plan = self._on_rank0(lambda: super(RankCoordinator, self).begin(store, info, num_shards))
-        return ShardPlan(shards=plan.shards[self.rank::self.world_size], skipped=plan.skipped)
+            raise UserError(f"rank {different[0]} lists other input files than rank 0: every rank must see the "
+                            f"same input (on several machines, a filesystem they share)")
+        plan = self._on_rank0(lambda: super(RankCoordinator, self).begin(store, info, num_shards, is_done))
+        return ShardPlan(shards=plan.shards[self.rank::self.world_size], skipped=plan.skipped, redone=plan.redone)
 
     def finish(self, store: FeatureStore, num_shards: int) -> None:
         dist.barrier(group=self.group)  # every rank's shards are written
@@ -117,7 +121,7 @@ class RankCoordinator(ShardCoordinator):
         dist.broadcast_object_list(outcome, src=0, group=self.group)
         status, value = outcome[0]
         if status == "error":
-            raise ValueError(f"rank 0 failed: {value}")
+            raise UserError(f"rank 0 failed: {value}")
         return value
 
 
