@@ -86,6 +86,8 @@ def timed(name: str, command: list[str], env: dict[str, str]) -> Run:
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode:
         sys.exit(f"{name} failed (exit {process.returncode}):\n{output[-3000:]}")
+    if output.strip():
+        print(f"  {output.strip().splitlines()[-1]}", flush=True)  # ours says whether it compiled
     return Run(name, seconds, usage.ru_utime + usage.ru_stime)
 
 
@@ -128,9 +130,9 @@ def main(argv: list[str] | None = None) -> None:
         runs = [timed("plain timm loop (fp32, batch 32, 2 workers)",
                       [sys.executable, str(PLAIN_SCRIPT), "--images", str(tmp / "images"), "--out",
                        str(tmp / "plain.npy"), "--model-folder", str(tmp / "model")], env),
-                timed("equimod-zoo extract (empty compile cache)", [*ours, "--out", str(tmp / "ours")], env)]
+                timed("equimod-zoo extract (defaults, empty compile cache)", [*ours, "--out", str(tmp / "ours")], env)]
         if args.warm:
-            runs.append(timed("equimod-zoo extract (warm compile cache)", [*ours, "--out", str(tmp / "warm")], env))
+            runs.append(timed("equimod-zoo extract (defaults, warm compile cache)", [*ours, "--out", str(tmp / "warm")], env))
         if args.eager:
             runs.append(timed("equimod-zoo extract --no-compile", [*ours, "--no-compile", "--out", str(tmp / "eager")],
                               env))

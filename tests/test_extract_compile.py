@@ -38,16 +38,16 @@ def compiles(monkeypatch):
 def test_auto_compiles_on_cpu_from_the_threshold_and_not_when_done(images, tmp_path, tiny_resnet18_cifar, compiles,
                                                                     monkeypatch):
     monkeypatch.setattr(extract, "AUTO_COMPILE_MIN_IMAGES", 11)
-    extract_features(images, out=tmp_path / "few", model=tiny_resnet18_cifar, **OPTIONS)
+    assert not extract_features(images, out=tmp_path / "few", model=tiny_resnet18_cifar, **OPTIONS).compiled
     assert compiles == []  # 10 images: not worth a compile
 
     monkeypatch.setattr(extract, "AUTO_COMPILE_MIN_IMAGES", 10)
-    extract_features(images, out=tmp_path / "enough", model=tiny_resnet18_cifar, **OPTIONS)
+    assert extract_features(images, out=tmp_path / "enough", model=tiny_resnet18_cifar, **OPTIONS).compiled
     assert compiles == [{"dynamic": False, "options": {"freezing": True}}]
     np.testing.assert_array_equal(load_features(tmp_path / "enough")[1], load_features(tmp_path / "few")[1])
 
     summary = extract_features(images, out=tmp_path / "enough", model=tiny_resnet18_cifar, **OPTIONS)
-    assert summary.shards_skipped == 3 and len(compiles) == 1  # nothing left to extract: no compile
+    assert summary.shards_skipped == 3 and not summary.compiled and len(compiles) == 1  # nothing left to extract: no compile
 
     extract_features(images, out=tmp_path / "forced", model=tiny_resnet18_cifar, compile=True, **OPTIONS)
     extract_features(images, out=tmp_path / "never", model=tiny_resnet18_cifar, compile=False, **OPTIONS)

@@ -68,7 +68,8 @@ def extract_command(
     console = Console()
     resumed = f", {summary.shards_skipped} of {summary.num_shards} shards already done" if summary.shards_skipped else ""
     console.print(f"{summary.num_extracted} of {summary.num_images} images -> {summary.out} "
-                  f"({summary.num_features}-d, {summary.model}, {summary.precision} on {summary.device}{resumed})",
+                  f"({summary.num_features}-d, {summary.model}, {summary.precision} on {summary.device}"
+                  f"{', compiled' if summary.compiled else ''}{resumed})",
                   highlight=False, soft_wrap=True)
     if summary.num_failed:
         console.print(f"[yellow]{summary.num_failed} images failed to decode[/yellow]; see {summary.failures_csv}",

@@ -63,6 +63,7 @@ class ExtractionSummary:
     device: str
     seconds: float
     failures: list[tuple[str, str]] = field(default_factory=list, repr=False)
+    compiled: bool = False  # the network went through torch.compile
 
     @property
     def failures_csv(self) -> Path:
@@ -198,7 +199,7 @@ def extract_features(
         num_extracted=num_images - num_failed, num_failed=num_failed, num_features=num_features,
         num_shards=num_shards, shards_skipped=plan.skipped, shards_redone=plan.redone,
         precision=str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32", device=str(device),
-        seconds=time.perf_counter() - started, failures=store.failures(num_shards),
+        seconds=time.perf_counter() - started, failures=store.failures(num_shards), compiled=compiled,
     )
 
 
