@@ -13,7 +13,9 @@ the model, writing the output. Side by side in one run:
   batch 32, fp32, `torch.no_grad()`, features saved to one .npy;
 - ours: `python -m equimod_zoo extract --images DIR --out OUT --model FOLDER` with its defaults;
 - ours, warm cache: the same command again with the inductor cache the first run filled (a
-  user's second extraction); with --eager, also ours with --no-compile.
+  user's second extraction); with --eager, also ours with --no-compile; with --compiled, also
+  ours with --compile on an empty cache (the default compiles only on bf16 CPUs: AMX or
+  AVX512-BF16).
 
 The table gives seconds, images per second and the ratio to plain, and CPU seconds (the
 process and its children: DataLoader workers, compile workers). The two pipelines' features
@@ -112,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-images", type=int, default=1024)
     parser.add_argument("--arch", default="resnet50")
     parser.add_argument("--eager", action="store_true", help="also time ours with --no-compile")
+    parser.add_argument("--compiled", action="store_true",
+                        help="also time ours with --compile (on an empty cache), where the default does not compile")
     parser.add_argument("--no-warm", dest="warm", action="store_false", help="skip the warm-cache rerun")
     parser.add_argument("--extract-args", default="", help="extra options for our command, e.g. '--batch-size 32'")
     args = parser.parse_args(argv)
@@ -136,6 +140,10 @@ def main(argv: list[str] | None = None) -> None:
         if args.eager:
             runs.append(timed("equimod-zoo extract --no-compile", [*ours, "--no-compile", "--out", str(tmp / "eager")],
                               env))
+        if args.compiled:
+            env_compiled = {**env, "TORCHINDUCTOR_CACHE_DIR": str(tmp / "inductor_compiled")}
+            runs.append(timed("equimod-zoo extract --compile (empty compile cache)",
+                              [*ours, "--compile", "--out", str(tmp / "compiled")], env_compiled))
         agreement = cosine_agreement(tmp / "plain.npy", tmp / "ours")
 
     print(f"\n{args.num_images} JPEGs, {args.arch} at its own resolution, whole processes")
