@@ -238,8 +238,9 @@ def extracted(tmp_path, tiny_resnet18_cifar):
     return tmp_path
 
 
-def test_linear_command_reports_writes_json_and_records(extracted):
+def test_linear_command_reports_writes_json_and_records(extracted, monkeypatch):
     import json
+    import sys
 
     from typer.testing import CliRunner
 
@@ -247,9 +248,10 @@ def test_linear_command_reports_writes_json_and_records(extracted):
     from equimod_zoo.records import read_records
 
     out = extracted / "probe.json"
-    result = CliRunner().invoke(app, [
-        "linear", "--train", str(extracted / "train"), "--test", str(extracted / "test"), "--json", str(out),
-        "--record", str(extracted / "records"), "--dataset-name", "colours", "--k", "5"])
+    args = ["linear", "--train", str(extracted / "train"), "--test", str(extracted / "test"), "--json", str(out),
+            "--record", str(extracted / "records"), "--dataset-name", "colours", "--k", "5"]
+    monkeypatch.setattr(sys, "argv", ["equimod-zoo", *args])  # the command a record names is the one typed
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "linear" in result.output and "kNN" in result.output
     report = json.loads(out.read_text())
