@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from equimod_zoo.atomic import atomic_write_text
+from equimod_zoo.errors import UserError
 
 if TYPE_CHECKING:  # registry reads records: the type only, to keep the import one-way
     from equimod_zoo.registry import Metric
@@ -72,7 +73,7 @@ class Record:
         return row
 
 
-class RecordsError(ValueError):
+class RecordsError(UserError):
     """A records folder or file that cannot be read or written as asked."""
 
 

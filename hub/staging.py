@@ -22,11 +22,13 @@ import shutil
 from collections.abc import Collection, Iterator
 from pathlib import Path
 
+from equimod_zoo.errors import UserError
+
 CONFIG_FILE = "config.json"  # equimod_zoo.model_folder.CONFIG_FILE, read here without importing torch
 _DEBRIS = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.(?P<kind>partial|old)")
 
 
-class OutputRefusedError(ValueError):
+class OutputRefusedError(UserError):
     """An --out that is not ours to replace."""
 
 
