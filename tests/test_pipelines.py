@@ -219,7 +219,20 @@ def tiny_parquet(tmp_path):
     return tmp_path / "tiny"
 
 
-@pytest.mark.parametrize("name", ["simclr_equimod_r18_cifar10", "byol_r18_cifar10"])
+@pytest.mark.parametrize("folder", sorted(BUNDLED.glob("*/config.json")), ids=lambda p: p.parent.name)
+def test_bundled_models_load_with_the_pipeline_they_were_trained_with(folder):
+    from equimod_zoo.model_folder import ModelConfig
+    from equimod_zoo.sensitivity.sampling import probe_augmentation
+
+    config = ModelConfig.read(folder.parent)
+    assert equimod_zoo.load(folder.parent) is not None
+    augmentation = probe_augmentation(config, mean=(0.5,) * 3, std=(0.25,) * 3)
+    recorded = config.equimod["recipe_config"]["augment"]
+    assert augmentation.augment.config.params == tuple(recorded.get("params") or PARAM_NAMES)
+    assert augmentation.augment.config.views == load_recipe(folder.parent / "recipe.yaml").augment.views
+
+
+@pytest.mark.parametrize("name", ["simclr_equimod_r18_cifar10"])
 def test_models_trained_before_this_change_still_load_and_probe(name, tiny_parquet):
     from equimod_zoo.sensitivity.run import probe_augmentations
 
