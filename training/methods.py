@@ -109,6 +109,7 @@ class EquiModModule(nn.Module):
         param_std: Tensor | None = None,
     ) -> None:
         super().__init__()
+        config = _with_param_dim(config)
         self.g_eq = EquiModProjectionHead(input_dim, hidden_dim=config.eq_hidden, output_dim=config.eq_out)
         self.g_t = AugmentationEmbedding(config.param_dim, output_dim=config.param_embed)
         self.u = EquivariantPredictor(config.eq_out, config.param_embed)
@@ -129,6 +130,11 @@ class EquiModModule(nn.Module):
         loss = self.loss(y1, y2, y_hat1, y_hat2)
         gain = equivariance_gain(y0, y1, y2, y_hat1, y_hat2)
         return loss, {"loss_eq": loss.detach(), "eq_gain": gain}
+
+
+def _with_param_dim(config: MethodConfig) -> MethodConfig:
+    """`config` with g_t's input size set: built outside a recipe, the full 18-entry parameter vector."""
+    return config if config.param_dim is not None else dataclasses.replace(config, param_dim=NUM_PARAMS)
 
 
 def _param_stat(value: Tensor, name: str, config: MethodConfig) -> Tensor:
@@ -160,8 +166,7 @@ class SSLMethod(nn.Module):
             raise ValueError("backbone must expose .num_features (a timm model built with num_classes=0)")
         if not config.equimod and (param_mean is not None or param_std is not None):
             raise ValueError(f"param_mean / param_std are for EquiMod methods, not {config.name!r}")
-        if config.param_dim is None:  # built outside a recipe: the full parameter vector
-            config = dataclasses.replace(config, param_dim=NUM_PARAMS)
+        config = _with_param_dim(config)
         self.config = config
         self.backbone = backbone
         self.uses_params = config.equimod
