@@ -15,7 +15,8 @@ import torch
 torch.set_num_threads(3)
 before = {"backend": matplotlib.get_backend(), "threads": torch.get_num_threads()}
 
-from equimod_zoo.sensitivity.plot import PARAM_NAMES, plot_sensitivity
+from equimod_zoo.equimod.augment import PARAM_NAMES
+from equimod_zoo.sensitivity.plot import plot_sensitivity
 from equimod_zoo.transfer.compare import ModelIdentity, Score, write_comparison
 
 # third-party imports (sympy through torch) add warning filters of their own; our calls add none
