@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from equimod_zoo.runtime import apply_cpu_policy
+from equimod_zoo.runtime import num_threads_to_use
 
 SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg" / "test.parquet"
 
@@ -112,9 +112,8 @@ def main() -> None:
 
     images = load_cifar(args.data, args.num_images)
     if args.threads is None:
-        args.threads = apply_cpu_policy()  # a thread per idle core: two threads on one free core wait on each other
-    else:
-        torch.set_num_threads(args.threads)
+        args.threads = num_threads_to_use()  # a thread per idle core: two threads on one free core wait on each other
+    torch.set_num_threads(args.threads)
     rows = [(f"reference (PIL, {args.workers} workers)",
              time_reference(images, batch_size=args.batch_size, workers=args.workers, repeats=args.repeats))]
     rows.append((f"batched (CPU, {args.threads} threads)",

@@ -7,13 +7,16 @@ instead of by the share of CPU it lost. So a command counts the cores that are i
 starts (over a short window of /proc/stat, within its CPU affinity and cgroup quota) and runs
 that many threads (OMP_NUM_THREADS, when set, still decides).
 
-OpenMP's wait policy is the other half: with `OMP_WAIT_POLICY=PASSIVE` an idle thread sleeps
-at once instead of spinning on a core another thread needs. libgomp reads it once, when torch
-loads it, so it can only be set in the environment before `import torch`: the benchmarks do
-that, and a user sharing a machine can export it; `apply_cpu_policy` cannot, and does not try.
+OpenMP's wait policy matters less: libgomp reads OMP_WAIT_POLICY once, when torch loads it
+(`import equimod_zoo` has loaded torch before any of our code runs, so only the environment
+can set it), and its default already lets an idle thread sleep after a short spin (0.01 CPU
+seconds over a 2 s pause, against 0.2 with ACTIVE, on the development machine). A user sharing
+a machine can still export OMP_WAIT_POLICY=PASSIVE; bench/busy_machine.py --wait-policy
+measures what it changes.
 
-Only entry points (the CLI's `main`, the bench scripts) call `apply_cpu_policy`: it sets
-torch's thread count, which is process-wide state a library function must not touch.
+This module only counts: entry points (the CLI's `main`, the bench scripts) pass
+`num_threads_to_use()` to `torch.set_num_threads`, process-wide state a library function
+must not touch.
 """
 from __future__ import annotations
 
@@ -23,8 +26,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-# The environment a benchmark gives its jobs before they import torch (see the module docstring).
-PASSIVE_OPENMP = {"OMP_WAIT_POLICY": "PASSIVE"}
 PROC_STAT = Path("/proc/stat")
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
@@ -80,16 +81,15 @@ def idle_cores(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, i
     return idle
 
 
-def apply_cpu_policy(window: float = 0.1) -> int:
-    """Give torch one thread per idle core, unless OMP_NUM_THREADS chose; returns the count.
-
-    For entry points only: it changes the process's torch thread count.
+def num_threads_to_use(window: float = 0.1) -> int:
+    """The torch thread count for this process now: one per idle core, or, when OMP_NUM_THREADS
+    is set, the count torch already took from it. Entry points pass it to `torch.set_num_threads`.
     """
-    import torch
+    if os.environ.get("OMP_NUM_THREADS"):
+        import torch
 
-    if not os.environ.get("OMP_NUM_THREADS"):  # torch already honours the user's choice
-        torch.set_num_threads(measure_cpus(window).num_threads)
-    return torch.get_num_threads()
+        return torch.get_num_threads()
+    return measure_cpus(window).num_threads
 
 
 def _cpu_times(stat: str, cpus: set[int]) -> dict[int, tuple[int, int]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from equimod_zoo import runtime
-from equimod_zoo.runtime import CpuState, _cpu_times, apply_cpu_policy, idle_cores
+from equimod_zoo.runtime import CpuState, _cpu_times, idle_cores, num_threads_to_use
 
 STAT_BEFORE = """cpu  300 0 100 1000 0 0 0 0 0 0
 cpu0 100 0 50 500 0 0 0 0 0 0
@@ -50,13 +50,14 @@ def test_policy_follows_the_idle_cores_unless_the_user_chose(monkeypatch):
     before = torch.get_num_threads()
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(runtime, "measure_cpus", lambda window: CpuState(usable=2, idle=1.0))
-    try:
-        assert apply_cpu_policy() == 1 and torch.get_num_threads() == 1
-        monkeypatch.setattr(runtime, "measure_cpus", lambda window: CpuState(usable=2, idle=2.0))
-        assert apply_cpu_policy() == 2 and torch.get_num_threads() == 2
-        monkeypatch.setenv("OMP_NUM_THREADS", "1")
-        torch.set_num_threads(3)
-        assert apply_cpu_policy() == 3  # the user's choice stands
-    finally:
-        torch.set_num_threads(before)
+    assert num_threads_to_use() == 1
+    monkeypatch.setattr(runtime, "measure_cpus", lambda window: CpuState(usable=2, idle=2.0))
+    assert num_threads_to_use() == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert num_threads_to_use() == before  # the user's choice, as torch took it, stands
+    assert torch.get_num_threads() == before  # counting changes nothing
 
+
+def test_measuring_sleeps_through_a_window_and_stays_in_range():
+    state = runtime.measure_cpus(0.05)
+    assert state.usable >= 1 and 0.0 <= state.idle <= state.usable and 1 <= state.num_threads <= state.usable
