@@ -49,9 +49,10 @@ def transfer_command(
     if model is None:
         model = DEFAULT_MODEL
         console.print(f"model: {model} (the embedded default; --model to choose)", highlight=False)
-    with user_errors(network_hint=f"download it on a connected machine (the Hugging Face cache works here), or point "
-                                  f"--data-dir at a local copy (parquet, CUB_200_2011 or imagefolder layout), e.g. "
-                                  f"--dataset {dataset} --data-dir DIR"):
+    hint = (f"it is not in the Hugging Face cache either; download it on a connected machine (that cache works "
+            f"here), or point --data-dir at a local copy (parquet, CUB_200_2011 or imagefolder layout): "
+            f"--dataset {dataset} --data-dir DIR")
+    with user_errors(network_hint=hint):
         if data_dir is None and not dataset.startswith("imagefolder:"):
             offline_unless_reachable()  # from the cache at once, or one line in seconds, when the Hub is unreachable
         if record and local_folder(model) is None:
