@@ -235,3 +235,18 @@ def test_bad_set_values_are_one_line(tmp_path, setting, needle):
                                       "--max-steps", "1"])
     _one_line_exit_2(result, needle)
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("command", [
+    ["transfer", "--dataset", "flowers102"],
+    ["compare", "--models", "a,b", "--datasets", "flowers102", "--out", "cmp"],
+    ["linear", "--train", "feats", "--test", "feats"],
+    ["train", "--recipe", "simclr_r18_cifar10_cpu", "--data", "data", "--out", "run"],
+])
+def test_every_command_checks_its_device_first(command, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device, needle in (("cuda:0", "no CUDA GPU"), ("tpu", "not a device")):
+        result = CliRunner().invoke(app, [*command, "--device", device])
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert needle in result.output and f"--device {device!r}" in result.output

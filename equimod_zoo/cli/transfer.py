@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from equimod_zoo.cli.errors import user_errors
+from equimod_zoo.cli.errors import check_device, user_errors
 from equimod_zoo.cli.network import offline_unless_reachable
 from equimod_zoo.extraction.extract import DEFAULT_MODEL
 
@@ -52,6 +52,7 @@ def transfer_command(
             f"here), or point --data-dir at a local copy (parquet, CUB_200_2011 or imagefolder layout): "
             f"--dataset {dataset} --data-dir DIR")
     with user_errors(network_hint=hint):
+        check_device(device)  # a missing GPU or a typo: one line, before any work
         if record is not None:
             check_records_dir(record)  # before the work, not after
         if data_dir is None and not dataset.startswith("imagefolder:"):
@@ -102,6 +103,7 @@ def compare_command(
     from equimod_zoo.transfer.compare import compare, parse_data_dir_map, split_list
 
     with user_errors():
+        check_device(device)  # a missing GPU or a typo: one line, before any work
         report = compare(split_list(models, "--models"), split_list(datasets, "--datasets"), out=out,
                          data_dirs=parse_data_dir_map(data_dir_map), protocol=protocol, resolution=resolution,
                          cache_dir=cache_dir, reuse=not rerun, num_workers=workers, device=device,
