@@ -78,6 +78,13 @@ class Recipe:
         # what reaches timm.create_model: a registered name and constructor arguments, never a path
         check_architecture(self.arch, f"recipe {self.name}")
         check_model_args(self.model_args, f"recipe {self.name}")
+        # g_t reads the pipeline's parameter vector: its size follows the recipe's list
+        num_params = len(self.augment.params)
+        if self.method.param_dim is None:
+            self.method = dataclasses.replace(self.method, param_dim=num_params)
+        elif self.method.param_dim != num_params:
+            raise ValueError(f"recipe {self.name}: method.param_dim {self.method.param_dim} differs from the "
+                             f"{num_params} entries of augment.params")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain containers only (YAML, JSON and `torch.load(weights_only=True)` all read it)."""
@@ -89,6 +96,12 @@ class Recipe:
     def override(self, overrides: Mapping[str, Any]) -> Recipe:
         """A copy with `overrides` applied; keys may be dotted (`optim.lr`, `method.temperature`)."""
         data = self.to_dict()
+        # Derived entries follow what is overridden unless given too: the parameter list follows the
+        # pipeline, g_t's input size follows the list.
+        if any(k.startswith("augment.") for k in overrides) and "augment.params" not in overrides:
+            data["augment"]["params"] = []
+        if "method.param_dim" not in overrides:
+            data["method"]["param_dim"] = None
         for key, value in overrides.items():
             _set_dotted(data, key, value, source=f"recipe {self.name}")
         return recipe_from_dict(data, source=f"recipe {self.name}")
