@@ -101,3 +101,17 @@ def test_publish_upload_failure_is_one_line(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["publish", str(folder), "--repo-id", "someone/x", "--out", str(tmp_path / "o")])
     line = _one_line(result)
     assert "network" in line or "connection" in line.lower()
+
+
+def test_optional_extras_are_named_when_missing_and_never_imported_by_the_core():
+    import subprocess
+    import sys
+
+    from equimod_zoo.optional import MissingExtraError, require
+
+    with pytest.raises(MissingExtraError, match=r"pip install 'equimod-zoo\[plots\]'"):
+        require("matplotlib_that_is_not_installed", "plots", "the comparison chart")
+    code = ("import sys, equimod_zoo, equimod_zoo.cli, equimod_zoo.extraction.extract; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'matplotlib', 'tensorboard'}))")
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert imported.strip() == "[]"
