@@ -15,7 +15,9 @@ def extract_command(
     out: Path = typer.Option(..., "--out", help="Output folder (features/, metadata/, failures.csv); reruns resume it."),
     images: Optional[Path] = typer.Option(None, "--images", help="A folder, scanned recursively for image files."),
     dataset: Optional[str] = typer.Option(
-        None, "--dataset", help="A parquet file or folder, an imagefolder tree, or a Hugging Face dataset id."),
+        None, "--dataset", help="A dataset spec: a known name (flowers102, cifar10...), a parquet file or folder, "
+                                "an imagefolder tree, a CUB_200_2011 folder, or a Hugging Face dataset id."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="A local copy of the --dataset named."),
     split: Optional[str] = typer.Option(None, "--split", help="Dataset split (e.g. train, test)."),
     image_column: Optional[str] = typer.Option(None, "--image-column", help="Dataset image column (default: the first Image feature)."),
     label_column: Optional[str] = typer.Option(None, "--label-column", help="Dataset label column (default: the first ClassLabel feature)."),
@@ -35,15 +37,15 @@ def extract_command(
 ) -> None:
     """Extract one pooled feature vector per image with a zoo backbone (or any timm model folder)."""
     from equimod_zoo.extraction.extract import extract_features
-    from equimod_zoo.extraction.sources import dataset_source
+    from equimod_zoo.data.spec import open_split, resolve_spec
 
     with user_errors():
         if (images is None) == (dataset is None):
             raise ValueError("give exactly one of --images DIR or --dataset SPEC")
-        if images is not None and (split or image_column or label_column):
-            raise ValueError("--split, --image-column and --label-column apply to --dataset only")
-        source = images if images is not None else dataset_source(
-            dataset, split=split, image_column=image_column, label_column=label_column)
+        if images is not None and (split or image_column or label_column or data_dir is not None):
+            raise ValueError("--split, --data-dir, --image-column and --label-column apply to --dataset only")
+        source = images if images is not None else open_split(
+            resolve_spec(dataset, data_dir=data_dir), split=split, image_column=image_column, label_column=label_column)
         summary = extract_features(
             source, out=out, model=model, batch_size=batch_size, num_workers=workers, normalize=normalize,
             shard_size=shard_size, resolution=resolution, device=device, precision=precision, jpeg_draft=jpeg_draft,

@@ -28,8 +28,8 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
                            TimeRemainingColumn)
 from rich.text import Text
 
-from equimod_zoo.extraction.images import load_rgb
-from equimod_zoo.extraction.sources import IMAGE_EXTENSIONS, ImageSource, folder_source
+from equimod_zoo.data.images import IMAGE_EXTENSIONS, load_rgb
+from equimod_zoo.data.sources import ImageSource, folder_source
 from equimod_zoo.extraction.store import FORMAT_VERSION, FeatureStore, metadata_table
 
 # The zoo's embedded default: what `equimod-zoo extract` uses without --model.
@@ -83,7 +83,7 @@ def extract_features(
 
     Args:
         source: a folder (scanned recursively for image files) or an `ImageSource`
-            (see `equimod_zoo.extraction.sources`, e.g. `dataset_source(...)`).
+            (see `equimod_zoo.data`, e.g. `open_split(...)`).
         out: the output folder; a rerun with the same inputs resumes it.
         model: a zoo name or alias, a local model folder, or a `torch.nn.Module` (a timm model
             gives its pre-logits features whatever its classifier).
