@@ -9,7 +9,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
 
-from equimod_zoo.training.augment import (
+from equimod_zoo.equimod.augment import (
     PARAM_NAMES,
     AugmentConfig,
     BatchedAugment,

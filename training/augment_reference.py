@@ -13,7 +13,7 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import functional as F
 
-from equimod_zoo.training.augment import (
+from equimod_zoo.equimod.augment import (
     BLUR_APPLIED,
     BLUR_SIGMA,
     CROP,

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from equimod_zoo.training.heads import (
+from equimod_zoo.equimod.heads import (
     AugmentationEmbedding,
     BYOLPredictionHead,
     BYOLProjectionHead,
@@ -27,6 +27,7 @@ from equimod_zoo.training.heads import (
     EquivariantPredictor,
     SimCLRProjectionHead,
 )
+from equimod_zoo.equimod.heads_file import HeadsSchema
 from equimod_zoo.training.losses import BYOLLoss, EquiModLoss, NTXentLoss, equivariance_gain
 
 METHODS = ("simclr", "byol", "simclr_equimod", "byol_equimod")
@@ -254,6 +255,22 @@ class SSLMethod(nn.Module):
             heads["param_mean"] = self.equimod.param_mean.detach()
             heads["param_std"] = self.equimod.param_std.detach()
         return heads
+
+
+    def heads_schema(self, param_names: tuple[str, ...] = ()) -> HeadsSchema:
+        """The schema of `heads_state_dict()`: every head's layer widths and g_t's parameter names."""
+        eq = self.equimod
+        if eq is not None and len(param_names) != self.config.param_dim:
+            raise ValueError(f"{self.config.name} reads {self.config.param_dim} augmentation parameters, "
+                             f"got {len(param_names)} names")
+        return HeadsSchema(
+            method=self.config.name,
+            projection=self.projection.widths,
+            predictor=self.predictor.widths if self.config.base == "byol" else (),
+            g_eq=eq.g_eq.widths if eq is not None else (),
+            g_t=eq.g_t.widths if eq is not None else (),
+            param_names=tuple(param_names) if eq is not None else (),
+        )
 
 
 def build_method(

@@ -1,4 +1,4 @@
-"""Images at a square base size: the form training and the augmentation probes store images in."""
+"""Images stored square at a base size, as training keeps them and the augmentation probes sample them."""
 from __future__ import annotations
 
 import torch

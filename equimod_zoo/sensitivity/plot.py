@@ -7,7 +7,7 @@ from typing import Any
 
 from equimod_zoo.atomic import atomic_path
 from equimod_zoo.sensitivity.probes import BALANCED_ACCURACY
-from equimod_zoo.training.augment import PARAM_NAMES
+from equimod_zoo.equimod.augment import PARAM_NAMES
 
 INPUT_TITLES = {"view": "features of the augmented view", "pair": "features of [x0, augmented view]"}
 

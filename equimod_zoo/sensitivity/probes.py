@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from equimod_zoo.probes.linear import fit_logistic_regression
-from equimod_zoo.training.augment import BINARY_PARAMS, PARAM_NAMES
+from equimod_zoo.equimod.augment import BINARY_PARAMS, PARAM_NAMES
 
 R2 = "r2"
 BALANCED_ACCURACY = "balanced_accuracy"

@@ -21,7 +21,8 @@ import torch
 
 from equimod_zoo.atomic import atomic_write_text
 from equimod_zoo.loading import load_located
-from equimod_zoo.sensitivity.equivariance import EquiModHeads, equivariance_metrics
+from equimod_zoo.equimod.heads_file import load_equimod_heads
+from equimod_zoo.sensitivity.equivariance import equivariance_metrics
 from equimod_zoo.sensitivity.probes import probe_parameters, split_images
 from equimod_zoo.sensitivity.sampling import augmented_features, load_images, probe_augmentation
 
@@ -83,7 +84,7 @@ def probe_augmentations(
         ).items()}
         for kind in INPUT_KINDS
     }
-    heads = EquiModHeads.from_folder(located.weights.parent)
+    heads = load_equimod_heads(located.weights.parent)
     equivariance = None
     if heads is not None:
         equivariance = equivariance_metrics(heads, features.original, features.view, features.params, features.image,

@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from equimod_zoo.data.images import pixels_at_base
 from equimod_zoo.data.sources import ImageSource
 from equimod_zoo.model_folder import ModelConfig
-from equimod_zoo.training.augment import AugmentConfig, BatchedAugment
+from equimod_zoo.equimod.augment import AugmentConfig, BatchedAugment
 
 
 @dataclass(frozen=True)
@@ -62,11 +62,10 @@ def probe_augmentation(config: ModelConfig, *, resolution: int | None = None,
     `resolution` replaces the crop size; the source size keeps the recipe's ratio to it.
     """
     recipe = config.equimod.get("recipe_config")
-    if recipe:
-        from equimod_zoo.training.recipe import recipe_from_dict
-
-        trained = recipe_from_dict(recipe, source=f"{config.architecture} config.json equimod.recipe_config")
-        augment_config, source_size = trained.augment, trained.data_size
+    if recipe:  # the pipeline the model was trained with, as its export recorded it
+        source = f"{config.architecture} config.json equimod.recipe_config"
+        augment_config = AugmentConfig.from_dict(recipe.get("augment", {}), source=source)
+        source_size = int(recipe.get("data_size", augment_config.size))
     else:
         input_size = config.pretrained_cfg.get("input_size") or (3, 32, 32)
         augment_config = AugmentConfig(size=int(input_size[-1]))

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from equimod_zoo.sensitivity.run import INPUT_KINDS, REPORT_KEYS
-from equimod_zoo.training.augment import PARAM_NAMES
+from equimod_zoo.equimod.augment import PARAM_NAMES
 
 
 def read_reports(paths: Sequence[str | Path]) -> list[dict[str, Any]]:

@@ -27,12 +27,15 @@ are on: no Python loop over samples.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from equimod_zoo.architectures import CIFAR10_MEAN, CIFAR10_STD
+from equimod_zoo.dataclass_dict import build_dataclass
 
 PARAM_NAMES: tuple[str, ...] = (
     "crop_top", "crop_left", "crop_height", "crop_width", "flip",
@@ -122,6 +125,16 @@ class AugmentConfig:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
         if not self.views:
             raise ValueError("views must name at least one view")
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        """The names of the parameter vector's entries, in order."""
+        return PARAM_NAMES
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str) -> AugmentConfig:
+        """The pipeline from plain containers (a recipe's `augment` section, as config.json records it)."""
+        return build_dataclass(cls, data, source=source, prefix="augment.")
 
     @property
     def kernel_size(self) -> int:
