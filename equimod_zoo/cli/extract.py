@@ -8,12 +8,13 @@ import typer
 from rich.console import Console
 
 from equimod_zoo.cli.errors import user_errors
+from equimod_zoo.cli.paths import nonempty_path
 from equimod_zoo.extraction.extract import DEFAULT_MODEL, DEFAULT_SHARD_SIZE
 
 
 def extract_command(
-    out: Path = typer.Option(..., "--out", help="Output folder (features/, metadata/, failures.csv); reruns resume it."),
-    images: Optional[Path] = typer.Option(None, "--images", help="A folder, scanned recursively for image files."),
+    out: Path = typer.Option(..., "--out", parser=nonempty_path, help="Output folder (features/, metadata/, failures.csv); reruns resume it."),
+    images: Optional[Path] = typer.Option(None, "--images", parser=nonempty_path, help="A folder, scanned recursively for image files."),
     dataset: Optional[str] = typer.Option(
         None, "--dataset", help="A dataset spec: a known name (flowers102, cifar10...), a parquet file or folder, "
                                 "an imagefolder tree, a CUB_200_2011 folder, or a Hugging Face dataset id."),

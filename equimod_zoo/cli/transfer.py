@@ -10,13 +10,14 @@ from rich.console import Console
 from rich.table import Table
 
 from equimod_zoo.cli.errors import user_errors
+from equimod_zoo.cli.paths import nonempty_path
 
 
 def transfer_command(
     dataset: str = typer.Option(..., "--dataset", help="flowers102, cub200, cifar10, cifar100, pets, dtd, food101, "
                                                        "caltech101, stl10, hf:OWNER/NAME or imagefolder:DIR."),
     model: str = typer.Option(..., "--model", help="A zoo name or alias, or a local model folder."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="A local copy (parquet, CUB_200_2011 or "
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", parser=nonempty_path, help="A local copy (parquet, CUB_200_2011 or "
                                                                      "imagefolder layout); default: the Hub."),
     protocol: str = typer.Option("linear", "--protocol", help="linear, knn or finetune."),
     resolution: Optional[int] = typer.Option(None, "--resolution", min=1, help="Input size (default: the model's)."),

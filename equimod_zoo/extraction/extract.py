@@ -148,7 +148,8 @@ def extract_features(
     pending = [k for k in range(num_shards) if not store.is_done(k)]
 
     loader = torch.utils.data.DataLoader(
-        _DecodingDataset(images, transform, draft_size=draft_size, max_pixels=max_pixels),
+        _DecodingDataset(images, transform, draft_size=draft_size, max_pixels=max_pixels,
+                         resize_to=_resize_size(data_config)),
         batch_sampler=_ShardBatches(pending, shard_size, num_images, batch_size),
         num_workers=num_workers,
         collate_fn=_collate,
@@ -302,16 +303,19 @@ def _feature_dim(network: torch.nn.Module, data_config: dict[str, Any], device: 
 class _DecodingDataset(torch.utils.data.Dataset):
     """Decodes and transforms one image; a bad image becomes an error message, not an exception."""
 
-    def __init__(self, images: ImageSource, transform: Any, *, draft_size: int | None, max_pixels: int | None):
+    def __init__(self, images: ImageSource, transform: Any, *, draft_size: int | None, max_pixels: int | None,
+                 resize_to: int | None = None):
         self.images, self.transform = images, transform
         self.draft_size, self.max_pixels = draft_size, max_pixels
+        self.resize_to = resize_to  # the transform's resize: its size bounds the work too
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, int, int, str | None]:
         try:
-            decoded = load_rgb(lambda: self.images.open(i), draft_size=self.draft_size, max_pixels=self.max_pixels)
+            decoded = load_rgb(lambda: self.images.open(i), draft_size=self.draft_size, max_pixels=self.max_pixels,
+                               resize_to=self.resize_to)
             return i, self.transform(decoded.image), decoded.width, decoded.height, None
         except Exception as error:  # any bad file: record it and go on
             message = " ".join(f"{type(error).__name__}: {error}".split())
