@@ -121,5 +121,5 @@ def test_extraction_lists_an_extreme_shape_and_goes_on(tmp_path, tiny_resnet18_c
     summary = extract_features(tmp_path / "imgs", out=tmp_path / "out", model=tiny_resnet18_cifar, num_workers=0,
                                progress=False)
     assert (summary.num_extracted, summary.num_failed) == (1, 1)
-    assert "line.png,ImageTooLargeError: 400000x1 pixels would resize to" in (
+    assert 'line.png,"ImageTooLargeError: 400000x1 pixels would resize to' in (
         tmp_path / "out" / "failures.csv").read_text()

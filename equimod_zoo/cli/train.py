@@ -28,7 +28,7 @@ def train_command(
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1... (default: the GPU if any)."),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model "
                                                                                "(default: the recipe's)."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader workers (default: the recipe's)."),
+    workers: Optional[int] = typer.Option(None, "--workers", "--num-workers", help="DataLoader workers (default: the recipe's)."),
     data_limit: Optional[int] = typer.Option(None, "--data-limit", min=1, help="Train on the first N images only."),
     set_values: Optional[list[str]] = typer.Option(None, "--set", help="Override a recipe value, KEY=YAML (dotted "
                                                                        "keys, e.g. optim.warmup_epochs=0.1); "

@@ -7,10 +7,11 @@ clip them); transparency (alpha, palette transparency, tRNS) is composited on wh
 files give their first frame; EXIF orientation is applied. Files that are empty, truncated, not
 images, or too large raise, so the caller can record them and go on.
 
-"Too large" counts the work an image causes, not only its file's pixels: both the decoded size
-and, when the caller says what the short side is resized to, the resized size must stay under
-the pixel limit. A 400000x1 PNG of a few hundred bytes decodes to 400000 pixels but would resize
-to 400000*S x S; it is refused before any pixel is decoded.
+"Too large" counts the work an image causes, not only its file's pixels: the decoded size must
+stay under the pixel limit and, when the caller says what the short side is resized to, the
+resized size under that limit or 64 squares of the output, whichever is more. A 400000x1 PNG of
+a few hundred bytes decodes to 400000 pixels but would resize to 400000*S x S; it is refused
+before any pixel is decoded.
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ IMAGE_EXTENSIONS = frozenset({
     ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".avif",
 })
 _BACKGROUND = (255, 255, 255)
+_DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485  # Pillow's own default, read on import
+RESIZE_ALLOWANCE = 64  # squares of the resized output an image may cost, whatever the pixel limit
 _DRAFT_FORMATS = ("JPEG", "MPO")
 # EXIF orientations 5-8 turn the image a quarter, swapping width and height.
 _SWAPS_AXES = {5, 6, 7, 8}
@@ -93,17 +96,21 @@ def resized_size(width: int, height: int, short_side: int) -> tuple[int, int]:
 
 
 def check_work(width: int, height: int, *, limit: int | None, resize_to: int | None = None) -> None:
-    """Raise ImageTooLargeError when decoding or resizing a `width` x `height` image exceeds `limit` pixels."""
-    if not limit:
-        return
-    if width * height > limit:
+    """Raise ImageTooLargeError when decoding or resizing a `width` x `height` image is too much work.
+
+    Decoding may cost `limit` pixels (None or 0: no limit). Resizing the short side to
+    `resize_to` may cost that too, or `RESIZE_ALLOWANCE` squares of the output, whichever is
+    more: any aspect ratio up to 64:1 resizes, and only extreme strips are refused.
+    """
+    if limit and width * height > limit:
         raise ImageTooLargeError(f"{width}x{height} pixels is over the limit of {limit} "
                                  f"(a possible decompression bomb)")
     if resize_to:
         new_width, new_height = resized_size(width, height, resize_to)
-        if new_width * new_height > limit:
+        allowed = max(limit or _DEFAULT_MAX_PIXELS, RESIZE_ALLOWANCE * resize_to * resize_to)
+        if new_width * new_height > allowed:
             raise ImageTooLargeError(f"{width}x{height} pixels would resize to {new_width}x{new_height}, over the "
-                                     f"limit of {limit} pixels (an extreme aspect ratio)")
+                                     f"limit of {allowed} pixels (an extreme aspect ratio)")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

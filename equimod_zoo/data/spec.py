@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from equimod_zoo.data.known import KNOWN_DATASETS, KnownDataset
+from equimod_zoo.errors import UserError
 from equimod_zoo.data.sources import FileListSource, HFDatasetSource, ImageSource, scan_images
 
 Layout = Literal["hub", "parquet", "cub", "imagefolder"]
@@ -27,7 +28,7 @@ CUB_FILES = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "cl
 _PARQUET_SPLIT = re.compile(r"([A-Za-z]\w*?)(?:-\d+-of-\d+)?(?:-[0-9a-f]+)?")
 
 
-class DatasetSpecError(ValueError):
+class DatasetSpecError(UserError):
     """A spec that names nothing usable: an empty string, a folder of no known layout, an unknown name."""
 
 
@@ -194,7 +195,8 @@ def open_splits(data: DataSpec, wanted: Iterable[str] | None = None, *, image_co
     if streaming:
         from equimod_zoo.data.streams import IterableSource
 
-        sources = {name: IterableSource(table, *_columns(data, table, image_column, label_column), name=name)
+        sources = {name: IterableSource(table, *_columns(data, table, image_column, label_column), name=name,
+                                        num_rows=_parquet_rows(data, name) if data.layout == "parquet" else None)
                    for name, table in tables.items()}
     else:
         sources = {}
@@ -286,6 +288,13 @@ def _parquet_splits(location: Path) -> dict[str, list[str]]:
 def parquet_files(data: DataSpec, split: str) -> list[Path]:
     """The parquet files of one split of a parquet dataset, in order."""
     return [Path(f) for f in _parquet_splits(Path(data.location)).get(split, [])]
+
+
+def _parquet_rows(data: DataSpec, split: str) -> int:
+    """Rows of one split, from the parquet files' footers (nothing else is read)."""
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(path).metadata.num_rows for path in parquet_files(data, split))
 
 
 def _parquet_tables(data: DataSpec, wanted: Iterable[str] | None, cache_dir: Any,

@@ -42,6 +42,10 @@ class ImageStream(Protocol):
     label_names: list[str] | None
     labelled: bool
 
+    def count(self) -> int:
+        """How many images there are, found without reading them (list lines, tar headers, row counts)."""
+        ...
+
     def chunks(self, size: int) -> Iterator[ImageSource]:
         """Consecutive pieces of at most `size` images (only the last may be shorter)."""
         ...
@@ -62,6 +66,9 @@ class SourceStream:
         self.source = source
         self.label_names = source.label_names
         self.labelled = len(source) > 0 and source.label(0) is not None
+
+    def count(self) -> int:
+        return len(self.source)
 
     def chunks(self, size: int) -> Iterator[ImageSource]:
         for start in range(0, len(self.source), size):
@@ -108,6 +115,9 @@ class FileListStream:
                     continue
                 path = line if os.path.isabs(line) else os.path.join(folder, line)
                 yield os.fsdecode(os.path.normpath(path))
+
+    def count(self) -> int:
+        return sum(1 for _ in self.paths())
 
     def chunks(self, size: int) -> Iterator[ImageSource]:
         for paths in _batched(self.paths(), size):
@@ -194,6 +204,9 @@ class TarShardStream:
                 if key is not None:
                     yield _sample(key, str(shard), image, kinds)
 
+    def count(self) -> int:
+        return sum(1 for _ in self.samples())
+
     def chunks(self, size: int) -> Iterator[ImageSource]:
         for rows in _batched(self.samples(), size):
             yield TarMembers(rows)
@@ -257,7 +270,7 @@ class IterableSource:
     """
 
     def __init__(self, iterable: Any, image_column: str | None = None, label_column: str | None = None, *,
-                 name: str) -> None:
+                 name: str, num_rows: int | None = None) -> None:
         import datasets
 
         features = iterable.features
@@ -278,8 +291,17 @@ class IterableSource:
         self.label_names = list(label.names) if isinstance(label, datasets.ClassLabel) else None
         self.labelled = label is not None
         self.split = name
+        splits = getattr(iterable.info, "splits", None) or {}
+        self.num_rows = num_rows if num_rows is not None else (
+            splits[name].num_examples if name in splits and splits[name].num_examples else None)
         columns = [c for c in (self.image_column, self.label_column) if c]
         self.dataset = iterable.select_columns(columns).cast_column(self.image_column, datasets.Image(decode=False))
+
+    def count(self) -> int:
+        if self.num_rows is None:  # counting would mean downloading every row
+            raise ValueError(f"split {self.split!r}: the streamed dataset does not say how many rows it has; "
+                             f"load it without --streaming")
+        return self.num_rows
 
     def chunks(self, size: int) -> Iterator[ImageSource]:
         start = 0
@@ -324,6 +346,47 @@ class RowsSource:
         return None if self.labels is None or self.labels[i] is None else int(self.labels[i])
 
 
+class OffsetSource:
+    """A chunk addressed by input position: image `start + i` of the whole input is the chunk's `i`.
+
+    Its length is `start + len(chunk)`; positions before `start` are not in it.
+    """
+
+    def __init__(self, chunk: ImageSource, start: int) -> None:
+        self.chunk, self.start = chunk, start
+        self.label_names = chunk.label_names
+        chunk_paths = getattr(chunk, "paths", None)
+        self.paths = _OffsetList(chunk_paths, start) if chunk_paths is not None else None
+
+    def __len__(self) -> int:
+        return self.start + len(self.chunk)
+
+    def _local(self, i: int) -> int:
+        if not self.start <= i < len(self):
+            raise IndexError(f"image {i} is outside this chunk ({self.start}..{len(self) - 1})")
+        return i - self.start
+
+    def key(self, i: int) -> str:
+        return self.chunk.key(self._local(i))
+
+    def open(self, i: int) -> Image.Image:
+        return self.chunk.open(self._local(i))
+
+    def label(self, i: int) -> int | None:
+        return self.chunk.label(self._local(i))
+
+    def __repr__(self) -> str:
+        return f"OffsetSource({self.chunk!r}, start={self.start})"
+
+
+class _OffsetList:
+    def __init__(self, items: Sequence[Any], start: int) -> None:
+        self.items, self.start = items, start
+
+    def __getitem__(self, i: int) -> Any:
+        return self.items[i - self.start]
+
+
 # --- several inputs, and a limit ------------------------------------------------------------------
 
 class ConcatStream:
@@ -335,12 +398,45 @@ class ConcatStream:
         self.label_names = self.streams[0].label_names if len(names) == 1 else None
         self.labelled = all(s.labelled for s in self.streams) and len(names) == 1
 
+    def count(self) -> int:
+        return sum(s.count() for s in self.streams)
+
     def chunks(self, size: int) -> Iterator[ImageSource]:
-        for stream in self.streams:
-            yield from stream.chunks(size)
+        """Chunks of exactly `size` images (the last may be shorter), whichever streams they come from."""
+        items = ((chunk, i) for stream in self.streams for chunk in stream.chunks(size) for i in range(len(chunk)))
+        for group in _batched(items, size):
+            yield _Joined(group, self.label_names)
 
     def __repr__(self) -> str:
         return f"ConcatStream({self.streams!r})"
+
+
+class _Joined:
+    """Images picked from several chunks: (chunk, index) pairs."""
+
+    def __init__(self, items: list[tuple[ImageSource, int]], label_names: list[str] | None) -> None:
+        self.items, self.label_names = items, label_names
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def key(self, i: int) -> str:
+        chunk, j = self.items[i]
+        return chunk.key(j)
+
+    def open(self, i: int) -> Image.Image:
+        chunk, j = self.items[i]
+        return chunk.open(j)
+
+    def label(self, i: int) -> int | None:
+        chunk, j = self.items[i]
+        return chunk.label(j)
+
+    @property
+    def paths(self) -> list[str] | None:
+        if not all(hasattr(chunk, "paths") for chunk, _ in self.items):
+            return None
+        return [chunk.paths[j] for chunk, j in self.items]
 
 
 class LimitedStream:
@@ -351,6 +447,9 @@ class LimitedStream:
             raise ValueError(f"--limit must be at least 1, got {limit}")
         self.stream, self.limit = stream, limit
         self.label_names, self.labelled = stream.label_names, stream.labelled
+
+    def count(self) -> int:
+        return min(self.limit, self.stream.count())
 
     def chunks(self, size: int) -> Iterator[ImageSource]:
         left = self.limit
