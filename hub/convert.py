@@ -20,8 +20,8 @@ import timm
 import torch
 
 import equimod_zoo  # also registers the CIFAR-stem architectures with timm
-from equimod_zoo.hub.export import move_into_place, staging_dir
-from equimod_zoo.model_folder import sha256_file, write_model_folder
+from equimod_zoo.hub.staging import check_output, move_into_place, staging_dir
+from equimod_zoo.model_folder import CONFIG_FILE, HEADS_FILE, WEIGHTS_FILE, sha256_file, write_model_folder
 from equimod_zoo.registry import METHODS
 
 
@@ -53,6 +53,8 @@ LAYOUTS = {
 }
 
 CLASSIFIER_PREFIX = "fc."
+WRITTEN_BY = "convert"  # config.json's equimod.written_by: marks a folder --overwrite may replace
+CONVERT_FILES = (CONFIG_FILE, WEIGHTS_FILE, HEADS_FILE)
 # A checkpoint's tensors, inflated, may not exceed this: a ResNet-50 with its momentum encoder and
 # optimizer state is about 1 GB, and a few hundred bytes of zip can otherwise ask for terabytes.
 MAX_CHECKPOINT_BYTES = 8 << 30
@@ -215,15 +217,14 @@ def convert_checkpoint(
         method: the pre-training method recorded in the metadata (one of registry.METHODS);
             detected for the official EquiMod checkpoints.
         dtype: store the weights in this precision; None keeps float32.
-        overwrite: replace an existing `out`.
+        overwrite: replace an existing `out` that an earlier conversion wrote; anything else is refused.
     """
     if source not in LAYOUTS:
         raise ValueError(f"--from {source!r}: expected one of {', '.join(LAYOUTS)}")
     if method is not None and method not in METHODS:
         raise ValueError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
     path, out = Path(checkpoint), Path(out)
-    if out.exists() and not overwrite:
-        raise ValueError(f"{out}: already exists; choose another --out or pass --overwrite")
+    check_output(out, kind=WRITTEN_BY, files=CONVERT_FILES, sources=[path], overwrite=overwrite)
     layout = LAYOUTS[source]
     content = read_checkpoint(path)
     backbone, heads, ignored = split_checkpoint(content, layout, path=path)
@@ -241,6 +242,7 @@ def convert_checkpoint(
         "converted_from": {"file": path.name, "format": source, "sha256": sha256_file(path)},
         **({"method": method} if method else {}),
         **({"epochs": int(content["epoch"])} if isinstance(content.get("epoch"), int) else {}),
+        "written_by": WRITTEN_BY,
     }
     with staging_dir(out) as stage:
         config = write_model_folder(stage, model, arch=arch, equimod=equimod, heads=heads or None, dtype=dtype,

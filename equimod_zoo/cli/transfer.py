@@ -31,7 +31,7 @@ def transfer_command(
                                                                        "$EQUIMOD_ZOO_CACHE or ~/.cache/equimod_zoo)."),
     image_column: Optional[str] = typer.Option(None, "--image-column", help="The dataset's image column."),
     label_column: Optional[str] = typer.Option(None, "--label-column", help="The dataset's label column."),
-    record: bool = typer.Option(False, "--record", help="Record the score into the model folder's config.json."),
+    record: Optional[Path] = typer.Option(None, "--record", help="Record the score in this records folder (never a model folder)."),
     epochs: int = typer.Option(10, "--epochs", min=1, help="finetune: epochs."),
     lr: float = typer.Option(0.01, "--lr", min=0.0, help="finetune: learning rate at batch 256."),
     optimizer: str = typer.Option("sgd", "--optimizer", help="finetune: sgd or adamw."),
@@ -41,10 +41,9 @@ def transfer_command(
 ) -> None:
     """Transfer a backbone to a dataset: frozen linear probe (default), kNN, or fine-tuning."""
     from equimod_zoo.atomic import atomic_write_text
-    from equimod_zoo.results import command_line, record_results
+    from equimod_zoo.records import add_records, check_records_dir, command_line, records_from_metrics
     from equimod_zoo.transfer.finetune import FinetuneConfig
     from equimod_zoo.transfer.run import transfer
-    from equimod_zoo.weights import local_folder
 
     console = Console()
     if model is None:
@@ -53,10 +52,10 @@ def transfer_command(
     with user_errors(network_hint=f"download it on a connected machine (the Hugging Face cache works here), or point "
                                   f"--data-dir at a local copy (parquet, CUB_200_2011 or imagefolder layout), e.g. "
                                   f"--dataset {dataset} --data-dir DIR"):
+        if record is not None:
+            check_records_dir(record)  # before the work, not after
         if data_dir is None and not dataset.startswith("imagefolder:"):
             offline_unless_reachable()  # from the cache at once, or one line in seconds, when the Hub is unreachable
-        if record and local_folder(model) is None:
-            raise ValueError(f"--record: {model!r} is not a local model folder to record into")
         result = transfer(
             dataset, model, data_dir=data_dir, protocol=protocol, resolution=resolution, cache_dir=cache_dir,
             image_column=image_column, label_column=label_column, batch_size=batch_size, num_workers=workers,
@@ -65,8 +64,8 @@ def transfer_command(
         )
         if json_out is not None:
             atomic_write_text(json_out, json.dumps(result.to_dict(), indent=2) + "\n")
-        if record:
-            record_results(model, [result.as_metric(command_line())])
+        if record is not None:
+            add_records(record, records_from_metrics([result.as_metric(command_line())], split="test"))
 
     table = Table(title=f"{result.model} on {result.dataset} ({result.protocol}, {result.resolution}px)")
     for column in ("metric", "score"):
