@@ -294,3 +294,15 @@ def test_shared_cub_sample(shared_data, tmp_path, model_folder):
     result = run("cub200", model_folder, data_dir=data_dir, protocol="knn", cache_dir=tmp_path / "cache")
     assert result.split_sizes == {"train": 300, "test": 243}
     assert 0.0 <= result.score <= 100.0 and result.source == f"cub:{(data_dir / 'CUB_200_2011').resolve()}"
+
+
+def test_limit_takes_evenly_spaced_images_of_each_split_for_a_quick_look(tmp_path, model_folder):
+    data = tmp_path / "sorted"
+    write_imagefolder(data, {"train": 30, "test": 15})  # class folders: each split sorted by class
+    splits = load_splits(resolve_dataset(f"imagefolder:{data}"), limit=6)
+    assert splits.sizes() == {"train": 6, "test": 6} and splits.num_classes == 3
+    assert sorted({splits.train.label(i) for i in range(6)}) == [0, 1, 2]  # not the first class only
+    result = run(f"imagefolder:{data}", model_folder, limit=6, protocol="knn", cache_dir=tmp_path / "cache")
+    assert result.split_sizes == {"train": 6, "test": 6} and result.source.endswith(", limit 6")
+    full = run(f"imagefolder:{data}", model_folder, protocol="knn", cache_dir=tmp_path / "cache")
+    assert full.split_sizes == {"train": 30, "test": 15}  # the quick look's cache is not the full run's

@@ -36,6 +36,8 @@ def transfer_command(
     lr: float = typer.Option(0.01, "--lr", min=0.0, help="finetune: learning rate at batch 256."),
     optimizer: str = typer.Option("sgd", "--optimizer", help="finetune: sgd or adamw."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="A quick look: at most N images of each split, "
+                                        "evenly spaced over it."),
     workers: int = typer.Option(2, "--workers", "--num-workers", min=0, help="Processes that decode images."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda ... (default: CUDA if available)."),
 ) -> None:
@@ -61,6 +63,7 @@ def transfer_command(
             image_column=image_column, label_column=label_column, batch_size=batch_size, num_workers=workers,
             device=device, finetune_config=FinetuneConfig(epochs=epochs, lr=lr, optimizer=optimizer,
                                                           batch_size=batch_size, num_workers=workers),
+            limit=limit,
         )
         if json_out is not None:
             atomic_write_text(json_out, json.dumps(result.to_dict(), indent=2) + "\n")

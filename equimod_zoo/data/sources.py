@@ -108,6 +108,38 @@ class FirstImages:
         return f"FirstImages({self.source!r}, {self.count})"
 
 
+class SubsetSource:
+    """Some images of another source, by index, in the order given."""
+
+    def __init__(self, source: ImageSource, indices: Sequence[int]) -> None:
+        self.source, self.indices = source, [int(i) for i in indices]
+        self.label_names = source.label_names
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def key(self, i: int) -> str:
+        return self.source.key(self.indices[i])
+
+    def open(self, i: int) -> Image.Image:
+        return self.source.open(self.indices[i])
+
+    def label(self, i: int) -> int | None:
+        return self.source.label(self.indices[i])
+
+    def __repr__(self) -> str:
+        return f"SubsetSource({self.source!r}, {len(self)} images)"
+
+
+def evenly_spaced(source: ImageSource, count: int) -> ImageSource:
+    """At most `count` images spread evenly over `source` (a split sorted by class keeps its classes)."""
+    if count < 1:
+        raise ValueError(f"--limit must be at least 1, got {count}")
+    if count >= len(source):
+        return source
+    return SubsetSource(source, [i * len(source) // count for i in range(count)])
+
+
 def printable_path(path: str) -> str:
     """`path` as valid UTF-8: bytes of a file name that do not decode appear as `\\xNN` escapes."""
     try:

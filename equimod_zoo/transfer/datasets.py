@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from equimod_zoo.data.known import KNOWN_DATASETS, METRICS, KnownDataset, MetricName
-from equimod_zoo.data.sources import ImageSource
+from equimod_zoo.data.sources import ImageSource, SubsetSource, evenly_spaced
 from equimod_zoo.data.spec import DataSpec, DatasetSpecError, find_split, open_splits, resolve_spec
 
 SPLIT_ROLES = ("train", "val", "test")
@@ -103,14 +103,19 @@ def locate_data(dataset: TransferDataset, data_dir: str | Path | None = None) ->
     return resolve_spec(dataset.spec, data_dir=data_dir)
 
 
-def data_source(dataset: TransferDataset, data_dir: str | Path | None = None) -> str:
-    """Where the images come from, as recorded in results and cache keys: `hub:ID` or `LAYOUT:/abs/folder`."""
-    return locate_data(dataset, data_dir).describe()
+def data_source(dataset: TransferDataset, data_dir: str | Path | None = None, *, limit: int | None = None) -> str:
+    """Where the images come from, as recorded in results and cache keys: `hub:ID` or `LAYOUT:/abs/folder`
+    (with `, limit N` for a quick look at part of it)."""
+    return locate_data(dataset, data_dir).describe() + (f", limit {limit}" if limit is not None else "")
 
 
 def load_splits(dataset: TransferDataset, *, data_dir: str | Path | None = None,
-                cache_dir: str | Path | None = None) -> TransferSplits:
-    """Load train, (val,) test of `dataset` from `data_dir` (any supported local layout) or the Hub, and check them."""
+                cache_dir: str | Path | None = None, limit: int | None = None) -> TransferSplits:
+    """Load train, (val,) test of `dataset` from `data_dir` (any supported local layout) or the Hub, and check them.
+
+    `limit` (a quick look) keeps at most that many images of each split, evenly spaced over it, and
+    drops val/test images of classes the kept train images do not have.
+    """
     data = locate_data(dataset, data_dir)
     wanted = [name for name in (dataset.split_name(role) for role in SPLIT_ROLES) if name is not None]
     opened = open_splits(data, wanted, image_column=dataset.image_column, label_column=dataset.label_column,
@@ -127,9 +132,22 @@ def load_splits(dataset: TransferDataset, *, data_dir: str | Path | None = None,
                 continue
             raise ValueError(f"{dataset.name}: {where} has no {name!r} split (it has {opened.available})")
         splits[role] = opened.sources[found]
+    if limit is not None:
+        splits = _limited(splits, limit)
     num_classes = check_labels(dataset, splits, opened.label_names)
-    return TransferSplits(dataset, data.describe(), splits["train"], splits["test"], splits.get("val"),
+    source = data.describe() + (f", limit {limit}" if limit is not None else "")
+    return TransferSplits(dataset, source, splits["train"], splits["test"], splits.get("val"),
                           opened.label_names, num_classes)
+
+
+def _limited(splits: dict[str, ImageSource], limit: int) -> dict[str, ImageSource]:
+    kept = {role: evenly_spaced(source, limit) for role, source in splits.items()}
+    seen = {kept["train"].label(i) for i in range(len(kept["train"]))}
+    for role in ("val", "test"):
+        if role in kept:
+            source = kept[role]
+            kept[role] = SubsetSource(source, [i for i in range(len(source)) if source.label(i) in seen])
+    return kept
 
 
 def check_labels(dataset: TransferDataset, splits: dict[str, ImageSource], names: list[str] | None) -> int:
