@@ -178,3 +178,13 @@ def test_cli_extracts_a_list_and_shards_with_a_limit(tmp_path, shards, tiny_resn
     assert "3 of 3 images" in result.output
     assert read_metadata(tmp_path / "out").column("image_path").to_pylist() == [str(tmp_path / "one.png"), "a/000",
                                                                                "a/001"]
+
+
+def test_cli_takes_the_shells_expansion_of_a_shard_pattern(tmp_path, shards, tiny_resnet18_cifar):
+    write_model_folder(tmp_path / "model", tiny_resnet18_cifar, arch="resnet18_cifar",
+                       model_args={"channels": (8, 16, 32, 64), "stem_width": 8})
+    expanded = [str(shards / "00000.tar"), str(shards / "00001.tar")]  # bash: --images shards/{00000..00001}.tar
+    result = CliRunner().invoke(app, ["extract", "--images", *expanded, "--model", str(tmp_path / "model"),
+                                      "--out", str(tmp_path / "out"), "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    assert "3 of 5 images" in result.output

@@ -14,6 +14,9 @@ from equimod_zoo.extraction.extract import DEFAULT_MODEL, DEFAULT_SHARD_SIZE
 
 
 def extract_command(
+    more_images: Optional[List[str]] = typer.Argument(
+        None, metavar="[IMAGES]...", show_default=False,
+        help="More inputs, as for --images (so that an unquoted shards/{0..9}.tar, which the shell expands, works)."),
     out: Optional[Path] = typer.Option(
         None, "--out", parser=nonempty_path,
         help="Output folder (img_emb/, metadata/, failures.csv, extraction.json); reruns resume it. "
@@ -56,6 +59,8 @@ def extract_command(
                                   "here), or pass a local copy: --dataset DIR (parquet, imagefolder or CUB_200_2011)"):
         if dataset is not None and data_dir is None and not Path(dataset).exists():
             offline_unless_reachable()  # a Hub dataset: seconds, not a minute of retries, when offline
+        if more_images:
+            images = [*(images or []), *more_images]
         if (images is None) == (dataset is None):
             raise ValueError("give exactly one of --images DIR or --dataset SPEC")
         if images is not None and (split or image_column or label_column or data_dir is not None):
