@@ -44,6 +44,7 @@ REPOSITORY = PACKAGE_DIR.parent if (PACKAGE_DIR.parent / "pyproject.toml").is_fi
 DATA_VARIABLE = "EQUIMOD_DATA"
 RECORD_OPTION = "--record"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_SPEC_PREFIX = re.compile(r"[a-z][a-z0-9_-]+")  # `imagefolder:DIR`, `parquet:DIR`: a dataset spec's layout
 _MODEL_FOLDER_FILES = ("config.json", "model.safetensors")
 
 
@@ -60,7 +61,7 @@ class Record:
     command: str  # as retyped from the repository root
     date: str  # ISO date (UTC)
     version: str  # equimod-zoo's version
-    commit: str | None = None  # the checkout's git commit, when there is one
+    commit: str | None = None  # the checkout's git commit (+dirty with local changes), when there is one
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -203,9 +204,15 @@ def command_line(argv: list[str] | None = None) -> str:
 
 def portable_path(text: str) -> str:
     """A shell word for `text`: a path under the data folder as `$EQUIMOD_DATA/...`, any other path relative to
-    the repository (or the working folder without one); anything else quoted as it is."""
-    if not _looks_like_path(text):
-        return shlex.quote(text)
+    the repository (or the working folder without one), also after a spec prefix such as `imagefolder:`;
+    anything else quoted as it is."""
+    prefix, colon, rest = text.partition(":")
+    if colon and _SPEC_PREFIX.fullmatch(prefix) and _is_path(rest):
+        return shlex.quote(prefix + colon) + _portable(rest)
+    return _portable(text) if _is_path(text) else shlex.quote(text)
+
+
+def _portable(text: str) -> str:
     path = os.path.realpath(os.path.abspath(text))
     data = os.path.realpath(data_folder())
     if path == data or path.startswith(data + os.sep):
@@ -215,9 +222,9 @@ def portable_path(text: str) -> str:
     return shlex.quote(os.path.relpath(path, base))
 
 
-def _looks_like_path(text: str) -> bool:
-    return bool(text) and not text.startswith("-") and (os.path.isabs(text) or os.sep in text
-                                                         or os.path.exists(text))
+def _is_path(text: str) -> bool:
+    """An absolute path, or a relative one that exists (a name such as `cifar10` or `hf:org/name` is not)."""
+    return bool(text) and not text.startswith("-") and (os.path.isabs(text) or os.path.exists(text))
 
 
 def absolute_paths(command: str) -> list[str]:
@@ -243,11 +250,15 @@ def _version() -> str:
 
 
 def _commit() -> str | None:
+    """The checkout's HEAD commit, with `+dirty` when tracked files differ from it (the code that ran is then
+    not exactly that commit)."""
     if REPOSITORY is None or not (REPOSITORY / ".git").exists():
         return None
     try:
-        out = subprocess.run(["git", "-C", str(REPOSITORY), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10, check=True)
+        head = subprocess.run(["git", "-C", str(REPOSITORY), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        changed = subprocess.run(["git", "-C", str(REPOSITORY), "status", "--porcelain", "--untracked-files=no"],
+                                 capture_output=True, text=True, timeout=30, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    return (head + ("+dirty" if changed else "")) or None

@@ -105,16 +105,16 @@ def export_model(
     located = locate_weights(source)
     src = located.weights.parent
     check_output(out, kind=WRITTEN_BY, files=EXPORT_FILES, sources=[src, *records_dirs], overwrite=overwrite)
+    _refuse_folder_results(located.config, src)
     with staging_dir(out) as stage:
         config = _write_weights(located.weights, located.config, stage, dtype)
         sha = sha256_file(stage / WEIGHTS_FILE)
         _copy_heads(src, stage, with_heads, dtype)
         _copy_probe(src, stage, sha)
         _copy_training_record(src, stage)
-        _drop_results(config, src)
-        hub = {"hf_hub_id": repo_id} if published else {}
-        config.equimod = {**{k: v for k, v in config.equimod.items() if k != "hf_hub_id"}, "weights_sha256": sha,
-                          **hub, "written_by": WRITTEN_BY}
+        hub = {"hf_hub_id": repo_id} if published else {}  # a repository only once it exists
+        kept = {k: v for k, v in config.equimod.items() if k not in ("hf_hub_id", "results")}
+        config.equimod = {**kept, "weights_sha256": sha, **hub, "written_by": WRITTEN_BY}
         config.write(stage)
         records = records_of(sha, records_dirs)
         card = folder_card(stage, config, repo_id=repo_id, zoo_name=zoo_name, published=published, records=records)
@@ -225,13 +225,12 @@ def _timm_config(source: ModelConfig, path: Path) -> ModelConfig:
     )
 
 
-def _drop_results(config: ModelConfig, src: Path) -> None:
-    """Numbers live in records, not in config.json; an older folder's recorded results are not lost silently."""
+def _refuse_folder_results(config: ModelConfig, src: Path) -> None:
+    """Numbers live in records, not in config.json; an older folder's recorded results are not dropped silently."""
     if config.equimod.get("results"):
         raise ValueError(f"{src / CONFIG_FILE}: holds equimod.results written into the model folder by an older "
                          "equimod-zoo; measured numbers now live in a records folder: re-measure with "
                          "`--record DIR` and export with `--records DIR`")
-    config.equimod.pop("results", None)
 
 
 def _copy_heads(src: Path, stage: Path, with_heads: bool | None, dtype: str | None) -> str | None:

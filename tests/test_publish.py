@@ -228,3 +228,35 @@ def test_cli_errors_are_one_line(hub, run, tmp_path):
                                       "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and "error:" in result.output and "absent" in result.output
     assert "Traceback" not in result.output and hub.calls == []
+
+
+def test_release_script_evaluates_into_records_and_publishes_once(tmp_path):
+    """hub/release_cifar10.sh, with `equimod-zoo` stubbed: export once, every evaluation recorded outside the
+    weights folder, the zoo bundled and the documents regenerated, and with UPLOAD=1 one upload."""
+    import os
+    import subprocess
+
+    stub = tmp_path / "bin" / "equimod-zoo"
+    stub.parent.mkdir()
+    stub.write_text('#!/usr/bin/env bash\necho "$*" >> "$CALLS"\n')
+    stub.chmod(0o755)
+    script = CATALOGUE_FILE.parents[2] / "hub" / "release_cifar10.sh"
+    work, folder = tmp_path / "work", tmp_path / "work" / "tiny_equimod"
+    for upload in ("0", "1"):
+        calls = tmp_path / f"calls{upload}.txt"
+        env = {**os.environ, "PATH": f"{stub.parent}:{os.environ['PATH']}", "CALLS": str(calls),
+               "EQUIMOD_DATA": str(tmp_path / "data"), "UPLOAD": upload}
+        subprocess.run(["bash", str(script), str(tmp_path / "run"), "tiny_equimod", str(work)], env=env, check=True)
+        lines = calls.read_text().splitlines()
+        commands = [line.split()[0] for line in lines]
+        expected = ["publish", "extract", "extract", "linear", "transfer", "probe-augs", "zoo-add", "model-cards"]
+        assert commands == expected + (["publish", "zoo-add", "model-cards"] if upload == "1" else [])
+        uploads = [line for line in lines if line.startswith("publish") and "--dry-run" not in line]
+        assert len(uploads) == int(upload)  # published once, only when asked
+        for line in lines[1:]:  # after the export, nothing is written into the weights folder
+            words = line.split()
+            for option in ("--record", "--json", "--out", "--plot"):
+                if option in words:
+                    assert not words[words.index(option) + 1].startswith(str(folder)), line
+        assert f"--record {work}/records" in lines[3] and f"--record {work}/records" in lines[4]
+        assert f"zoo-add {folder} --name tiny_equimod --records {work}/records" in lines[6]

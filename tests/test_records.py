@@ -75,6 +75,10 @@ def test_recorded_commands_name_no_absolute_path(tmp_path, monkeypatch):
                               "--model 'runs/my run/model' --json=out.json --resolution 64 --cache-dir ")
     assert "--record" not in command and absolute_paths(command) == []
     assert command.split("--cache-dir ")[1].startswith("../")  # outside the repository: relative all the same
+    spec = command_line(["equimod-zoo", "transfer", "--dataset", f"imagefolder:{data / 'flowers102'}", "--dataset",
+                         "hf:org/name", "--dataset-name", "cifar10"])
+    assert spec == ("equimod-zoo transfer --dataset imagefolder:$EQUIMOD_DATA/flowers102 --dataset hf:org/name "
+                    "--dataset-name cifar10")
 
 
 def test_the_zoo_records_match_the_catalogue_and_hold_portable_commands():
@@ -102,3 +106,19 @@ def test_no_shipped_or_generated_file_holds_an_absolute_machine_path():
     for path in files:
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             assert not _ABSOLUTE.search(line), f"{path}:{number}: {line.strip()[:160]}"
+
+
+def test_a_new_record_names_the_version_the_date_and_the_commit(tmp_path, monkeypatch):
+    import datetime
+    import sys
+
+    from equimod_zoo import __version__
+    from equimod_zoo.records import new_record
+
+    monkeypatch.setattr(sys, "argv", ["equimod-zoo", "linear", "--train", "t", "--record", str(tmp_path)])
+    record = new_record(SHA, dataset="cifar10", split="test", protocol="linear", metric="top1", value=12.345678)
+    assert record.command == "equimod-zoo linear --train t" and record.value == 12.3457
+    assert record.version == __version__
+    assert record.date == datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+    if REPOSITORY is not None and (REPOSITORY / ".git").exists():
+        assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", record.commit)

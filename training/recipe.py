@@ -74,6 +74,13 @@ class Recipe:
                              f"augment.size {self.augment.size}")
         if not 0 < self.eval_crop_pct <= 1:
             raise ValueError(f"recipe {self.name}: eval_crop_pct must be in (0, 1], got {self.eval_crop_pct}")
+        # g_t reads the pipeline's parameter vector: its size follows the recipe's list
+        num_params = len(self.augment.params)
+        if self.method.param_dim is None:
+            self.method = dataclasses.replace(self.method, param_dim=num_params)
+        elif self.method.param_dim != num_params:
+            raise ValueError(f"recipe {self.name}: method.param_dim {self.method.param_dim} differs from the "
+                             f"{num_params} entries of augment.params")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain containers only (YAML, JSON and `torch.load(weights_only=True)` all read it)."""
@@ -85,6 +92,12 @@ class Recipe:
     def override(self, overrides: Mapping[str, Any]) -> Recipe:
         """A copy with `overrides` applied; keys may be dotted (`optim.lr`, `method.temperature`)."""
         data = self.to_dict()
+        # Derived entries follow what is overridden unless given too: the parameter list follows the
+        # pipeline, g_t's input size follows the list.
+        if any(k.startswith("augment.") for k in overrides) and "augment.params" not in overrides:
+            data["augment"]["params"] = []
+        if "method.param_dim" not in overrides:
+            data["method"]["param_dim"] = None
         for key, value in overrides.items():
             _set_dotted(data, key, value, source=f"recipe {self.name}")
         return recipe_from_dict(data, source=f"recipe {self.name}")
