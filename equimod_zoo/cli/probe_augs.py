@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from equimod_zoo.cli.errors import user_errors
+from equimod_zoo.cli.errors import check_device, user_errors
 from equimod_zoo.cli.paths import nonempty_path
 
 
@@ -37,6 +37,7 @@ def probe_augs_command(
 
     console = Console()
     with user_errors():
+        check_device(device)  # a missing GPU or a typo: one line, before any work
         if (model is None) == (models is None):
             raise ValueError("give exactly one of --model NAME or --models A,B")
         names = [model] if model is not None else [name.strip() for name in models.split(",") if name.strip()]

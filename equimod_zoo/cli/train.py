@@ -7,7 +7,7 @@ from typing import Any, Optional
 import typer
 import yaml
 
-from equimod_zoo.cli.errors import err_console, user_errors
+from equimod_zoo.cli.errors import check_device, err_console, user_errors
 from equimod_zoo.cli.paths import nonempty_path
 
 
@@ -42,6 +42,7 @@ def train_command(
     from equimod_zoo.training.trainer import NonFiniteLossError, train
 
     with user_errors():
+        check_device(device)  # a missing GPU or a typo: one line, before any work
         try:
             result = train(recipe, data=data, out=out, epochs=epochs, batch_size=batch_size, max_steps=max_steps,
                            seed=seed, resume=resume, device=device, compile=compile, workers=workers,

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from equimod_zoo.cli.errors import user_errors
+from equimod_zoo.cli.errors import check_device, user_errors
 from equimod_zoo.cli.paths import nonempty_path
 from equimod_zoo.cli.network import offline_unless_reachable
 from equimod_zoo.extraction.extract import DEFAULT_MODEL
@@ -51,9 +51,11 @@ def transfer_command(
     if model is None:
         model = DEFAULT_MODEL
         console.print(f"model: {model} (the embedded default; --model to choose)", highlight=False)
-    with user_errors(network_hint=f"download it on a connected machine (the Hugging Face cache works here), or point "
-                                  f"--data-dir at a local copy (parquet, CUB_200_2011 or imagefolder layout), e.g. "
-                                  f"--dataset {dataset} --data-dir DIR"):
+    hint = (f"it is not in the Hugging Face cache either; download it on a connected machine (that cache works "
+            f"here), or point --data-dir at a local copy (parquet, CUB_200_2011 or imagefolder layout): "
+            f"--dataset {dataset} --data-dir DIR")
+    with user_errors(network_hint=hint):
+        check_device(device)  # a missing GPU or a typo: one line, before any work
         if record is not None:
             check_records_dir(record)  # before the work, not after
         if data_dir is None and not dataset.startswith("imagefolder:"):
@@ -105,6 +107,7 @@ def compare_command(
     from equimod_zoo.transfer.compare import compare, parse_data_dir_map, split_list
 
     with user_errors():
+        check_device(device)  # a missing GPU or a typo: one line, before any work
         report = compare(split_list(models, "--models"), split_list(datasets, "--datasets"), out=out,
                          data_dirs=parse_data_dir_map(data_dir_map), protocol=protocol, resolution=resolution,
                          cache_dir=cache_dir, reuse=not rerun, num_workers=workers, device=device,
