@@ -112,6 +112,17 @@ def test_regularisation_choice_moves_with_the_data():
     assert noisy.val_scores[noisy.weight_decay] > noisy.val_scores[min(noisy.val_scores)]
 
 
+def test_sweep_stops_once_validation_falls_and_keeps_the_choice():
+    (x, y), (xt, yt) = noisy_blobs(300, seed=1)
+    full = linear_probe(x, y, xt, yt, patience=None, device="cpu")
+    early = linear_probe(x, y, xt, yt, device="cpu")  # patience=2
+    assert len(full.val_scores) == 13 and len(early.val_scores) < 13
+    assert early.weight_decay == full.weight_decay and early.top1 == pytest.approx(full.top1, abs=0.5)
+    tried = sorted(early.val_scores, reverse=True)
+    assert all(early.val_scores[lam] < early.val_scores[early.weight_decay] for lam in tried[-2:])
+    assert all(early.val_scores[lam] == pytest.approx(full.val_scores[lam], abs=1.0) for lam in tried)
+
+
 def test_fit_matches_scikit_learn():
     sklearn = pytest.importorskip("sklearn.linear_model")
     (x, y), (xt, yt) = noisy_blobs(300, seed=2, d=40)
