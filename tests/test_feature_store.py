@@ -139,7 +139,7 @@ def test_extraction_json_of_the_wrong_shape_is_one_line(tmp_path, info):
 
 
 def test_a_label_too_large_to_allocate_is_refused(tmp_path, tiny_resnet18_cifar):
-    from equimod_zoo.extraction.sources import FileListSource
+    from equimod_zoo.data.sources import FileListSource
 
     images = _photos(tmp_path / "images", 3)
     source = FileListSource(sorted(images.iterdir()), labels=[0, 1, 2**40])

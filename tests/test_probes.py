@@ -236,7 +236,7 @@ def write_colour_images(root, *, per_class: int, seed: int) -> None:
 def extracted(tmp_path, tiny_resnet18_cifar):
     """A tiny model folder and the features of a train and a test colour tree."""
     from equimod_zoo.extraction.extract import extract_features
-    from equimod_zoo.extraction.sources import imagefolder_source
+    from equimod_zoo.data.sources import imagefolder_source
     from equimod_zoo.model_folder import write_model_folder
 
     model = tmp_path / "model"
@@ -300,7 +300,7 @@ def test_a_one_class_training_set_is_refused(extracted, tmp_path, tiny_resnet18_
 
     from equimod_zoo.cli import app
     from equimod_zoo.extraction.extract import extract_features
-    from equimod_zoo.extraction.sources import imagefolder_source
+    from equimod_zoo.data.sources import imagefolder_source
 
     x, _ = blobs(20)
     with pytest.raises(ValueError, match="at least two classes"):

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from equimod_zoo.cli.errors import check_device, user_errors
+from equimod_zoo.cli.paths import nonempty_path
 
 
 def probe_augs_command(
@@ -16,7 +17,7 @@ def probe_augs_command(
     models: Optional[str] = typer.Option(None, "--models", help="Several models, comma-separated, compared side by side."),
     dataset: str = typer.Option("cifar10", "--dataset", help="The dataset's name (cifar10, flowers102, ...); "
                                 "without --data-dir, a parquet file or folder, imagefolder tree or Hub id."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="A local copy of the dataset, e.g. ../shared/data/cifar10-jpeg."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", parser=nonempty_path, help="A local copy of the dataset, e.g. ../shared/data/cifar10-jpeg."),
     split: str = typer.Option("test", "--split", help="The split the images come from (held-out images by default)."),
     num_images: int = typer.Option(2000, "--num-images", min=10, help="Images probed (60/20/20 train/val/test by image)."),
     resolution: Optional[int] = typer.Option(None, "--resolution", min=1, help="Crop size (default: the model's own)."),

@@ -3,22 +3,23 @@
     torchrun --nproc_per_node 4 -m equimod_zoo extract --images DIR --out OUT
 
 Every rank lists the same input (it checks that it does) and builds the same model. Rank 0
-checks OUT and records the manifest (OUT/extraction.json, not yet complete), then deals the
-shards that are not done yet out to the ranks, in turn. Each rank writes its own shards, each
-file atomically, so a rank that dies loses at most the shard it was writing and damages no
-other; a rerun skips every finished shard, whichever rank wrote it, and deals the rest out
-again. When all ranks have finished, rank 0 gathers the failures and marks the manifest
+checks OUT and records the manifest (OUT/extraction.json, not yet complete). Shard k belongs
+to rank k % world size, which writes it, each file atomically, so a rank that dies loses at
+most the shard it was writing and damages no other; a rerun skips every finished shard and
+extracts the rest (with any number of ranks: a shard is the same rows whoever writes it).
+Streamed inputs (webdataset shards) are read by every rank, each decoding its own shards
+only. When all ranks have finished, rank 0 gathers the failures and marks the manifest
 complete. Shards hold the same contiguous row ranges as in one process and their batches
 never straddle a shard, so the result has the same rows, order and features as one process.
 
-The ranks exchange only a few small messages (the OUT check, the plan, the final barrier), so
+The ranks exchange only a few small messages (the input check, the OUT check, the end), so
 they talk over gloo, on CPU and GPU alike; a rank computes on its own GPU, cuda:LOCAL_RANK,
 when there are GPUs. Several machines need OUT on a filesystem they all see.
 """
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import timedelta
 from pathlib import Path
@@ -28,7 +29,7 @@ import torch
 import torch.distributed as dist
 
 from equimod_zoo.errors import UserError
-from equimod_zoo.extraction.extract import ExtractionSummary, ShardCoordinator, ShardPlan, extract_features
+from equimod_zoo.extraction.extract import ExtractionSummary, ShardCoordinator, extract_features
 from equimod_zoo.extraction.store import FeatureStore
 
 # A rank that finishes early waits at the last barrier for the slowest one: up to a shard's
@@ -85,28 +86,31 @@ def extract_features_distributed(
 
 
 class RankCoordinator(ShardCoordinator):
-    """Rank 0 checks OUT, writes the manifest and deals the pending shards out; each rank
-    extracts its own; rank 0 completes the manifest once all ranks are done."""
+    """Rank 0 checks OUT and writes the manifest; shard k is rank k % world size's; rank 0
+    completes the manifest once all ranks are done."""
 
     def __init__(self, group: Any = None) -> None:
         self.group = group
         self.rank = dist.get_rank(group)
         self.world_size = dist.get_world_size(group)
 
-    def begin(self, store: FeatureStore, info: dict[str, Any], num_shards: int,
-              is_done: Callable[[int], bool]) -> ShardPlan:
+    def begin(self, store: FeatureStore, info: dict[str, Any]) -> None:
         inputs = [None] * self.world_size
-        dist.all_gather_object(inputs, info["input"]["keys_sha256"], group=self.group)
-        different = [r for r, keys in enumerate(inputs) if keys != inputs[0]]
+        dist.all_gather_object(inputs, info["input"], group=self.group)
+        different = [r for r, seen in enumerate(inputs) if seen != inputs[0]]
         if different:
             raise UserError(f"rank {different[0]} lists other input files than rank 0: every rank must see the "
                             f"same input (on several machines, a filesystem they share)")
-        plan = self._on_rank0(lambda: super(RankCoordinator, self).begin(store, info, num_shards, is_done))
-        return ShardPlan(shards=plan.shards[self.rank::self.world_size], skipped=plan.skipped, redone=plan.redone)
+        self._on_rank0(lambda: super(RankCoordinator, self).begin(store, info))
 
-    def finish(self, store: FeatureStore, num_shards: int) -> None:
-        dist.barrier(group=self.group)  # every rank's shards are written
-        self._on_rank0(lambda: super(RankCoordinator, self).finish(store, num_shards))
+    def owns(self, shard: int) -> bool:
+        return shard % self.world_size == self.rank
+
+    def finish(self, store: FeatureStore, num_shards: int, skipped: int, redone: int) -> tuple[int, int]:
+        counts = [None] * self.world_size
+        dist.all_gather_object(counts, (skipped, redone), group=self.group)  # also: every rank's shards are written
+        skipped, redone = (sum(column) for column in zip(*counts))
+        return self._on_rank0(lambda: super(RankCoordinator, self).finish(store, num_shards, skipped, redone))
 
     def _on_rank0(self, work: Any) -> Any:
         """Run `work` on rank 0 and hand its result, or its error, to every rank."""

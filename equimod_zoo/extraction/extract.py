@@ -15,7 +15,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -29,9 +29,11 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
                            TimeRemainingColumn)
 from rich.text import Text
 
-from equimod_zoo.extraction.images import load_rgb
-from equimod_zoo.extraction.sources import IMAGE_EXTENSIONS, ImageSource, folder_source
+from equimod_zoo.data.images import IMAGE_EXTENSIONS, load_rgb
+from equimod_zoo.data.sources import ImageSource, folder_source
+from equimod_zoo.data.streams import ImageStream, OffsetSource
 from equimod_zoo.devices import resolve_device
+from equimod_zoo.errors import UserError
 from equimod_zoo.extraction.store import FORMAT_VERSION, FeatureStore, metadata_table
 from equimod_zoo.loading import ResolvedModel, resolve_model
 
@@ -72,7 +74,7 @@ class ExtractionSummary:
 
 
 def extract_features(
-    source: str | Path | ImageSource,
+    source: str | Path | ImageSource | ImageStream,
     *,
     out: str | Path,
     model: str | Path | torch.nn.Module | ResolvedModel = DEFAULT_MODEL,
@@ -92,8 +94,9 @@ def extract_features(
     """Extract pooled features of every image of `source` into the feature store `out`.
 
     Args:
-        source: a folder (scanned recursively for image files) or an `ImageSource`
-            (see `equimod_zoo.extraction.sources`, e.g. `dataset_source(...)`).
+        source: a folder (scanned recursively for image files), an `ImageSource` (see
+            `equimod_zoo.data`, e.g. `open_split(...)`), or an `ImageStream` (file lists, tar
+            shards, streamed datasets: `equimod_zoo.data.streams`), read one shard at a time.
         out: the output folder; a rerun with the same inputs resumes it.
         model: a zoo name or alias, a local model folder, a `ResolvedModel` (located, verified
             and built once by the caller), or a `torch.nn.Module` (a timm model gives its
@@ -139,17 +142,19 @@ def extract_features(
     network = inference_network(network).to(device, memory_format=torch.channels_last)
     num_features = _feature_dim(network, data_config, device, amp_dtype)
 
-    num_images = len(images)
+    streamed = isinstance(images, ImageStream)
+    num_images = images.count() if streamed else len(images)
     num_shards = math.ceil(num_images / shard_size)
-    has_labels = images.label(0) is not None
+    has_labels = images.labelled if streamed else images.label(0) is not None
+    # a stream is not read twice: its shards' fingerprints, not a hash of every key, say what it was
+    keys = {"streamed": True} if streamed else {"keys_sha256": _keys_sha256(images)}
     store = FeatureStore(out)
     coordinator = coordinator or ShardCoordinator()
-    fingerprints = _ShardFingerprints(images, shard_size)
-    plan = coordinator.begin(store, {
+    coordinator.begin(store, {
         "format": FORMAT_VERSION,
         "model": model_name,
         "weights_sha256": weights_sha256,
-        "input": {"num_images": num_images, "keys_sha256": _keys_sha256(images), "source": repr(images)},
+        "input": {"num_images": num_images, **keys, "source": repr(images)},
         "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in data_config.items()},
         "decode": {"jpeg_draft_size": draft_size, "alpha": "composite on white"},
         "normalize": normalize,
@@ -159,59 +164,68 @@ def extract_features(
         "dtype": "float16",
         "has_labels": has_labels,
         "label_names": images.label_names,
-    }, num_shards, lambda k: store.is_done(k, fingerprints.of(k)))
-    pending = plan.shards
-
-    loader = torch.utils.data.DataLoader(
-        _DecodingDataset(images, transform, draft_size=draft_size, max_pixels=max_pixels),
-        batch_sampler=_ShardBatches(pending, shard_size, num_images, batch_size),
-        num_workers=num_workers,
-        collate_fn=_collate,
-        pin_memory=device.type == "cuda",
-    )
-    todo = sum(min(shard_size, num_images - k * shard_size) for k in pending)
-    compiled = _compile_pays(compile, device, amp_dtype, todo)
-    if compiled:  # after planning: a finished extraction never compiles
-        network = torch.compile(network, dynamic=False, options={"freezing": True})
-    shard_buffer = _ShardBuffer()
+    })
+    # An indexable source is one unit of work; a stream is one unit a chunk (one shard), read as it goes.
+    units = _stream_units(images, shard_size) if streamed else iter([(images, range(num_shards))])
+    skipped = redone = todo_shards = 0
     failed_now = 0
+    compiled: bool | None = None  # decided at the first shard to extract: a finished run never compiles
     with _progress_bar(progress) as bar, torch.inference_mode(), \
             torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-        task = bar.add_task("extracting", total=todo)
-        for batch in loader:
-            if batch.pixels is not None:
-                pixels = batch.pixels.to(device, non_blocking=True)
-                features = _forward(network, _padded(pixels, batch_size) if compiled else pixels)[:len(pixels)]
-                if normalize:
-                    features = F.normalize(features, dim=1)
-                shard_buffer.add(batch, features.cpu().numpy())
-            else:
-                shard_buffer.add(batch, np.zeros((0, num_features), np.float32))
-            failed_now += len(batch.failures)
-            bar.update(task, advance=len(batch.indices),
-                       description=f"extracting ({failed_now} failed)" if failed_now else "extracting")
-            shard = batch.indices[0] // shard_size
-            if batch.indices[-1] + 1 == min((shard + 1) * shard_size, num_images):
-                shard_buffer.flush(store, shard, images, has_labels, fingerprints.of(shard))
+        task = bar.add_task("extracting", total=num_images)
+        for view, shards in units:
+            fingerprints = _ShardFingerprints(view, shard_size)
+            mine = [k for k in shards if coordinator.owns(k)]
+            pending = [k for k in mine if not store.is_done(k, fingerprints.of(k))]
+            redone += sum(store.metadata_path(k).exists() for k in pending)
+            skipped += len(mine) - len(pending)
+            todo_shards += len(shards) - len(mine) + len(pending)
+            bar.update(task, advance=sum(min(shard_size, len(view) - k * shard_size) for k in shards if k not in pending))
+            if not pending:
+                continue
+            if compiled is None:
+                done_images = 0 if streamed else sum(min(shard_size, num_images - k * shard_size)
+                                                     for k in range(num_shards) if k not in pending)
+                compiled = _compile_pays(compile, device, amp_dtype, num_images - done_images)
+                if compiled:
+                    network = torch.compile(network, dynamic=False, options={"freezing": True})
+            loader = torch.utils.data.DataLoader(
+                _DecodingDataset(view, transform, draft_size=draft_size, max_pixels=max_pixels,
+                                 resize_to=_resize_size(data_config)),
+                batch_sampler=_ShardBatches(pending, shard_size, len(view), batch_size),
+                num_workers=num_workers,
+                collate_fn=_collate,
+                pin_memory=device.type == "cuda",
+            )
+            shard_buffer = _ShardBuffer()
+            for batch in loader:
+                if batch.pixels is not None:
+                    pixels = batch.pixels.to(device, non_blocking=True)
+                    features = _forward(network, _padded(pixels, batch_size) if compiled else pixels)[:len(pixels)]
+                    if normalize:
+                        features = F.normalize(features, dim=1)
+                    shard_buffer.add(batch, features.cpu().numpy())
+                else:
+                    shard_buffer.add(batch, np.zeros((0, num_features), np.float32))
+                failed_now += len(batch.failures)
+                bar.update(task, advance=len(batch.indices),
+                           description=f"extracting ({failed_now} failed)" if failed_now else "extracting")
+                shard = batch.indices[0] // shard_size
+                if batch.indices[-1] + 1 == min((shard + 1) * shard_size, len(view)):
+                    shard_buffer.flush(store, shard, view, has_labels, fingerprints.of(shard))
+    if streamed and skipped + todo_shards != num_shards:
+        raise UserError(f"{images!r}: gave {skipped + todo_shards} shards of images, not the {num_shards} it counted "
+                        f"before; did the input change during the run? Rerun to finish it")
 
-    coordinator.finish(store, num_shards)
+    skipped, redone = coordinator.finish(store, num_shards, skipped, redone)
     num_failed = (store.read_info() or {})["num_failed"]
     return ExtractionSummary(
         out=Path(out), model=model_name, weights_sha256=weights_sha256, num_images=num_images,
         num_extracted=num_images - num_failed, num_failed=num_failed, num_features=num_features,
-        num_shards=num_shards, shards_skipped=plan.skipped, shards_redone=plan.redone,
+        num_shards=num_shards, shards_skipped=skipped, shards_redone=redone,
         precision=str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32", device=str(device),
-        seconds=time.perf_counter() - started, failures=store.failures(num_shards), compiled=compiled,
+        seconds=time.perf_counter() - started, failures=store.failures(num_shards), compiled=bool(compiled),
     )
-
-
-@dataclass(frozen=True)
-class ShardPlan:
-    """The shards this process extracts now; of the whole, how many were done and how many are redone."""
-
-    shards: list[int]
-    skipped: int  # done by an earlier run
-    redone: int  # written by an earlier run from inputs that changed since, or damaged
 
 
 class ShardCoordinator:
@@ -221,20 +235,24 @@ class ShardCoordinator:
     shares the shards among the ranks of a torchrun job.
     """
 
-    def begin(self, store: FeatureStore, info: dict[str, Any], num_shards: int,
-              is_done: Callable[[int], bool]) -> ShardPlan:
-        """Check OUT (refusing a different extraction), record `info` and plan the shards not `is_done`."""
+    def begin(self, store: FeatureStore, info: dict[str, Any]) -> None:
+        """Check OUT (refusing a different extraction) and record `info`."""
         store.begin(info)
-        pending = [k for k in range(num_shards) if not is_done(k)]
-        return ShardPlan(shards=pending, skipped=num_shards - len(pending),
-                         redone=sum(store.metadata_path(k).exists() for k in pending))
 
-    def finish(self, store: FeatureStore, num_shards: int) -> None:
-        """Once every shard is written: gather the failures and mark the manifest complete."""
+    def owns(self, shard: int) -> bool:
+        """Whether this process extracts `shard` (unless it is done already)."""
+        return True
+
+    def finish(self, store: FeatureStore, num_shards: int, skipped: int, redone: int) -> tuple[int, int]:
+        """Once every shard is written: gather the failures and mark the manifest complete.
+
+        Returns the shards skipped (done before) and redone, counted over every process.
+        """
         info = store.complete_info()  # refuses to mark complete an extraction with a shard missing
         num_failed = store.write_failures_csv(num_shards)
         info.update(complete=True, num_failed=num_failed, num_extracted=info["input"]["num_images"] - num_failed)
         store.write_info(info)
+        return skipped, redone
 
 
 def _compile_pays(compile: bool | Literal["auto"], device: torch.device, amp_dtype: torch.dtype | None,
@@ -263,18 +281,28 @@ def _state_sha256(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _resolve_source(source: str | Path | ImageSource) -> ImageSource:
+def _resolve_source(source: str | Path | ImageSource | ImageStream) -> ImageSource | ImageStream:
     if isinstance(source, (str, Path)):
         images = folder_source(source)
         if not len(images):
             raise ValueError(f"{source}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in this folder "
                              f"or below it")
         return images
+    if isinstance(source, ImageStream):
+        if not source.count():
+            raise ValueError(f"{source!r}: has no images")
+        return source
     if isinstance(source, ImageSource):
         if not len(source):
             raise ValueError(f"{source!r}: has no images")
         return source
-    raise TypeError(f"source: expected a folder or an ImageSource, got {type(source).__name__}")
+    raise TypeError(f"source: expected a folder, an ImageSource or an ImageStream, got {type(source).__name__}")
+
+
+def _stream_units(stream: ImageStream, shard_size: int) -> Iterator[tuple[ImageSource, range]]:
+    """(chunk addressed by input position, its one shard) for each chunk of the stream."""
+    for shard, chunk in enumerate(stream.chunks(shard_size)):
+        yield OffsetSource(chunk, shard * shard_size), range(shard, shard + 1)
 
 
 def _keys_sha256(images: ImageSource) -> str:
@@ -392,16 +420,19 @@ def _feature_dim(network: torch.nn.Module, data_config: dict[str, Any], device: 
 class _DecodingDataset(torch.utils.data.Dataset):
     """Decodes and transforms one image; a bad image becomes an error message, not an exception."""
 
-    def __init__(self, images: ImageSource, transform: Any, *, draft_size: int | None, max_pixels: int | None):
+    def __init__(self, images: ImageSource, transform: Any, *, draft_size: int | None, max_pixels: int | None,
+                 resize_to: int | None = None):
         self.images, self.transform = images, transform
         self.draft_size, self.max_pixels = draft_size, max_pixels
+        self.resize_to = resize_to  # the transform's resize: its size bounds the work too
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, int, int, str | None]:
         try:
-            decoded = load_rgb(lambda: self.images.open(i), draft_size=self.draft_size, max_pixels=self.max_pixels)
+            decoded = load_rgb(lambda: self.images.open(i), draft_size=self.draft_size, max_pixels=self.max_pixels,
+                               resize_to=self.resize_to)
             return i, self.transform(decoded.image), decoded.width, decoded.height, None
         except Exception as error:  # any bad file: record it and go on
             message = " ".join(f"{type(error).__name__}: {error}".split())
