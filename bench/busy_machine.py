@@ -84,7 +84,9 @@ def prepare(jobs: list[str], tmp: Path, num_images: int) -> list[Job]:
                                         str(tmp / "resnet18"), "--out", str(tmp / "extract_out"), "--no-compile"]))
     if "linear" in jobs:
         for split, rows in (("train", 4000), ("test", 1000)):
-            table = pq.read_table(SHARED / "cifar10-jpeg" / f"{split}.parquet").slice(0, rows)
+            table = pq.read_table(SHARED / "cifar10-jpeg" / f"{split}.parquet")
+            step = max(1, table.num_rows // rows)  # every step-th row: the parquet may be sorted by class
+            table = table.take(list(range(0, min(table.num_rows, step * rows), step)))
             (tmp / f"cifar_{split}").mkdir()
             pq.write_table(table, tmp / f"cifar_{split}" / f"{split}.parquet")
             subprocess.run([*CLI, "extract", "--dataset", str(tmp / f"cifar_{split}"), "--split", split,
