@@ -243,7 +243,10 @@ class SSLMethod(nn.Module):
         for online, target in ((self.backbone, self.target_backbone), (self.projection, self.target_projection)):
             online_params = [p.detach() for p in online.parameters()]
             target_params = list(target.parameters())
-            torch._foreach_lerp_(target_params, online_params, 1.0 - momentum)
+            # mul + add rather than lerp: _foreach_mul_ takes a device tensor as is, while lerp's
+            # tensor weight is read on the host.
+            torch._foreach_mul_(target_params, momentum)
+            torch._foreach_add_(target_params, torch._foreach_mul(online_params, 1.0 - momentum))
             torch._foreach_copy_(list(target.buffers()), list(online.buffers()))
 
     @torch.no_grad()

@@ -208,6 +208,11 @@ class _StopRequest:
             signal.signal(signal.SIGTERM, self._previous)
 
 
+def _at(table: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    """table[step] for a 0-dim device step (`table[step]` itself would read the index on the host)."""
+    return table.index_select(0, step.view(1)).view(())
+
+
 class _Trainer:
     def __init__(self, recipe: str | Path | Recipe | None, *, info: DistInfo, data: str | Path, out: Path,
                  max_steps: int | None, resume: bool, overrides: Mapping[str, Any], cache_dir: str | Path | None,
@@ -272,7 +277,7 @@ class _Trainer:
                                     peak_lr=self.peak_lr, device=self.device)
         self.momentum_table = (momentum_schedule(self.total_steps, recipe.method.momentum_base, device=self.device)
                                if recipe.method.base == "byol" else None)
-        self.lr_now = self.lr_table[self.state.step].clone()
+        self.lr_now = self.lr_table[self.state.step].clone()  # set up once: a Python index is fine here
         set_lr(self.optimizer, self.lr_now)
         self.step_t = torch.full((), self.state.step, dtype=torch.long, device=self.device)
         self.bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
@@ -389,7 +394,7 @@ class _Trainer:
         rate is written into the optimiser's own tensor, so this whole function can be compiled.
         """
         method = self.method
-        self.lr_now.copy_(self.lr_table[self.step_t])
+        self.lr_now.copy_(_at(self.lr_table, self.step_t))
         x1, p1 = self.augment(images, view=0, generator=self.generator)
         x2, p2 = self.augment(images, view=1, generator=self.generator)
         extra = {"x0": self.augment.identity(images), "p1": p1, "p2": p2} if method.uses_params else {}
@@ -401,7 +406,7 @@ class _Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if self.momentum_table is not None:
-            method.update_target(self.momentum_table[self.step_t])
+            method.update_target(_at(self.momentum_table, self.step_t))
         self.step_t.add_(1)
         loss = output.loss.detach()
         self.bad_step.copy_(torch.where((self.bad_step < 0) & ~torch.isfinite(loss), self.step_t, self.bad_step))
