@@ -71,6 +71,7 @@ def counted(monkeypatch):
 
 
 def make_trainer(tmp_path, method, **overrides):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     data = write_toy_parquet(tmp_path, num_images=64)
     recipe = tiny_recipe(method, **{"log_every": 1000, "checkpoint_every": 1000, "epochs": 4,
                                     "augment.jitter_p": 0.8, "augment.grayscale_p": 0.2, **overrides})
@@ -134,3 +135,32 @@ def test_the_step_reads_the_learning_rate_and_momentum_from_device_tables(tmp_pa
     from equimod_zoo.training.optim import lr_at
     expected = lr_at(2, total_steps=trainer.total_steps, warmup_steps=trainer.warmup_steps, peak_lr=trainer.peak_lr)
     assert float(trainer.lr_now) == pytest.approx(expected, rel=1e-6)
+
+
+def _two_steps(trainer, second_step):
+    """Step 1 eagerly (the optimiser creates its momentum buffers), step 2 with `second_step`."""
+    batches = trainer.loader.epoch(0, start_step=0)
+    losses = []
+    for step in (trainer._train_step, second_step):
+        loss, _logs = step(next(batches))
+        trainer._advance()
+        losses.append(float(loss))
+    return losses, trainer.method.state_dict()
+
+
+def test_the_compiled_step_computes_what_the_eager_step_does(tmp_path, monkeypatch):
+    # AOT autograd without inductor's code generation: it traces the whole step (augmentations,
+    # forward, backward, LARS, EMA, the device counters) and functionalises its in-place updates,
+    # which is what could go wrong in our code; a C++ build per test would cost minutes here.
+    compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **options: compile(fn, backend="aot_eager"))
+    small = {"precision": "fp32", "model_args": {"channels": [8, 16, 32, 64], "stem_width": 8, "layers": [1, 1, 1, 1]}}
+    eager = make_trainer(tmp_path / "eager", "byol", compile="off", **small)
+    compiled = make_trainer(tmp_path / "compiled", "byol", compile="step", **small)
+    assert compiled.train_step is not compiled._train_step
+    eager_losses, eager_state = _two_steps(eager, eager._train_step)
+    compiled_losses, compiled_state = _two_steps(compiled, compiled.train_step)
+    assert compiled_losses == pytest.approx(eager_losses, rel=1e-5)
+    for key, value in eager_state.items():
+        torch.testing.assert_close(compiled_state[key], value, rtol=1e-4, atol=1e-5, msg=key)
+    assert int(compiled.step_t) == 2

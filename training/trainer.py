@@ -401,10 +401,16 @@ class _Trainer:
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
                             enabled=self.autocast_dtype is not None):
             output = self.model(x1, x2, **extra)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(output.loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        for group in self.optimizer.param_groups:  # zero_grad(set_to_none=True), without its profiler hook
+            for param in group["params"]:
+                param.grad = None
+        if self.scaler.is_enabled():  # fp16 only; its inf check reads found_inf on the host
+            self.scaler.scale(output.loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            output.loss.backward()
+            self.optimizer.step()
         if self.momentum_table is not None:
             method.update_target(_at(self.momentum_table, self.step_t))
         self.step_t.add_(1)
