@@ -18,7 +18,7 @@ from equimod_zoo.hub.export import move_into_place, staging_dir
 from equimod_zoo.model_folder import CONFIG_FILE, HEADS_FILE, WEIGHTS_FILE, ModelConfig, sha256_file
 from equimod_zoo.registry import BUNDLED_MODELS_DIR, CATALOGUE_FILE, Catalogue, ZooEntry
 
-MAX_BUNDLED_MB = 120  # tracked weights stay under this (DEVELOPERS.md)
+MAX_BUNDLED_MB = 256  # tracked weights stay under this (DEVELOPERS.md)
 
 
 def add_to_zoo(

@@ -53,6 +53,9 @@ def load_source(name_or_path: str | Path, recipe: Recipe) -> SourceModel:
                          f"too (export the model with its heads)")
     heads = {k: v.float() if v.is_floating_point() else v
              for k, v in safetensors.torch.load_file(str(heads_path), device="cpu").items()}
+    if "param_mean" in heads and tuple(heads["param_mean"].shape) != (recipe.method.param_dim,):
+        raise ValueError(f"{where}: trained with {len(heads['param_mean'])} augmentation parameters, recipe "
+                         f"{recipe.name} has {recipe.method.param_dim} (another augmentation parameter list)")
     return SourceModel(name=str(name_or_path), weights_sha256=located.sha256, backbone=load_state_dict(located),
                        heads=heads, history=cycles_of(meta))
 
