@@ -76,7 +76,7 @@ def time_reference(images: torch.Tensor, *, batch_size: int, workers: int, repea
 
 
 def time_batched(images: torch.Tensor, *, batch_size: int, repeats: int, device: torch.device) -> float:
-    from equimod_zoo.training.augment import BatchedAugment
+    from equimod_zoo.equimod.augment import BatchedAugment
 
     augment = BatchedAugment()
     images = images.to(device)

@@ -1,21 +1,29 @@
-"""CIFAR-stem ResNets registered as timm architectures.
+"""CIFAR-stem ResNets registered as timm architectures, with the zoo's weights as pretrained tags.
 
 The ImageNet-stem ResNets are stock timm (`resnet18`, `resnet50`). SimCLR and EquiMod train on
 32 px CIFAR images with the stem of He et al.'s CIFAR networks: a 3x3 stride-1 conv1 and no
 max-pool, so that layer1 still sees 32x32 maps. After `import equimod_zoo`,
-`timm.create_model("resnet18_cifar")` builds one.
+`timm.create_model("resnet18_cifar")` builds one, and every available zoo entry on these
+architectures is a timm pretrained tag: `timm.create_model("resnet18_cifar.simclr_equimod_cifar10",
+pretrained=True)` loads that entry's weights (found and sha256-checked the way
+`equimod_zoo.load` finds them), and `timm.list_pretrained("*_cifar*")` lists them.
 """
 from __future__ import annotations
 
 from typing import Any
 
 import torch.nn as nn
-from timm.models import build_model_with_cfg, is_model, register_model
-from timm.models._registry import generate_default_cfgs
+from timm.models import build_model_with_cfg, generate_default_cfgs, is_model, register_model
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
+
+from equimod_zoo.model_folder import PAPER_ID, WEIGHTS_FILE
+from equimod_zoo.registry import ZooEntry, list_models
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+# The architecture alone names no weights: `arch.untrained` is the default tag, so a bare
+# `resnet18_cifar` never silently means one particular zoo entry.
+UNTRAINED_TAG = "untrained"
 
 
 class CifarResNet(ResNet):
@@ -54,13 +62,59 @@ _ARCHITECTURES: dict[str, dict[str, Any]] = {
     "resnet18_cifar": dict(block=BasicBlock, layers=(2, 2, 2, 2)),
     "resnet50_cifar": dict(block=Bottleneck, layers=(3, 4, 6, 3)),
 }
+CIFAR_ARCHITECTURES = tuple(_ARCHITECTURES)
 
-default_cfgs = generate_default_cfgs({f"{name}.untrained": _cifar_cfg() for name in _ARCHITECTURES})
+
+def zoo_tags() -> dict[str, ZooEntry]:
+    """`arch.tag` -> entry, for every available zoo entry on one of our CIFAR-stem architectures."""
+    return {e.arch_tag: e for e in list_models(status="available") if e.arch in _ARCHITECTURES}
+
+
+def _zoo_cfg(entry: ZooEntry) -> dict[str, Any]:
+    """timm's pretrained cfg of a zoo entry: headless weights, where they are, what they are."""
+    bundled = entry.bundled_folder
+    if bundled is not None:
+        location = {"file": str(bundled / WEIGHTS_FILE)}
+    elif entry.hf_hub_id:
+        location = {"hf_hub_id": entry.hf_hub_id}
+    else:
+        location = {}
+    return _cifar_cfg(**location, num_classes=0, license=entry.license, paper_ids=PAPER_ID,
+                      description=f"equimod-zoo {entry.name}: {entry.method}, {entry.epochs} epochs on {entry.data}")
+
+
+# "*" marks the default tag; it comes last because timm puts a tag with weights first unless an
+# explicit default follows it.
+default_cfgs = generate_default_cfgs({
+    **{name: _zoo_cfg(entry) for name, entry in zoo_tags().items()},
+    **{f"{name}.{UNTRAINED_TAG}*": _cifar_cfg() for name in _ARCHITECTURES},
+})
 
 
 def _create_cifar_resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarResNet:
-    model_args = dict(_ARCHITECTURES[variant], **kwargs)
-    return build_model_with_cfg(CifarResNet, variant, pretrained, **model_args)
+    entry = _zoo_entry(variant, kwargs.get("pretrained_cfg")) if pretrained else None
+    if entry is None:  # no weights, or weights timm locates itself (local-dir:, an explicit cfg)
+        return build_model_with_cfg(CifarResNet, variant, pretrained, **dict(_ARCHITECTURES[variant], **kwargs))
+    from equimod_zoo.loading import load_verified_weights
+    from equimod_zoo.weights import locate_weights
+
+    located = locate_weights(entry.name)  # the same search and sha256 check as equimod_zoo.load
+    model_args = dict(_ARCHITECTURES[variant], **located.config.model_args, **kwargs)
+    model = build_model_with_cfg(CifarResNet, variant, False, **model_args)
+    load_verified_weights(model, located)
+    return model
+
+
+def _zoo_entry(variant: str, pretrained_cfg: Any) -> ZooEntry | None:
+    """The zoo entry whose weights `timm.create_model(variant.TAG, pretrained=True)` asks for."""
+    if pretrained_cfg is not None and not isinstance(pretrained_cfg, str):
+        return None
+    tag = pretrained_cfg or UNTRAINED_TAG
+    if tag == UNTRAINED_TAG:
+        tagged = sorted(t for t in zoo_tags() if t.startswith(f"{variant}."))
+        raise ValueError(f"{variant} has no default weights; name them with a tag: {', '.join(tagged) or 'none yet'}"
+                         f" (or pretrained=False)")
+    return zoo_tags().get(f"{variant}.{tag}")
 
 
 def resnet18_cifar(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
@@ -77,5 +131,3 @@ def resnet50_cifar(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
 for _entrypoint in (resnet18_cifar, resnet50_cifar):
     if not is_model(_entrypoint.__name__):
         register_model(_entrypoint)
-
-CIFAR_ARCHITECTURES = tuple(_ARCHITECTURES)

@@ -7,6 +7,7 @@ from typing import Any
 import timm
 import torch
 
+from equimod_zoo.devices import resolve_device
 from equimod_zoo.model_folder import ModelConfig, ModelFolderError, default_pretrained_cfg
 from equimod_zoo.registry import catalogue
 from equimod_zoo.weights import LocatedWeights, load_state_dict, local_folder, locate_weights
@@ -57,23 +58,33 @@ def load_located(located: LocatedWeights, *, num_classes: int = 0, features_only
 
 def _build(config: ModelConfig, located: LocatedWeights | None, *, num_classes: int, features_only: bool,
            device: str | torch.device | None, **timm_kwargs: Any) -> torch.nn.Module:
+    torch_device = resolve_device(device) if device is not None else None
     pretrained_cfg = dict(config.pretrained_cfg)
     if located is not None:
         pretrained_cfg["file"] = str(located.weights)
-    arch = config.architecture
+    # config.model_args passed ModelConfig.read's checks; timm_kwargs come from the Python caller
     model = timm.create_model(
-        arch,
+        config.architecture,
         pretrained=False,
-        num_classes=num_classes,
-        features_only=features_only,
         pretrained_cfg_overlay={**_FORGET_TIMM_WEIGHTS, **pretrained_cfg},
-        **{**config.model_args, **timm_kwargs},
+        **{**config.model_args, **timm_kwargs, "num_classes": num_classes, "features_only": features_only},
     )
     if located is not None:
-        _load_backbone(model, located.weights, load_state_dict(located), arch)
-    if device is not None:
-        model = model.to(device)
+        load_verified_weights(model, located)
+    if torch_device is not None:
+        model = model.to(torch_device)
     return model
+
+
+def load_verified_weights(model: torch.nn.Module, located: LocatedWeights) -> None:
+    """Load located (sha256-checked) weights into `model`: the backbone strictly; the file's classifier
+    only when the model asks for one of the same size, else a new head (or none) replaces it."""
+    state = load_state_dict(located)
+    classifier = f"{located.config.pretrained_cfg.get('classifier', 'fc')}."
+    stored_classes = located.config.num_classes
+    if not (stored_classes and getattr(model, "num_classes", 0) == stored_classes):
+        state = {k: v for k, v in state.items() if not k.startswith(classifier)}
+    _load_backbone(model, located.weights, state, located.config.architecture)
 
 
 def _config_of(name_or_path: str | Path) -> ModelConfig:

@@ -10,8 +10,11 @@ Plain timm loads such a folder with `timm.create_model("local-dir:FOLDER")` (aft
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ from typing import Any
 import safetensors.torch
 import timm
 import torch
+from timm.models import PretrainedCfg, get_pretrained_cfg
 
 from equimod_zoo.atomic import atomic_path, atomic_write_text
 
@@ -31,6 +35,40 @@ _PRETRAINED_CFG_KEYS = (
     "input_size", "fixed_input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std",
     "pool_size", "first_conv", "classifier",
 )
+
+
+# What config.json may ask of the constructor: the JSON-valued arguments of timm's ResNet (our
+# architectures), each with the check its value must pass. Nothing else reaches
+# `timm.create_model`: `checkpoint_path`, `pretrained_cfg`, `cache_dir`... would make a config
+# file read other files or reach the network.
+_POSITIVE_INT = (lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 65536, "a positive integer")
+_FRACTION = (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1, "a number in [0, 1)")
+_BOOL = (lambda v: isinstance(v, bool), "true or false")
+MODEL_ARGS: dict[str, tuple[Any, str]] = {
+    "num_classes": ((lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 1_000_000),
+                    "an integer from 0 to 1000000"),
+    "in_chans": _POSITIVE_INT,
+    "channels": ((lambda v: isinstance(v, (list, tuple)) and len(v) == 4 and all(_POSITIVE_INT[0](c) for c in v)),
+                 "four positive integers"),
+    "stem_width": _POSITIVE_INT,
+    "stem_type": ((lambda v: v in ("", "deep", "deep_tiered")), "'', 'deep' or 'deep_tiered'"),
+    "global_pool": ((lambda v: v in ("", "avg", "max", "avgmax", "catavgmax")), "'', avg, max, avgmax or catavgmax"),
+    "output_stride": ((lambda v: v in (8, 16, 32)), "8, 16 or 32"),
+    "cardinality": _POSITIVE_INT,
+    "base_width": _POSITIVE_INT,
+    "down_kernel_size": _POSITIVE_INT,
+    "block_reduce_first": _POSITIVE_INT,
+    "avg_down": _BOOL,
+    "replace_stem_pool": _BOOL,
+    "zero_init_last": _BOOL,
+    "drop_rate": _FRACTION,
+    "drop_path_rate": _FRACTION,
+    "drop_block_rate": _FRACTION,
+}
+# pretrained_cfg fields that say where weights are: a config file never decides that.
+_LOCATION_KEYS = ("url", "file", "state_dict", "hf_hub_id", "hf_hub_filename", "source")
+_PRETRAINED_CFG_FIELDS = {f.name for f in dataclasses.fields(PretrainedCfg)} - set(_LOCATION_KEYS)
+_ARCH_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
 class ModelFolderError(ValueError):
@@ -47,9 +85,11 @@ def sha256_file(path: str | Path, *, chunk_size: int = 1 << 20) -> str:
 
 def default_pretrained_cfg(arch: str, **overrides: Any) -> dict[str, Any]:
     """timm's default data config for `arch`, as it belongs in config.json's `pretrained_cfg`."""
-    model = timm.create_model(arch, pretrained=False, num_classes=0)
-    source = model.pretrained_cfg
-    cfg = {key: _jsonable(source[key]) for key in _PRETRAINED_CFG_KEYS if key in source}
+    source = get_pretrained_cfg(arch)
+    if source is None:
+        raise ModelFolderError(f"{arch!r}: no such timm architecture")
+    source = source.to_dict()
+    cfg = {key: _jsonable(source[key]) for key in _PRETRAINED_CFG_KEYS if source.get(key) is not None}
     cfg.update(num_classes=0, paper_ids=PAPER_ID)
     cfg.update(overrides)
     return cfg
@@ -65,11 +105,12 @@ class ModelConfig:
     global_pool: str = "avg"
     model_args: dict[str, Any] = field(default_factory=dict)  # constructor arguments, e.g. a reduced width
     equimod: dict[str, Any] = field(default_factory=dict)  # method, epochs, data, results, weights_sha256...
+    num_classes: int = 0  # the classifier in the weights file (0: headless, as our exports are)
 
     def to_dict(self) -> dict[str, Any]:
         data = {
             "architecture": self.architecture,
-            "num_classes": 0,
+            "num_classes": self.num_classes,
             "num_features": self.num_features,
             "global_pool": self.global_pool,
             "pretrained_cfg": self.pretrained_cfg,
@@ -88,16 +129,27 @@ class ModelConfig:
             raise ModelFolderError(f"{path}: missing; a model folder needs {CONFIG_FILE} and {WEIGHTS_FILE}") from None
         except json.JSONDecodeError as error:
             raise ModelFolderError(f"{path}: not valid JSON ({error})") from None
-        if "architecture" not in data:
-            raise ModelFolderError(f"{path}: no 'architecture' key")
+        if not isinstance(data, dict):
+            raise ModelFolderError(f"{path}: expected a JSON object, found {type(data).__name__}")
+        model_args = _checked_model_args(data.get("model_args", {}), path)
+        # timm's save_for_hf records the head and the pooling among the constructor arguments too
+        num_classes = model_args.pop("num_classes", data.get("num_classes", 0))
+        if not MODEL_ARGS["num_classes"][0](num_classes):
+            raise ModelFolderError(f"{path}: num_classes {num_classes!r} is not {MODEL_ARGS['num_classes'][1]}")
+        equimod = data.get("equimod", {})
+        if not isinstance(equimod, dict):
+            raise ModelFolderError(f"{path}: 'equimod' must be an object, found {type(equimod).__name__}")
+        num_features = data.get("num_features") or 0
+        if not isinstance(num_features, int) or num_features < 0:
+            raise ModelFolderError(f"{path}: num_features {num_features!r} is not a non-negative integer")
         return cls(
-            architecture=data["architecture"],
-            num_features=int(data.get("num_features", 0)),
-            # timm's data config expects tuples where JSON stores lists
-            pretrained_cfg={k: tuple(v) if isinstance(v, list) else v for k, v in data.get("pretrained_cfg", {}).items()},
-            global_pool=data.get("global_pool", "avg"),
-            model_args=dict(data.get("model_args", {})),
-            equimod=dict(data.get("equimod", {})),
+            architecture=_checked_architecture(data.get("architecture"), path),
+            num_features=num_features,
+            pretrained_cfg=_checked_pretrained_cfg(data.get("pretrained_cfg", {}), path),
+            global_pool=str(model_args.get("global_pool", data.get("global_pool", "avg"))),
+            model_args=model_args,
+            equimod=dict(equimod),
+            num_classes=num_classes,
         )
 
     def write(self, folder: str | Path) -> None:
@@ -151,6 +203,64 @@ def write_model_folder(folder: str | Path, backbone: torch.nn.Module, *, arch: s
 def is_model_folder(path: str | Path) -> bool:
     path = Path(path)
     return path.is_dir() and (path / CONFIG_FILE).is_file()
+
+
+def _checked_architecture(arch: Any, path: Path) -> str:
+    """A registered timm architecture name: never a `local-dir:` or `hf-hub:` source, never a path."""
+    if arch is None:
+        raise ModelFolderError(f"{path}: no 'architecture' key")
+    if not isinstance(arch, str) or not _ARCH_NAME.fullmatch(arch) or not timm.is_model(arch):
+        raise ModelFolderError(f"{path}: architecture {arch!r} is not a registered timm architecture name "
+                               f"(e.g. resnet18_cifar, resnet50)")
+    return arch
+
+
+def _checked_model_args(model_args: Any, path: Path) -> dict[str, Any]:
+    if not isinstance(model_args, dict):
+        raise ModelFolderError(f"{path}: model_args must be an object, found {type(model_args).__name__}")
+    checked = {}
+    for key, value in model_args.items():
+        if key not in MODEL_ARGS:
+            raise ModelFolderError(f"{path}: model_args {key!r} is not a constructor argument equimod-zoo accepts "
+                                   f"({', '.join(MODEL_ARGS)})")
+        valid, expected = MODEL_ARGS[key]
+        if not valid(value):
+            raise ModelFolderError(f"{path}: model_args {key} = {value!r} is not {expected}")
+        checked[key] = tuple(value) if isinstance(value, list) else value
+    return checked
+
+
+def _checked_pretrained_cfg(cfg: Any, path: Path) -> dict[str, Any]:
+    """The data config of config.json: timm's fields with sane values; where weights live is dropped."""
+    if not isinstance(cfg, dict):
+        raise ModelFolderError(f"{path}: pretrained_cfg must be an object, found {type(cfg).__name__}")
+    # timm's data config expects tuples where JSON stores lists
+    cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items() if k in _PRETRAINED_CFG_FIELDS}
+    for key in ("input_size", "test_input_size", "min_input_size"):
+        size = cfg.get(key)
+        if size is not None and not (isinstance(size, tuple) and len(size) == 3
+                                     and all(_POSITIVE_INT[0](v) for v in size)):
+            raise ModelFolderError(f"{path}: pretrained_cfg {key} {size!r} is not [channels, height, width]")
+    for key in ("mean", "std"):
+        value = cfg.get(key)
+        if value is not None and not (isinstance(value, tuple) and value and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)):
+            raise ModelFolderError(f"{path}: pretrained_cfg {key} {value!r} is not a list of numbers")
+    if cfg.get("std") is not None and any(v <= 0 for v in cfg["std"]):
+        raise ModelFolderError(f"{path}: pretrained_cfg std {cfg['std']!r} must be positive")
+    for key in ("crop_pct", "test_crop_pct"):
+        value = cfg.get(key)
+        if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                      and 0 < value <= 4):
+            raise ModelFolderError(f"{path}: pretrained_cfg {key} {value!r} is not a number in (0, 4]")
+    if cfg.get("interpolation") not in (None, "", "nearest", "bilinear", "bicubic", "lanczos", "box", "hamming",
+                                        "random"):
+        raise ModelFolderError(f"{path}: pretrained_cfg interpolation {cfg['interpolation']!r} is not one of "
+                               f"bilinear, bicubic, nearest, lanczos, box, hamming")
+    if cfg.get("crop_mode") not in (None, "center", "squash", "border"):
+        raise ModelFolderError(f"{path}: pretrained_cfg crop_mode {cfg['crop_mode']!r} is not center, squash or "
+                               f"border")
+    return cfg
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,6 +1,8 @@
 """The zoo catalogue: one data row per trained (or planned) backbone.
 
-Entries live in `equimod_zoo/zoo/catalogue.json`; code never special-cases a model name.
+Entries live in `equimod_zoo/zoo/catalogue.json`; code never special-cases a model name. An
+entry's measured metrics are not written in the catalogue: they are the records of its weights'
+sha256 in `equimod_zoo/zoo/records/` (see `equimod_zoo.records`), read when the catalogue loads.
 A name resolves, in order, as an entry name, an explicit alias, a timm-style `arch.tag`, or a
 short alias `{method}_{depth}` such as `byol_equimod_r50`, which points to the best entry
 for that method and depth: available before recipe-only, then the larger training set,
@@ -8,16 +10,21 @@ then the longer schedule.
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+from equimod_zoo.records import Record, read_records
+
 ZOO_DIR = Path(__file__).parent / "zoo"
 CATALOGUE_FILE = ZOO_DIR / "catalogue.json"
 BUNDLED_MODELS_DIR = ZOO_DIR / "models"
+RECORDS_DIR_NAME = "records"  # beside the catalogue: the records its metrics come from
 
 Status = Literal["available", "recipe-only"]
 METHODS = ("simclr", "simclr_equimod", "byol", "byol_equimod")
@@ -38,6 +45,11 @@ class Metric:
     def from_dict(cls, data: dict[str, Any]) -> Metric:
         return cls(**data)
 
+    @classmethod
+    def from_record(cls, record: Record) -> Metric:
+        return cls(record.metric, record.dataset, record.protocol, record.value, record.command,
+                   record.weights_sha256)
+
 
 @dataclass(frozen=True)
 class ZooEntry:
@@ -49,15 +61,15 @@ class ZooEntry:
     method: str  # one of METHODS
     data: str  # training data, e.g. "cifar10 (JPEG re-encoding, ../shared/data/cifar10-jpeg)"
     num_train_images: int
-    epochs: int
+    epochs: int  # trained epochs when available; the recipe's plan when recipe-only
     recipe: str  # a training recipe name (training/recipes/NAME.yaml)
     license: str
     status: Status
     aliases: tuple[str, ...] = ()
     folder: str | None = None  # bundled folder name under equimod_zoo/zoo/models
-    hf_hub_id: str | None = None
+    hf_hub_id: str | None = None  # set only once the repository was published
     sha256: str | None = None  # of model.safetensors
-    metrics: tuple[Metric, ...] = ()
+    metrics: tuple[Metric, ...] = ()  # from the records of `sha256`, never written in the catalogue
     notes: str = ""
 
     @property
@@ -73,6 +85,15 @@ class ZooEntry:
     @property
     def short_alias(self) -> str:
         return f"{self.method}_{self.depth}"
+
+    @property
+    def epochs_text(self) -> str:
+        """"41", or "800 planned" for a recipe-only entry, whose epochs are the plan, not done."""
+        return str(self.epochs) if self.status == "available" else f"{self.epochs} planned"
+
+    def matches(self, pattern: str) -> bool:
+        """Whether the name, `arch.tag` or an explicit alias matches a shell-style pattern such as `*r18*`."""
+        return any(fnmatch.fnmatchcase(key, pattern) for key in (self.name, self.arch_tag, *self.aliases))
 
     @property
     def bundled_folder(self) -> Path | None:
@@ -115,9 +136,19 @@ class Catalogue:
             self._index.setdefault(alias, entry)
 
     @classmethod
-    def from_file(cls, path: Path = CATALOGUE_FILE) -> Catalogue:
+    def from_file(cls, path: Path = CATALOGUE_FILE, records_dir: Path | None = None) -> Catalogue:
+        """The catalogue at `path`, each entry's metrics read from `records_dir` (default: `records/` beside it)."""
+        path = Path(path)
+        records_dir = path.parent / RECORDS_DIR_NAME if records_dir is None else Path(records_dir)
         rows = json.loads(path.read_text())
-        return cls(tuple(ZooEntry.from_dict(row) for row in rows))
+        entries = []
+        for row in rows:
+            if "metrics" in row:
+                raise ValueError(f"{path}: entry {row.get('name')!r} writes metrics by hand; measured numbers "
+                                 f"live only in the records ({records_dir})")
+            records = read_records(records_dir, row["sha256"]) if row.get("sha256") else []
+            entries.append(ZooEntry.from_dict({**row, "metrics": [asdict(Metric.from_record(r)) for r in records]}))
+        return cls(tuple(entries))
 
     def short_aliases(self) -> dict[str, ZooEntry]:
         best: dict[str, ZooEntry] = {}
@@ -165,6 +196,17 @@ def get_entry(name: str) -> ZooEntry:
     return catalogue().get(name)
 
 
-def list_models(*, status: Status | None = None) -> list[ZooEntry]:
-    """All zoo entries, optionally only those with the given status."""
-    return [e for e in catalogue().entries if status is None or e.status == status]
+def list_models(pattern: str | Sequence[str] | None = None, *, pretrained: bool = False,
+                status: Status | None = None) -> list[ZooEntry]:
+    """Zoo entries, as timm's `list_models`: `list_models("*r18*")`, `list_models(pretrained=True)`.
+
+    Args:
+        pattern: shell-style pattern(s) matched against each entry's name, `arch.tag` and aliases.
+        pretrained: only entries with trained weights (status "available").
+        status: only entries with this status.
+    """
+    patterns = [pattern] if isinstance(pattern, str) else list(pattern or [])
+    return [e for e in catalogue().entries
+            if (not patterns or any(e.matches(p) for p in patterns))
+            and (not pretrained or e.status == "available")
+            and (status is None or e.status == status)]

@@ -6,6 +6,7 @@ sha256 recorded in the registry (or in the folder's config.json) is checked befo
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import huggingface_hub
 import huggingface_hub.constants
 import safetensors.torch
 import torch
-from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
 from equimod_zoo.model_folder import (
     CONFIG_FILE,
@@ -31,7 +32,11 @@ class WeightsNotFoundError(FileNotFoundError):
 
 
 class WeightsIntegrityError(ValueError):
-    """The weights file is not the one the registry or config.json promises."""
+    """The weights file is not the one the registry or config.json promises, or holds NaN/inf."""
+
+
+class UnverifiedWeightsWarning(UserWarning):
+    """Weights loaded with no recorded sha256 to check them against."""
 
 
 @dataclass(frozen=True)
@@ -95,8 +100,17 @@ def locate_weights(name_or_path: str | Path) -> LocatedWeights:
 
 
 def load_state_dict(located: LocatedWeights) -> dict[str, torch.Tensor]:
-    """The tensors of a located safetensors file, upcast to float32."""
-    state = safetensors.torch.load_file(str(located.weights), device="cpu")
+    """The tensors of a located safetensors file, upcast to float32; NaN or inf is refused."""
+    try:
+        state = safetensors.torch.load_file(str(located.weights), device="cpu")
+    except Exception as error:  # safetensors raises several types for a corrupt or truncated file
+        reason = " ".join(str(error).split())[:200]
+        raise ModelFolderError(f"{located.weights}: not a readable safetensors file ({reason}); the file is corrupt "
+                               f"or truncated") from None
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise WeightsIntegrityError(f"{located.weights}: tensor {key!r} holds NaN or inf values; refusing "
+                                        f"weights that would give non-finite features")
     return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
 
 
@@ -128,6 +142,8 @@ def _from_hf_hub(entry: ZooEntry) -> tuple[LocatedWeights | None, str]:
         return None, "offline, or the Hub could not be reached"
     except (RepositoryNotFoundError, EntryNotFoundError) as error:
         return None, f"not found: {type(error).__name__}"
+    except (HfHubHTTPError, ConnectionError, TimeoutError) as error:
+        return None, f"the Hub could not be reached: {type(error).__name__}"
     located = _verified(entry.name, Path(weights_path), ModelConfig.read(Path(config_path).parent), entry.sha256,
                         "hf-hub")
     return located, ""
@@ -135,7 +151,12 @@ def _from_hf_hub(entry: ZooEntry) -> tuple[LocatedWeights | None, str]:
 
 def _verified(name: str, weights: Path, config: ModelConfig, expected: str | None, source: str) -> LocatedWeights:
     actual = sha256_file(weights)
-    if expected and actual != expected:
+    if not expected:
+        # Folders written by timm's save_for_hf (or by hand) record no sha256: refusing them would
+        # make every such folder unusable, so they load, and the warning says they are unchecked.
+        warnings.warn(f"{weights}: no recorded sha256 to check these weights against ({name!r} records none); "
+                      f"loaded unverified, sha256 {actual}", UnverifiedWeightsWarning, stacklevel=4)
+    elif actual != expected:
         raise WeightsIntegrityError(
             f"{weights}: sha256 {actual} does not match the expected {expected}; the file is corrupt or not "
             f"the weights of {name!r}. Delete it and fetch it again."

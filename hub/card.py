@@ -1,8 +1,8 @@
 """The model card (README.md) of an exported model: Hugging Face front matter plus the facts.
 
-Every number on a card is read from the exported folder: the measured results in config.json's
-`equimod.results` (each with the command that produced it), the run's log and probe files.
-The paper's figures appear only as the paper's, labelled with their source.
+Every number on a card comes from the records of its weights' sha256 (`equimod_zoo.records`, each
+with the command that produced it) or from the exported folder's files (the run's log and probe
+report). The paper's figures appear only as the paper's, labelled with their source.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import yaml
 from huggingface_hub import EvalResult, ModelCardData
 
 from equimod_zoo.model_folder import PAPER_ID, ModelConfig
-from equimod_zoo.registry import Metric
+from equimod_zoo.records import Record
 
 PAPER_URL = "https://arxiv.org/abs/2211.01244"
 PAPER_EPOCHS = 800
@@ -103,16 +103,14 @@ class CardFacts:
     repo_id: str
     weights_dtype: str  # "float32" or "float16"
     num_parameters: int
+    records: tuple[Record, ...] = ()  # measured on exactly these weights
+    published: bool = False  # whether repo_id exists on the Hub (the card then shows `hf-hub:` usage)
     heads_file: str | None = None
     zoo_name: str | None = None
     recipe_yaml: str | None = None  # the run's recipe.yaml
     final_log_row: dict[str, str] | None = None  # the last row of the run's log.csv
     probe_file: str | None = None
     probe_summary: dict[str, Any] | None = None  # the source folder's probe_augs.json
-
-
-def results_of(config: ModelConfig) -> list[Metric]:
-    return [Metric.from_dict(m) for m in config.equimod.get("results", [])]
 
 
 def card_metadata(config: ModelConfig, facts: CardFacts) -> ModelCardData:
@@ -131,12 +129,12 @@ def card_metadata(config: ModelConfig, facts: CardFacts) -> ModelCardData:
             task_name=f"{PROTOCOL_TITLES.get(m.protocol, m.protocol)} ({m.protocol})",
             dataset_type=dataset_info(m.dataset).hub_id or m.dataset,
             dataset_name=dataset_info(m.dataset).title,
-            dataset_split=dataset_info(m.dataset).eval_split,
+            dataset_split=m.split,
             metric_type="accuracy",
             metric_value=m.value,
-            metric_name=f"{m.protocol} {METRIC_TITLES.get(m.name, m.name)}",
+            metric_name=f"{m.protocol} {METRIC_TITLES.get(m.metric, m.metric)}",
         )
-        for m in results_of(config)
+        for m in facts.records
     ]
     return ModelCardData(
         library_name="timm",
@@ -157,7 +155,7 @@ def render_card(config: ModelConfig, facts: CardFacts) -> str:
         _details(config, facts),
         _usage(config, facts),
         _recipe(config, facts),
-        _evaluation(config),
+        _evaluation(config, facts),
         _probe(facts),
         _provenance(config),
         _limitations(config),
@@ -175,8 +173,7 @@ def summary(config: ModelConfig, facts: CardFacts) -> str:
     trained = f"for {epochs} epochs" if epochs is not None else "for an unrecorded number of epochs"
     steps = f"{meta['steps']} steps; " if meta.get("steps") is not None else ""
     on = f" on {dataset_info(data).title}" if data else ""
-    results = results_of(config)
-    measured = ("; measured: " + ", ".join(_metric_phrase(m) for m in results)) if results else \
+    measured = ("; measured: " + ", ".join(_metric_phrase(m) for m in facts.records)) if facts.records else \
         "; no evaluation has been recorded for these weights yet"
     return (f"A `{config.architecture}` backbone pre-trained with {method}{on} {trained} "
             f"({steps}the paper trains for {PAPER_EPOCHS}), exported as a headless timm model that returns "
@@ -187,8 +184,8 @@ def _steps(meta: dict[str, Any]) -> str:
     return f" ({meta['steps']} steps)" if meta.get("steps") is not None else ""
 
 
-def _metric_phrase(m: Metric) -> str:
-    return f"{dataset_info(m.dataset).title} {m.protocol} {m.name} {m.value:.2f}%"
+def _metric_phrase(m: Record) -> str:
+    return f"{dataset_info(m.dataset).title} {m.protocol} {m.metric} {m.value:.2f}%"
 
 
 def _data_name(meta: dict[str, Any]) -> str:
@@ -227,16 +224,23 @@ def _usage(config: ModelConfig, facts: CardFacts) -> str:
     cifar = config.architecture.endswith("_cifar")
     register = ("import equimod_zoo  # registers the CIFAR-stem ResNets with timm: needed before create_model\n"
                 if cifar else "")
-    zoo_line = (f'model = equimod_zoo.load("{facts.zoo_name}")  # the same model through the zoo\n'
-                if facts.zoo_name else
-                f'model = equimod_zoo.load(huggingface_hub.snapshot_download("{facts.repo_id}"))'
-                "  # same, via the zoo\n")
+    # `hf-hub:` only for a repository that exists; until then the folder loads from disk.
+    source = f"hf-hub:{facts.repo_id}" if facts.published else "local-dir:PATH/TO/THIS/FOLDER"
+    if facts.zoo_name:
+        zoo_line = f'model = equimod_zoo.load("{facts.zoo_name}")  # the same model through the zoo\n'
+    elif facts.published:
+        zoo_line = (f'model = equimod_zoo.load(huggingface_hub.snapshot_download("{facts.repo_id}"))'
+                    "  # same, via the zoo\n")
+    else:
+        zoo_line = 'model = equimod_zoo.load("PATH/TO/THIS/FOLDER")  # same, via the zoo\n'
     note = ("This architecture has a CIFAR stem (3x3 stride-1 conv1, no max-pool), which timm does not ship: "
             "`import equimod_zoo` registers it before `timm.create_model`." if cifar else
             "The architecture is stock timm; `equimod_zoo` is only needed for its extras.")
+    if not facts.published:
+        note += (f" `{facts.repo_id}` is not published on the Hugging Face Hub yet: load this folder from disk.")
     code = (
         "import timm\nimport torch\n" + (register or "") +
-        f'\nmodel = timm.create_model("hf-hub:{facts.repo_id}", pretrained=True).eval()\n'
+        f'\nmodel = timm.create_model("{source}", pretrained=True).eval()\n'
         "data_config = timm.data.resolve_model_data_config(model)\n"
         "transform = timm.data.create_transform(**data_config, is_training=False)\n\n"
         "with torch.no_grad():\n"
@@ -244,7 +248,8 @@ def _usage(config: ModelConfig, facts: CardFacts) -> str:
         "    features = model.forward_head(model.forward_features(x), pre_logits=True)"
         f"  # (1, {config.num_features})\n"
     )
-    zoo = ("import equimod_zoo\n" + ("" if facts.zoo_name else "import huggingface_hub\n") + "\n" + zoo_line)
+    hub_import = "import huggingface_hub\n" if facts.published and not facts.zoo_name else ""
+    zoo = "import equimod_zoo\n" + hub_import + "\n" + zoo_line
     return f"## Usage\n\n{note}\n\n```python\n{code}```\n\nWith `equimod-zoo` installed:\n\n```python\n{zoo}```"
 
 
@@ -270,21 +275,22 @@ def _recipe(config: ModelConfig, facts: CardFacts) -> str:
     return text
 
 
-def _evaluation(config: ModelConfig) -> str:
-    results = results_of(config)
+def _evaluation(config: ModelConfig, facts: CardFacts) -> str:
+    results = facts.records
     if not results:
         return ("## Evaluation\n\nNo evaluation has been recorded for these weights yet. Numbers appear here "
                 "only once an evaluation command (`equimod-zoo linear`, `equimod-zoo transfer`...) has "
                 "measured them on exactly these weights.")
     rows = "\n".join(
-        f"| {dataset_info(m.dataset).title} ({dataset_info(m.dataset).eval_split}) | "
-        f"{PROTOCOL_TITLES.get(m.protocol, m.protocol)} | {METRIC_TITLES.get(m.name, m.name)} | {m.value:.2f} | "
-        f"`{m.command}` |"
+        f"| {dataset_info(m.dataset).title} ({m.split}) | "
+        f"{PROTOCOL_TITLES.get(m.protocol, m.protocol)} | {METRIC_TITLES.get(m.metric, m.metric)} | {m.value:.2f} | "
+        f"`{m.command}` | {m.date} |"
         for m in results
     )
     text = ("## Evaluation\n\nEach number was measured on exactly these weights (sha256 in Provenance) by "
-            "the command beside it.\n\n| dataset | protocol | metric | value (%) | command |\n"
-            f"|---|---|---|---|---|\n{rows}")
+            "the command beside it, run from the root of the equimod-zoo repository with `$EQUIMOD_DATA` the data "
+            "folder.\n\n| dataset | protocol | metric | value (%) | command | date |\n"
+            f"|---|---|---|---|---|---|\n{rows}")
     paper = paper_result(config.equimod.get("method", ""), _data_name(config.equimod), config.architecture)
     if paper is not None:
         text += (f"\n\nFor reference, the paper reports {paper.top1:.2f}% linear top-1 ({paper.top5:.2f}% top-5) "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,8 @@ import timm
 import torch
 
 import equimod_zoo  # also registers the CIFAR-stem architectures with timm
-from equimod_zoo.hub.export import move_into_place, staging_dir
-from equimod_zoo.model_folder import sha256_file, write_model_folder
+from equimod_zoo.hub.staging import check_output, move_into_place, staging_dir
+from equimod_zoo.model_folder import CONFIG_FILE, HEADS_FILE, WEIGHTS_FILE, sha256_file, write_model_folder
 from equimod_zoo.registry import METHODS
 
 
@@ -52,6 +53,11 @@ LAYOUTS = {
 }
 
 CLASSIFIER_PREFIX = "fc."
+WRITTEN_BY = "convert"  # config.json's equimod.written_by: marks a folder --overwrite may replace
+CONVERT_FILES = (CONFIG_FILE, WEIGHTS_FILE, HEADS_FILE)
+# A checkpoint's tensors, inflated, may not exceed this: a ResNet-50 with its momentum encoder and
+# optimizer state is about 1 GB, and a few hundred bytes of zip can otherwise ask for terabytes.
+MAX_CHECKPOINT_BYTES = 8 << 30
 # (block, blocks per stage) -> timm architecture, for each stem
 _DEPTHS = {
     ("basic", (2, 2, 2, 2)): "resnet18",
@@ -74,27 +80,60 @@ class ConversionReport:
     ignored_keys: tuple[str, ...]  # outside the backbone and the heads (projectors, momentum encoder...)
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint's contents: safetensors, or a torch pickle of plain tensors and containers only."""
+def read_checkpoint(path: str | Path, *, max_bytes: int = MAX_CHECKPOINT_BYTES) -> dict[str, Any]:
+    """A checkpoint's contents: safetensors, or a torch pickle of plain tensors and containers only.
+
+    A torch checkpoint must be a zip archive (torch.save's format since torch 1.6) whose tensors
+    total at most `max_bytes` once inflated; the sizes are read from the archive's directory
+    before anything is inflated. The older, non-zip format is refused: its tensor sizes are only
+    known while they are being allocated.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: empty file, not a checkpoint")
     if path.suffix == ".safetensors":
         try:
             return safetensors.torch.load_file(str(path))
         except Exception as error:  # safetensors raises several types for a corrupt file
             raise ValueError(f"{path}: not a readable safetensors file ({error})") from None
+    _check_inflated_size(path, max_bytes)
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         reason = str(error).strip().splitlines()[0]
         raise ValueError(f"{path}: refused: it holds objects that only arbitrary code could rebuild, and "
                          f"checkpoints are read with weights_only=True ({reason})") from None
-    except (RuntimeError, EOFError) as error:
-        raise ValueError(f"{path}: not a readable torch checkpoint ({str(error).strip().splitlines()[0]})") from None
+    except (RuntimeError, EOFError, KeyError, IndexError, ValueError, zipfile.BadZipFile) as error:
+        # torch.load's failures on a damaged archive are as varied as the damage
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"{path}: not a readable torch checkpoint ({type(error).__name__}: {reason})") from None
     if not isinstance(content, dict):
         raise ValueError(f"{path}: expected a dict checkpoint, found {type(content).__name__}")
     return content
+
+
+def _check_inflated_size(path: Path, max_bytes: int) -> None:
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a torch checkpoint in torch.save's zip format (a text file, a damaged file, "
+                         f"or the pre-1.6 format, whose tensor sizes cannot be checked before they are allocated: "
+                         f"re-save it with torch.save, or as safetensors)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            inflated = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError) as error:
+        raise ValueError(f"{path}: not a readable torch checkpoint ({error})") from None
+    if inflated > max_bytes:
+        raise ValueError(f"{path}: its tensors would take {inflated / 2**30:.1f} GiB once inflated, over the "
+                         f"{max_bytes / 2**30:.1f} GiB limit for a checkpoint; refused before inflating")
+
+
+def check_finite(tensors: dict[str, torch.Tensor], path: Path | str) -> None:
+    """Refuse weights holding NaN or inf: they would give non-finite features to every user."""
+    for key, value in tensors.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ValueError(f"{path}: tensor {key!r} holds NaN or inf values; refusing to convert it")
 
 
 def split_checkpoint(content: dict[str, Any], layout: CheckpointLayout, *, path: Path | str = "checkpoint",
@@ -178,18 +217,18 @@ def convert_checkpoint(
         method: the pre-training method recorded in the metadata (one of registry.METHODS);
             detected for the official EquiMod checkpoints.
         dtype: store the weights in this precision; None keeps float32.
-        overwrite: replace an existing `out`.
+        overwrite: replace an existing `out` that an earlier conversion wrote; anything else is refused.
     """
     if source not in LAYOUTS:
         raise ValueError(f"--from {source!r}: expected one of {', '.join(LAYOUTS)}")
     if method is not None and method not in METHODS:
         raise ValueError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
     path, out = Path(checkpoint), Path(out)
-    if out.exists() and not overwrite:
-        raise ValueError(f"{out}: already exists; choose another --out or pass --overwrite")
+    check_output(out, kind=WRITTEN_BY, files=CONVERT_FILES, sources=[path], overwrite=overwrite)
     layout = LAYOUTS[source]
     content = read_checkpoint(path)
     backbone, heads, ignored = split_checkpoint(content, layout, path=path)
+    check_finite({**backbone, **heads}, path)
     detected_arch, detected_args = detect_architecture(backbone, path=path) if arch is None or model_args is None \
         else (arch, model_args)
     arch = arch or detected_arch
@@ -203,6 +242,7 @@ def convert_checkpoint(
         "converted_from": {"file": path.name, "format": source, "sha256": sha256_file(path)},
         **({"method": method} if method else {}),
         **({"epochs": int(content["epoch"])} if isinstance(content.get("epoch"), int) else {}),
+        "written_by": WRITTEN_BY,
     }
     with staging_dir(out) as stage:
         config = write_model_folder(stage, model, arch=arch, equimod=equimod, heads=heads or None, dtype=dtype,

@@ -6,18 +6,17 @@
     OUT/equimod_heads.safetensors    optional: the pre-training heads
     OUT/probe_augs.json              optional: the augmentation-probe summary
 
-The folder is built beside OUT, checked (plain timm reloads it and gives the source model's
-features; every result belongs to these exact weights), and only then renamed into place.
+The card's numbers are the records of the exported weights' sha256 (`equimod_zoo.records`): the
+zoo's and those of any records folder named. The folder is built beside OUT, checked (plain timm
+reloads it and gives the source model's features), and only then renamed into place; an existing
+OUT is replaced only when it is a previous export (hub/staging.py).
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
-import os
 import shutil
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -31,7 +30,8 @@ from huggingface_hub.utils import validate_repo_id
 
 import equimod_zoo
 from equimod_zoo.atomic import atomic_write_text
-from equimod_zoo.hub.card import CardFacts, render_card, results_of
+from equimod_zoo.hub.card import CardFacts, render_card
+from equimod_zoo.hub.staging import check_output, move_into_place, staging_dir
 from equimod_zoo.model_folder import (
     CARD_FILE,
     CONFIG_FILE,
@@ -42,11 +42,14 @@ from equimod_zoo.model_folder import (
     save_weights,
     sha256_file,
 )
+from equimod_zoo.records import ZOO_RECORDS_DIR, Record, read_records
 from equimod_zoo.weights import locate_weights
 
 PROBE_FILE = "probe_augs.json"
 RECIPE_FILE = "recipe.yaml"
 LOG_FILE = "log.csv"
+WRITTEN_BY = "export"  # config.json's equimod.written_by: marks a folder --overwrite may replace
+EXPORT_FILES = (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE, HEADS_FILE, PROBE_FILE, RECIPE_FILE, LOG_FILE)
 DEFAULT_LICENSE = "apache-2.0"  # the zoo's license, for sources that do not name one
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
 REQUIRED_DATA_CONFIG = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")
@@ -75,6 +78,8 @@ def export_model(
     with_heads: bool | None = None,
     zoo_name: str | None = None,
     overwrite: bool = False,
+    records_dirs: Sequence[str | Path] = (),
+    published: bool = False,
 ) -> ExportResult:
     """Write `source` (a run folder, model folder or zoo name) as a Hub-ready folder at `out`.
 
@@ -85,7 +90,11 @@ def export_model(
         dtype: re-save the backbone in this precision; None keeps the source's.
         with_heads: copy equimod_heads.safetensors; None copies it when the source has one.
         zoo_name: the zoo entry the folder will be bundled as, for the card's usage snippet.
-        overwrite: replace an existing `out` (only once the new folder has passed its checks).
+        overwrite: replace an existing `out` that is a previous export (only once the new folder has passed
+            its checks); anything else at `out` is refused.
+        records_dirs: records folders whose numbers for the exported weights go on the card (besides the zoo's).
+        published: the folder is about to be uploaded to `repo_id`: the card shows `hf-hub:` usage and
+            config.json records the repository.
     """
     validate_repo_id(repo_id)
     if "/" not in repo_id:
@@ -93,38 +102,60 @@ def export_model(
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise ValueError(f"{out}: already exists; choose another --out or pass --overwrite")
     located = locate_weights(source)
     src = located.weights.parent
+    check_output(out, kind=WRITTEN_BY, files=EXPORT_FILES, sources=[src, *records_dirs], overwrite=overwrite)
+    _refuse_folder_results(located.config, src)
     with staging_dir(out) as stage:
-        config, resaved = _write_weights(located.weights, located.config, stage, dtype)
+        config = _write_weights(located.weights, located.config, stage, dtype)
         sha = sha256_file(stage / WEIGHTS_FILE)
-        heads = _copy_heads(src, stage, with_heads, dtype)
-        probe = _copy_probe(src, stage, sha)
+        _copy_heads(src, stage, with_heads, dtype)
+        _copy_probe(src, stage, sha)
         _copy_training_record(src, stage)
-        _check_results(config, sha, src, resaved)
-        config.equimod = {**config.equimod, "weights_sha256": sha, "hf_hub_id": repo_id}
+        hub = {"hf_hub_id": repo_id} if published else {}  # a repository only once it exists
+        kept = {k: v for k, v in config.equimod.items() if k not in ("hf_hub_id", "results")}
+        config.equimod = {**kept, "weights_sha256": sha, **hub, "written_by": WRITTEN_BY}
         config.write(stage)
-        weights_dtype = _weights_dtype(stage / WEIGHTS_FILE)
-        facts = CardFacts(
-            repo_id=repo_id,
-            weights_dtype=str(weights_dtype).removeprefix("torch."),
-            num_parameters=_num_parameters(stage / WEIGHTS_FILE),
-            heads_file=heads,
-            zoo_name=zoo_name,
-            recipe_yaml=_read_text(src / RECIPE_FILE),
-            final_log_row=_final_log_row(src / LOG_FILE),
-            probe_file=PROBE_FILE if probe is not None else None,
-            probe_summary=probe,
-        )
-        card = render_card(config, facts)
-        check_card(card, config)
+        records = records_of(sha, records_dirs)
+        card = folder_card(stage, config, repo_id=repo_id, zoo_name=zoo_name, published=published, records=records)
         (stage / CARD_FILE).write_text(card, encoding="utf-8")
+        weights_dtype = _weights_dtype(stage / WEIGHTS_FILE)
         diff = verify_reload(stage, source, weights_dtype=weights_dtype)
         move_into_place(stage, out)
-    return ExportResult(folder=out, weights_sha256=sha, weights_dtype=facts.weights_dtype,
-                        num_results=len(results_of(config)), max_feature_diff=diff)
+    return ExportResult(folder=out, weights_sha256=sha, weights_dtype=str(weights_dtype).removeprefix("torch."),
+                        num_results=len(records), max_feature_diff=diff)
+
+
+def records_of(weights_sha256: str, records_dirs: Sequence[str | Path] = ()) -> tuple[Record, ...]:
+    """The records of these weights in `records_dirs`, then the zoo's; the first folder naming a measurement wins."""
+    found: dict[tuple[str, str, str, str], Record] = {}
+    for folder in (*records_dirs, ZOO_RECORDS_DIR):
+        for record in read_records(folder, weights_sha256):
+            found.setdefault(record.key, record)
+    return tuple(found.values())
+
+
+def folder_card(folder: Path, config: ModelConfig, *, repo_id: str, zoo_name: str | None, published: bool,
+                records: Sequence[Record]) -> str:
+    """The checked model card of an exported (or bundled) folder, from its files and the records of its weights."""
+    weights_dtype = _weights_dtype(folder / WEIGHTS_FILE)
+    probe = _read_probe(folder / PROBE_FILE) if (folder / PROBE_FILE).is_file() else None
+    facts = CardFacts(
+        repo_id=repo_id,
+        weights_dtype=str(weights_dtype).removeprefix("torch."),
+        records=tuple(records),
+        published=published,
+        num_parameters=_num_parameters(folder / WEIGHTS_FILE),
+        heads_file=HEADS_FILE if (folder / HEADS_FILE).is_file() else None,
+        zoo_name=zoo_name,
+        recipe_yaml=_read_text(folder / RECIPE_FILE),
+        final_log_row=_final_log_row(folder / LOG_FILE),
+        probe_file=PROBE_FILE if probe is not None else None,
+        probe_summary=probe,
+    )
+    card = render_card(config, facts)
+    check_card(card, len(facts.records))
+    return card
 
 
 def verify_reload(folder: Path, source: str | Path, *, weights_dtype: torch.dtype, batch_size: int = 2) -> float:
@@ -152,18 +183,17 @@ def verify_reload(folder: Path, source: str | Path, *, weights_dtype: torch.dtyp
     return diff
 
 
-def check_card(card: str, config: ModelConfig) -> None:
+def check_card(card: str, num_records: int) -> None:
     """The front matter parses as YAML and huggingface_hub reads back every measured result."""
     front = card.split("---\n", 2)[1]
     if not isinstance(yaml.safe_load(front), dict):
         raise ValueError("model card front matter is not a YAML mapping")
     parsed = ModelCard(card).data
-    if len(parsed.eval_results or []) != len(results_of(config)):
+    if len(parsed.eval_results or []) != num_records:
         raise ValueError("model card model-index does not hold every measured result")
 
 
-def _write_weights(weights: Path, source_config: ModelConfig, stage: Path,
-                   dtype: str | None) -> tuple[ModelConfig, bool]:
+def _write_weights(weights: Path, source_config: ModelConfig, stage: Path, dtype: str | None) -> ModelConfig:
     """Copy (or re-save, when the dtype changes or a classifier must go) the backbone; the timm config."""
     state = safetensors.torch.load_file(str(weights))
     classifier = str(source_config.pretrained_cfg.get("classifier", "fc"))
@@ -175,7 +205,7 @@ def _write_weights(weights: Path, source_config: ModelConfig, stage: Path,
         save_weights(backbone, stage / WEIGHTS_FILE, dtype=target)
     else:
         shutil.copyfile(weights, stage / WEIGHTS_FILE)
-    return _timm_config(source_config, weights.parent / CONFIG_FILE), resave
+    return _timm_config(source_config, weights.parent / CONFIG_FILE)
 
 
 def _timm_config(source: ModelConfig, path: Path) -> ModelConfig:
@@ -195,14 +225,12 @@ def _timm_config(source: ModelConfig, path: Path) -> ModelConfig:
     )
 
 
-def _check_results(config: ModelConfig, sha: str, src: Path, resaved: bool) -> None:
-    for metric in results_of(config):
-        if metric.weights_sha256 != sha:
-            why = (" (the export re-saved the weights, so numbers measured on the source's weights do not "
-                   "carry over: export without --dtype, or re-measure the export)" if resaved else "")
-            raise ValueError(
-                f"{src / CONFIG_FILE}: the {metric.dataset} {metric.protocol} {metric.name} result was measured on "
-                f"weights {metric.weights_sha256}, not on the exported {WEIGHTS_FILE} ({sha}){why}")
+def _refuse_folder_results(config: ModelConfig, src: Path) -> None:
+    """Numbers live in records, not in config.json; an older folder's recorded results are not dropped silently."""
+    if config.equimod.get("results"):
+        raise ValueError(f"{src / CONFIG_FILE}: holds equimod.results written into the model folder by an older "
+                         "equimod-zoo; measured numbers now live in a records folder: re-measure with "
+                         "`--record DIR` and export with `--records DIR`")
 
 
 def _copy_heads(src: Path, stage: Path, with_heads: bool | None, dtype: str | None) -> str | None:
@@ -230,6 +258,13 @@ def _copy_probe(src: Path, stage: Path, sha: str) -> dict[str, Any] | None:
     path = src / PROBE_FILE
     if not path.is_file():
         return None
+    report = probe_report_for(path, sha)
+    atomic_write_text(stage / PROBE_FILE, json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def probe_report_for(path: Path, sha: str) -> dict[str, Any]:
+    """The one report of `probe-augs --json` in `path` that was measured on the weights `sha`."""
     try:
         reports = json.loads(path.read_text())
     except json.JSONDecodeError as error:
@@ -241,8 +276,17 @@ def _copy_probe(src: Path, stage: Path, sha: str) -> dict[str, Any] | None:
     if len(matching) != 1:
         measured_on = ", ".join(str(r.get("weights_sha256")) for r in reports)
         raise ValueError(f"{path}: measured on weights {measured_on}, not on the exported {WEIGHTS_FILE} ({sha})")
-    atomic_write_text(stage / PROBE_FILE, json.dumps(matching[0], indent=2) + "\n")
     return matching[0]
+
+
+def _read_probe(path: Path) -> dict[str, Any]:
+    try:
+        report = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(report, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return report
 
 
 def _weights_dtype(path: Path) -> torch.dtype:
@@ -289,41 +333,3 @@ def _short_number(text: str) -> str:
     except ValueError:
         return text
     return str(int(value)) if value.is_integer() else f"{value:.4g}"
-
-
-@contextlib.contextmanager
-def staging_dir(out: Path) -> Iterator[Path]:
-    """A fresh folder beside `out`, removed unless it was moved into place."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
-        yield stage
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-
-
-def move_into_place(stage: Path, out: Path) -> None:
-    """Rename `stage` onto `out`; an existing `out` is set aside first and restored if the rename fails."""
-    _umask_permissions(stage)
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-        os.rmdir(old)
-        os.replace(out, old)
-    try:
-        os.replace(stage, out)
-    except OSError:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _umask_permissions(folder: Path) -> None:
-    """Temporary files and folders are private (0600/0700); a published folder gets the usual modes."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
-    for path in folder.iterdir():
-        path.chmod(0o666 & ~umask)

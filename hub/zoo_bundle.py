@@ -1,24 +1,32 @@
-"""Add an exported model folder to the zoo: a bundled copy plus its catalogue row.
+"""Add an exported model folder to the zoo: a bundled copy, its records and its catalogue row.
 
-The folder is copied to `equimod_zoo/zoo/models/NAME/` and the catalogue entry NAME is set to
-what the folder proves: available, its weights' sha256, the results measured on those weights,
-the epochs it was trained for, and the Hub repository when it was published. A name not yet in
-the catalogue gets a new entry built from the folder's metadata.
+    equimod-zoo zoo-add FOLDER --name NAME [--records DIR] [--probe-report FILE] [--hf-hub-id ORG/NAME]
+
+The maintainer's command, and the only one that edits the zoo (publish and convert never do).
+The folder is copied to `equimod_zoo/zoo/models/NAME/`, the records of its weights are copied
+from DIR into `equimod_zoo/zoo/records/`, and the catalogue entry NAME is set to what the folder
+proves: available, its weights' sha256, the epochs it was trained for, and the Hub repository
+once one was published. A name not yet in the catalogue gets a new entry built from the folder's
+metadata. The bundled card is generated from the folder and the records, like every card.
 """
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from equimod_zoo import registry
 from equimod_zoo.atomic import atomic_write_text
-from equimod_zoo.hub.export import move_into_place, staging_dir
-from equimod_zoo.model_folder import CONFIG_FILE, HEADS_FILE, WEIGHTS_FILE, ModelConfig, sha256_file
-from equimod_zoo.registry import BUNDLED_MODELS_DIR, CATALOGUE_FILE, Catalogue, ZooEntry
+from equimod_zoo.hub.export import EXPORT_FILES, PROBE_FILE, WRITTEN_BY, folder_card, probe_report_for
+from equimod_zoo.hub.staging import check_output, move_into_place, staging_dir
+from equimod_zoo.model_folder import CARD_FILE, CONFIG_FILE, HEADS_FILE, WEIGHTS_FILE, ModelConfig, sha256_file
+from equimod_zoo.records import add_records, read_records
+from equimod_zoo.registry import BUNDLED_MODELS_DIR, CATALOGUE_FILE, RECORDS_DIR_NAME, Catalogue, ZooEntry
 
 MAX_BUNDLED_MB = 256  # tracked weights stay under this (DEVELOPERS.md)
+HUB_ORG = "equimod-zoo"  # the organisation a bundled model's card names until it is published elsewhere
 
 
 def add_to_zoo(
@@ -26,14 +34,25 @@ def add_to_zoo(
     name: str,
     *,
     hf_hub_id: str | None = None,
+    records_dirs: Sequence[str | Path] = (),
+    probe_report: str | Path | None = None,
     catalogue_path: str | Path = CATALOGUE_FILE,
     models_dir: str | Path = BUNDLED_MODELS_DIR,
     max_weights_mb: float = MAX_BUNDLED_MB,
 ) -> ZooEntry:
-    """Bundle `folder` as zoo entry `name`; returns the entry as now written to the catalogue."""
+    """Bundle `folder` as zoo entry `name`; returns the entry as now written to the catalogue.
+
+    Args:
+        folder: an exported model folder (`equimod-zoo publish ... --dry-run` writes one).
+        name: the zoo entry, existing or new.
+        hf_hub_id: the Hub repository the folder was published to (default: the one the folder's config.json
+            records, which an export writes only for an upload).
+        records_dirs: records folders holding measurements of these weights, copied into the zoo's records.
+        probe_report: a `probe-augs --json` file of these weights, bundled as probe_augs.json.
+    """
     folder, catalogue_path, models_dir = Path(folder), Path(catalogue_path), Path(models_dir)
     if not name or Path(name).name != name or name.startswith("."):
-        raise ValueError(f"--zoo-entry {name!r}: expected a plain name such as simclr_equimod_r18_cifar10")
+        raise ValueError(f"--name {name!r}: expected a plain name such as simclr_equimod_r18_cifar10")
     config = ModelConfig.read(folder)
     sha = sha256_file(folder / WEIGHTS_FILE)
     if config.equimod.get("weights_sha256") != sha:
@@ -42,21 +61,39 @@ def add_to_zoo(
     if size_mb > max_weights_mb:
         raise ValueError(f"{folder}: {size_mb:.0f} MB of weights is over the {max_weights_mb:.0f} MB a bundled "
                          "model may track; export with --dtype fp16 or --no-heads, or publish it to the Hub only")
+    probe = probe_report_for(Path(probe_report), sha) if probe_report is not None else None
+    records = [r for d in records_dirs for r in read_records(d, sha)]
     rows = json.loads(catalogue_path.read_text())
     index = next((i for i, row in enumerate(rows) if row["name"] == name), None)
     current = rows[index] if index is not None else None
-    row = _entry_row(config, name, sha, current, hf_hub_id, folder)
+    row = _entry_row(config, name, sha, current, hf_hub_id or config.equimod.get("hf_hub_id"), folder)
     if index is None:
         rows.append(row)
     else:
         rows[index] = row
     # Validate the whole catalogue before touching anything: unknown method, clashing names...
     entry = Catalogue(tuple(ZooEntry.from_dict(r) for r in rows)).get(name)
-    _copy_folder(folder, models_dir / name)
+    target = models_dir / name
+    check_output(target, kind=WRITTEN_BY, files=EXPORT_FILES, sources=[folder], overwrite=True, option="--name")
+    records_dir = catalogue_path.parent / RECORDS_DIR_NAME
+    if records:
+        add_records(records_dir, records)
+    _bundle_folder(folder, target, entry, probe, records_dir)
     atomic_write_text(catalogue_path, json.dumps(rows, indent=2) + "\n")
     if catalogue_path.resolve() == CATALOGUE_FILE.resolve():
         registry.catalogue.cache_clear()
-    return entry
+    return Catalogue.from_file(catalogue_path).get(name)
+
+
+def bundled_card(entry: ZooEntry, folder: Path, records_dir: Path) -> str:
+    """The card of a bundled folder: generated from its files, its catalogue entry and the zoo's records."""
+    config = ModelConfig.read(folder)
+    sha = sha256_file(folder / WEIGHTS_FILE)
+    if sha != entry.sha256:
+        raise ValueError(f"{folder / WEIGHTS_FILE}: sha256 {sha} is not the catalogue's {entry.sha256} for "
+                         f"{entry.name}")
+    return folder_card(folder, config, repo_id=entry.hf_hub_id or f"{HUB_ORG}/{entry.name}", zoo_name=entry.name,
+                       published=entry.hf_hub_id is not None, records=read_records(records_dir, sha))
 
 
 def _entry_row(config: ModelConfig, name: str, sha: str, current: dict[str, Any] | None, hf_hub_id: str | None,
@@ -67,7 +104,7 @@ def _entry_row(config: ModelConfig, name: str, sha: str, current: dict[str, Any]
         for key, value in (("arch", config.architecture), ("method", method)):
             if value is not None and current[key] != value:
                 raise ValueError(f"{folder / CONFIG_FILE}: {key} {value!r} differs from zoo entry {name!r} "
-                                 f"({current[key]!r}); choose another --zoo-entry")
+                                 f"({current[key]!r}); choose another --name")
         row = dict(current)
     else:
         if method is None:
@@ -86,7 +123,6 @@ def _entry_row(config: ModelConfig, name: str, sha: str, current: dict[str, Any]
         folder=name,
         sha256=sha,
         hf_hub_id=hf_hub_id or (current.get("hf_hub_id") if keep_hub else None),
-        metrics=list(meta.get("results", [])),
     )
     # What these weights were trained with replaces what the entry planned.
     data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
@@ -107,9 +143,17 @@ def _training_note(meta: dict[str, Any], data: dict[str, Any]) -> str:
             f"({data.get('name', 'unknown data')}); the paper trains for 800 epochs.")
 
 
-def _copy_folder(folder: Path, target: Path) -> None:
+def _bundle_folder(folder: Path, target: Path, entry: ZooEntry, probe: dict[str, Any] | None,
+                   records_dir: Path) -> None:
+    """Copy what an export writes (the card is generated anew), the probe report named for the entry."""
     with staging_dir(target) as stage:
-        for path in sorted(folder.iterdir()):
-            if path.is_file() and not path.name.startswith("."):
-                shutil.copyfile(path, stage / path.name)
+        for name in EXPORT_FILES:
+            if name != CARD_FILE and (folder / name).is_file():
+                shutil.copyfile(folder / name, stage / name)
+        if probe is not None:
+            atomic_write_text(stage / PROBE_FILE, json.dumps({**probe, "model": entry.name}, indent=2) + "\n")
+        elif (stage / PROBE_FILE).is_file():  # a copied report names the zoo entry, not a path on some machine
+            report = json.loads((stage / PROBE_FILE).read_text())
+            atomic_write_text(stage / PROBE_FILE, json.dumps({**report, "model": entry.name}, indent=2) + "\n")
+        (stage / CARD_FILE).write_text(bundled_card(entry, stage, records_dir), encoding="utf-8")
         move_into_place(stage, target)

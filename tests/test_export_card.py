@@ -14,16 +14,21 @@ import equimod_zoo
 from equimod_zoo.hub.export import export_model, verify_reload
 from equimod_zoo.hub.model_cards import card_summary
 from equimod_zoo.model_folder import HEADS_FILE, WEIGHTS_FILE, sha256_file, write_model_folder
-from equimod_zoo.registry import Metric
-from equimod_zoo.results import record_results
+from equimod_zoo.records import Record, add_records, read_records
 
 TINY = {"channels": (8, 16, 32, 64), "stem_width": 8}
 LINEAR_COMMAND = "equimod-zoo linear RUN --dataset cifar10 --data-dir ../shared/data"
 
 
+def records_dir(folder: Path) -> Path:
+    """Where `make_run_folder` records the run's numbers: a records folder beside it, never inside."""
+    return folder.parent / "records"
+
+
 def make_run_folder(folder: Path, model: torch.nn.Module, *, epochs: int = 3, results: bool = True,
                     dtype: torch.dtype | None = None, method: str = "simclr_equimod") -> str:
-    """A folder like `equimod-zoo train` writes (contract 2), with one recorded linear result."""
+    """A folder like `equimod-zoo train` writes (contract 2), with a linear and a kNN result recorded in
+    `records_dir(folder)`."""
     config = write_model_folder(
         folder, model, arch="resnet18_cifar", model_args=TINY, dtype=dtype,
         heads={"proj_head_eq.0.weight": torch.randn(16, 64), "param_mean": torch.zeros(18),
@@ -39,8 +44,9 @@ def make_run_folder(folder: Path, model: torch.nn.Module, *, epochs: int = 3, re
                                     "20,1,0.1,5.123456,3.0,2.123,0.052\n")
     (folder / "recipe.yaml").write_text(f"method: {method}\nepochs: {epochs}\nbatch_size: 64\n")
     if results:
-        record_results(folder, [Metric("top1", "cifar10", "linear", 41.2345, LINEAR_COMMAND, sha),
-                                Metric("knn_top1", "cifar10", "knn", 38.5, "equimod-zoo knn RUN", sha)])
+        add_records(records_dir(folder), [
+            Record(sha, "cifar10", "test", "linear", "top1", 41.2345, LINEAR_COMMAND, "2026-12-01", "0.1.0"),
+            Record(sha, "cifar10", "test", "knn", "knn_top1", 38.5, "equimod-zoo knn RUN", "2026-12-01", "0.1.0")])
     return sha
 
 
@@ -60,7 +66,7 @@ def _front_matter(text: str) -> dict:
 
 
 def test_round_trip_plain_timm_gives_the_source_features(run, tmp_path, tiny_resnet18_cifar):
-    result = export_model(run, tmp_path / "out", repo_id="equimod-zoo/tiny-r18")
+    result = export_model(run, tmp_path / "out", repo_id="equimod-zoo/tiny-r18", records_dirs=[records_dir(run)])
     out = tmp_path / "out"
     # a re-export of the export still carries the training record
     export_model(out, tmp_path / "again", repo_id="equimod-zoo/tiny-r18")
@@ -81,7 +87,7 @@ def test_round_trip_plain_timm_gives_the_source_features(run, tmp_path, tiny_res
 
 
 def test_config_is_timm_schema_with_equimod_metadata_at_top_level(run, tmp_path):
-    export_model(run, tmp_path / "out", repo_id="equimod-zoo/tiny-r18")
+    export_model(run, tmp_path / "out", repo_id="equimod-zoo/tiny-r18", records_dirs=[records_dir(run)])
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["architecture"] == "resnet18_cifar" and config["num_classes"] == 0
     assert config["num_features"] == 64 and config["global_pool"] == "avg"
@@ -95,11 +101,15 @@ def test_config_is_timm_schema_with_equimod_metadata_at_top_level(run, tmp_path)
     meta = config["equimod"]
     assert meta["method"] == "simclr_equimod" and meta["epochs"] == 3 and meta["batch_size"] == 64
     assert meta["weights_sha256"] == sha256_file(tmp_path / "out" / WEIGHTS_FILE)
-    assert {(r["name"], r["value"]) for r in meta["results"]} == {("top1", 41.2345), ("knn_top1", 38.5)}
+    # the numbers stay in the records, keyed by the weights' sha256; the folder is marked as an export and,
+    # unpublished, names no Hub repository
+    assert "results" not in meta and "hf_hub_id" not in meta and meta["written_by"] == "export"
+    assert {(r.metric, r.value) for r in read_records(records_dir(run), meta["weights_sha256"])} == {
+        ("top1", 41.2345), ("knn_top1", 38.5)}
 
 
 def test_card_front_matter_and_model_index_parse(run, tmp_path):
-    export_model(run, tmp_path / "out", repo_id="equimod-zoo/tiny-r18")
+    export_model(run, tmp_path / "out", repo_id="equimod-zoo/tiny-r18", records_dirs=[records_dir(run)])
     readme = tmp_path / "out" / "README.md"
     front = _front_matter(readme.read_text())
     assert front["library_name"] == "timm" and front["pipeline_tag"] == "image-feature-extraction"
@@ -121,7 +131,8 @@ def test_card_front_matter_and_model_index_parse(run, tmp_path):
 
 
 def test_card_sections_state_commands_provenance_and_limitations(run, tmp_path):
-    export_model(run, tmp_path / "out", repo_id="equimod-zoo/tiny-r18")
+    export_model(run, tmp_path / "out", repo_id="equimod-zoo/tiny-r18", records_dirs=[records_dir(run)],
+                 published=True)
     text = (tmp_path / "out" / "README.md").read_text()
     for heading in ("## Model details", "## Usage", "## Training recipe", "## Evaluation", "## Provenance",
                     "## Limitations", "## Citation"):
@@ -138,6 +149,15 @@ def test_card_sections_state_commands_provenance_and_limitations(run, tmp_path):
     assert "loss 5.123" in text and "eq_gain 0.052" in text  # the run's final log row
     assert "5.10 s per epoch on 1x NVIDIA H100 80GB HBM3" in text
     assert "3 epochs" in card_summary(text) and "41.23%" in card_summary(text)
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["equimod"]["hf_hub_id"] == "equimod-zoo/tiny-r18"
+
+
+def test_unpublished_card_never_shows_hf_hub_usage(run, tmp_path):
+    export_model(run, tmp_path / "out", repo_id="equimod-zoo/tiny-r18", records_dirs=[records_dir(run)])
+    text = (tmp_path / "out" / "README.md").read_text()
+    assert "hf-hub:" not in text and "snapshot_download" not in text
+    assert 'timm.create_model("local-dir:PATH/TO/THIS/FOLDER", pretrained=True)' in text
+    assert "`equimod-zoo/tiny-r18` is not published on the Hugging Face Hub yet" in text
 
 
 def test_export_without_results_has_no_model_index_and_says_so(tmp_path, tiny_resnet18_cifar):
@@ -150,18 +170,31 @@ def test_export_without_results_has_no_model_index_and_says_so(tmp_path, tiny_re
 
 
 def test_metric_for_other_weights_is_refused_and_nothing_is_written(run, tmp_path):
+    # a records file whose numbers belong to other weights than its name says is refused, not shown
+    path = next(records_dir(run).glob("*.json"))
+    data = json.loads(path.read_text())
+    data["weights_sha256"] = "0" * 64
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"holds records of weights 0{64}, not of the weights its name says"):
+        export_model(run, tmp_path / "out", repo_id="org/tiny", records_dirs=[records_dir(run)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["records", "run"]
+
+
+def test_results_written_into_an_old_model_folder_are_not_dropped_silently(run, tmp_path):
     config = json.loads((run / "config.json").read_text())
-    config["equimod"]["results"][0]["weights_sha256"] = "0" * 64
+    config["equimod"]["results"] = [{"name": "top1", "dataset": "cifar10", "protocol": "linear", "value": 1.0,
+                                     "command": "x", "weights_sha256": config["equimod"]["weights_sha256"]}]
     (run / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match=r"cifar10 linear top1 result was measured on weights 0{64}, not on"):
+    with pytest.raises(ValueError, match="equimod.results written into the model folder.*--record DIR"):
         export_model(run, tmp_path / "out", repo_id="org/tiny")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
-
-
-def test_fp16_export_keeps_features_but_refuses_results_of_the_fp32_weights(run, tmp_path, tiny_resnet18_cifar):
-    with pytest.raises(ValueError, match="re-saved the weights"):
-        export_model(run, tmp_path / "out", repo_id="org/tiny", dtype="fp16")
     assert not (tmp_path / "out").exists()
+
+
+def test_fp16_export_keeps_features_but_not_results_of_the_fp32_weights(run, tmp_path, tiny_resnet18_cifar):
+    # numbers are keyed by the weights' sha256: re-saved weights carry none of the fp32 weights' numbers
+    export_model(run, tmp_path / "half", repo_id="org/tiny", dtype="fp16", records_dirs=[records_dir(run)])
+    text = (tmp_path / "half" / "README.md").read_text()
+    assert "41.23" not in text and "No evaluation has been recorded for these weights yet" in text
     make_run_folder(tmp_path / "bare", tiny_resnet18_cifar, results=False)
     result = export_model(tmp_path / "bare", tmp_path / "out", repo_id="org/tiny", dtype="fp16", with_heads=False)
     assert result.weights_dtype == "float16" and not (tmp_path / "out" / HEADS_FILE).exists()
@@ -179,12 +212,19 @@ def test_fp16_source_stays_fp16(tmp_path, tiny_resnet18_cifar):
 
 
 def test_existing_out_needs_overwrite_and_is_replaced_whole(run, tmp_path):
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "old.txt").write_text("old")
+    export_model(run, tmp_path / "out", repo_id="org/tiny")
+    assert (tmp_path / "out" / HEADS_FILE).is_file()
     with pytest.raises(ValueError, match="already exists.*--overwrite"):
-        export_model(run, tmp_path / "out", repo_id="org/tiny")
-    export_model(run, tmp_path / "out", repo_id="org/tiny", overwrite=True)
-    assert not (tmp_path / "out" / "old.txt").exists() and (tmp_path / "out" / WEIGHTS_FILE).is_file()
+        export_model(run, tmp_path / "out", repo_id="org/tiny", with_heads=False)
+    export_model(run, tmp_path / "out", repo_id="org/tiny", with_heads=False, overwrite=True)
+    # replaced whole: the heads of the previous export do not linger
+    assert not (tmp_path / "out" / HEADS_FILE).exists() and (tmp_path / "out" / WEIGHTS_FILE).is_file()
+    # a folder of someone else's files is never replaced (tests/test_hostile_outputs.py has more)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "old.txt").write_text("old")
+    with pytest.raises(ValueError, match="not a previous export output"):
+        export_model(run, tmp_path / "mine", repo_id="org/tiny", overwrite=True)
+    assert (tmp_path / "mine" / "old.txt").read_text() == "old"
 
 
 def test_reload_check_catches_other_weights(run, tmp_path):

@@ -78,7 +78,7 @@ def test_extracts_unusual_images_and_lists_bad_ones(image_dir, tmp_path, tiny):
 
     table = read_metadata(tmp_path / "out").to_pydict()
     assert "label" not in table
-    sizes = {os.path.relpath(p, image_dir): (w, h) for p, w, h in zip(table["path"], table["width"], table["height"])}
+    sizes = {os.path.relpath(p, image_dir): (w, h) for p, w, h in zip(table["image_path"], table["width"], table["height"])}
     assert sizes["g_exif.jpg"] == (20, 50)  # EXIF orientation 8 turns the 50x20 stored image upright
     assert sizes["c_16bit.png"] == (32, 24) and sizes["h/nested.JPG"] == (33, 45)
     assert table["index"] == sorted(table["index"])
@@ -131,8 +131,8 @@ def test_resume_after_interruption_duplicates_nothing_and_loses_nothing(image_di
     # 1 forward to size the features, then batches of 3 in shards of 4: the 5th forward is shard 2's first.
     with pytest.raises(RuntimeError, match="interrupted"):
         _extract(image_dir, tmp_path / "out", _Flaky(tiny, crash_at=5))
-    assert sorted(p.name for p in (tmp_path / "out" / "metadata").iterdir()) == ["shard_00000.parquet",
-                                                                                   "shard_00001.parquet"]
+    assert sorted(p.name for p in (tmp_path / "out" / "metadata").iterdir()) == ["metadata_0.parquet",
+                                                                                   "metadata_1.parquet"]
     assert not [p for p in (tmp_path / "out").rglob("*") if p.name.endswith(".tmp")]
     with pytest.raises(ValueError, match="incomplete"):
         load_features(tmp_path / "out")
@@ -174,7 +174,7 @@ def test_imagefolder_labels(tmp_path, tiny):
     _extract(imagefolder_source(tmp_path / "tree"), tmp_path / "out", tiny)
     table = read_metadata(tmp_path / "out").to_pydict()
     assert label_names(tmp_path / "out") == ["daisy", "rose", "tulip"]
-    assert [(Path(p).parent.name, label) for p, label in zip(table["path"], table["label"])] == [
+    assert [(Path(p).parent.name, label) for p, label in zip(table["image_path"], table["label"])] == [
         ("daisy", 0), ("rose", 1), ("rose", 1), ("tulip", 2), ("tulip", 2)]
 
 
@@ -198,7 +198,7 @@ def test_parquet_dataset_labels(tmp_path, tiny):
     summary = _extract(source, tmp_path / "out", tiny)
     assert (summary.num_extracted, summary.num_failed) == (4, 1)
     table = read_metadata(tmp_path / "out").to_pydict()
-    assert table["path"] == ["pets/0", "pets/1", "pets/2", "pets/4"]
+    assert table["image_path"] == ["pets/0", "pets/1", "pets/2", "pets/4"]
     assert table["label"] == [0, 1, 0, 1] and table["width"] == [24, 25, 26, 28]
     assert label_names(tmp_path / "out") == ["cat", "dog"]
     assert "pets/3" in (tmp_path / "out" / "failures.csv").read_text()

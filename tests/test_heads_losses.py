@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from equimod_zoo.training.heads import (
+from equimod_zoo.equimod.heads import (
     AugmentationEmbedding,
     BYOLPredictionHead,
     BYOLProjectionHead,

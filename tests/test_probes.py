@@ -238,27 +238,37 @@ def extracted(tmp_path, tiny_resnet18_cifar):
     return tmp_path
 
 
-def test_linear_command_reports_writes_json_and_records(extracted):
+def test_linear_command_reports_writes_json_and_records(extracted, monkeypatch):
     import json
+    import sys
 
     from typer.testing import CliRunner
 
     from equimod_zoo.cli import app
-    from equimod_zoo.results import read_results
+    from equimod_zoo.records import read_records
 
     out = extracted / "probe.json"
-    result = CliRunner().invoke(app, [
-        "linear", "--train", str(extracted / "train"), "--test", str(extracted / "test"), "--json", str(out),
-        "--record", str(extracted / "model"), "--dataset-name", "colours", "--k", "5"])
+    args = ["linear", "--train", str(extracted / "train"), "--test", str(extracted / "test"), "--json", str(out),
+            "--record", str(extracted / "records"), "--dataset-name", "colours", "--k", "5"]
+    monkeypatch.setattr(sys, "argv", ["equimod-zoo", *args])  # the command a record names is the one typed
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "linear" in result.output and "kNN" in result.output
     report = json.loads(out.read_text())
     assert report["linear"]["test_size"] == 24 and report["linear"]["train_size"] + report["linear"]["val_size"] == 24
     assert report["linear"]["top1"] >= 90.0 and report["knn"]["top1"] >= 90.0  # colour is easy, even untrained
-    recorded = {(m.name, m.protocol): m for m in read_results(extracted / "model")}
+    recorded = {(m.metric, m.protocol): m for m in read_records(extracted / "records", report["weights_sha256"])}
     assert recorded[("top1", "linear")].value == pytest.approx(report["linear"]["top1"], abs=1e-3)
     assert recorded[("knn_top1", "knn")].dataset == "colours"
     assert recorded[("top1", "linear")].weights_sha256 == report["weights_sha256"]
+    assert recorded[("top1", "linear")].command.startswith("equimod-zoo linear --train ")
+    assert "--record" not in recorded[("top1", "linear")].command
+    # evaluation never writes into a weights folder
+    into_model = CliRunner().invoke(app, [
+        "linear", "--train", str(extracted / "train"), "--test", str(extracted / "test"),
+        "--record", str(extracted / "model"), "--dataset-name", "colours"])
+    assert into_model.exit_code == 2 and "a model folder" in into_model.output
+    assert "results" not in json.loads((extracted / "model" / "config.json").read_text())["equimod"]
 
 
 def test_linear_command_errors_are_one_line(extracted, tmp_path):

@@ -1,11 +1,12 @@
-"""Publishing: the exact Hub calls (mocked at the network boundary), the zoo bundle, and no token anywhere."""
+"""Publishing: the exact Hub calls (mocked at the network boundary), the zoo bundle (`zoo-add`), and no token
+anywhere."""
 import inspect
 import json
 import shutil
 from types import SimpleNamespace
 
 import pytest
-from test_export_card import make_run_folder
+from test_export_card import make_run_folder, records_dir
 from huggingface_hub import HfApi
 from typer.testing import CliRunner
 
@@ -15,7 +16,8 @@ from equimod_zoo.hub import publish as publish_module
 from equimod_zoo.hub.publish import publish
 from equimod_zoo.hub.zoo_bundle import add_to_zoo
 from equimod_zoo.model_folder import WEIGHTS_FILE, sha256_file
-from equimod_zoo.registry import CATALOGUE_FILE, Catalogue
+from equimod_zoo.records import ZOO_RECORDS_DIR
+from equimod_zoo.registry import BUNDLED_MODELS_DIR, CATALOGUE_FILE, Catalogue
 
 SENTINEL = "hf_SENTINELtokenDoNotLeak0123456789"
 
@@ -55,11 +57,18 @@ def run(tmp_path, tiny_resnet18_cifar):
 
 @pytest.fixture
 def zoo(tmp_path):
-    """A temporary copy of the real catalogue and an empty models folder."""
+    """A temporary copy of the real catalogue and its records, and an empty models folder."""
     catalogue = tmp_path / "zoo" / "catalogue.json"
     catalogue.parent.mkdir()
     shutil.copyfile(CATALOGUE_FILE, catalogue)
-    return SimpleNamespace(catalogue=catalogue, models=tmp_path / "zoo" / "models")
+    shutil.copytree(ZOO_RECORDS_DIR, tmp_path / "zoo" / "records", ignore=shutil.ignore_patterns(".lock"))
+    return SimpleNamespace(catalogue=catalogue, models=tmp_path / "zoo" / "models", records=tmp_path / "zoo" / "records")
+
+
+def _installed_zoo() -> dict:
+    """Every file of the installed package's zoo, so a test can show that publishing never edits it."""
+    return {p: p.read_bytes() for folder in (CATALOGUE_FILE.parent,) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.suffix != ".safetensors" and "__pycache__" not in p.parts and p.name != ".lock"}
 
 
 def test_publish_creates_repo_then_uploads_the_checked_folder(hub, run, tmp_path):
@@ -72,7 +81,9 @@ def test_publish_creates_repo_then_uploads_the_checked_folder(hub, run, tmp_path
                                "commit_message": "first upload", "revision": None}),
     ]
     assert result.commit_url == "https://huggingface.co/equimod-zoo/tiny/commit/abc123"
-    assert result.zoo_entry is None
+    # an uploaded folder names its repository, and its card shows hf-hub usage
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["equimod"]["hf_hub_id"] == "equimod-zoo/tiny"
+    assert 'timm.create_model("hf-hub:equimod-zoo/tiny", pretrained=True)' in (tmp_path / "out" / "README.md").read_text()
 
 
 def test_publish_to_a_revision_creates_the_branch_first(hub, run, tmp_path):
@@ -97,19 +108,29 @@ def test_dry_run_uploads_nothing(hub, run, tmp_path):
 
 
 def test_failed_checks_upload_nothing(hub, run, tmp_path):
-    config = json.loads((run / "config.json").read_text())
-    config["equimod"]["results"][0]["weights_sha256"] = "0" * 64
-    (run / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="measured on weights"):
-        publish(run, repo_id="org/tiny", out=tmp_path / "out")
+    path = next(records_dir(run).glob("*.json"))
+    data = json.loads(path.read_text())
+    data["weights_sha256"] = "0" * 64
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="holds records of weights 0"):
+        publish(run, repo_id="org/tiny", out=tmp_path / "out", records_dirs=[records_dir(run)])
     assert hub.calls == [] and not (tmp_path / "out").exists()
 
 
-def test_publish_into_the_zoo_updates_the_entry_and_bundles_a_loadable_folder(hub, run, tmp_path, zoo):
-    real_catalogue = CATALOGUE_FILE.read_text()
+def test_publish_never_edits_the_installed_package(hub, run, tmp_path):
+    before = _installed_zoo()
+    publish(run, repo_id="org/tiny", out=tmp_path / "out", records_dirs=[records_dir(run)])
+    publish(run, repo_id="org/tiny", out=tmp_path / "dry", dry_run=True, records_dirs=[records_dir(run)])
+    assert _installed_zoo() == before
+    assert "zoo_entry" not in inspect.signature(publish).parameters
+
+
+def test_zoo_add_updates_the_entry_and_bundles_a_loadable_folder(hub, run, tmp_path, zoo):
     before = {r["name"]: r for r in json.loads(zoo.catalogue.read_text())}
-    result = publish(run, repo_id="org/tiny", out=tmp_path / "out", zoo_entry="simclr_equimod_r18_cifar10",
-                     catalogue_path=zoo.catalogue, models_dir=zoo.models)
+    installed = _installed_zoo()
+    publish(run, repo_id="org/tiny", out=tmp_path / "out", dry_run=True)
+    entry = add_to_zoo(tmp_path / "out", "simclr_equimod_r18_cifar10", hf_hub_id="org/tiny",
+                       records_dirs=[records_dir(run)], catalogue_path=zoo.catalogue, models_dir=zoo.models)
     rows = {r["name"]: r for r in json.loads(zoo.catalogue.read_text())}
     row = rows["simclr_equimod_r18_cifar10"]
     sha = sha256_file(tmp_path / "out" / WEIGHTS_FILE)
@@ -118,26 +139,32 @@ def test_publish_into_the_zoo_updates_the_entry_and_bundles_a_loadable_folder(hu
     # what the weights were trained with replaces the plan
     assert row["num_train_images"] == 50000 and row["recipe"] == "simclr_equimod_r18_cifar10"
     assert "for 3 epochs" in row["notes"] and "not trained yet" not in row["notes"]
-    assert {(m["name"], m["value"], m["weights_sha256"]) for m in row["metrics"]} == {
-        ("top1", 41.2345, sha), ("knn_top1", 38.5, sha)}
+    # the numbers are the zoo's records of these weights, never written in the catalogue
+    assert "metrics" not in row
+    assert {(m.name, m.value, m.weights_sha256) for m in entry.metrics} == {("top1", 41.2345, sha),
+                                                                            ("knn_top1", 38.5, sha)}
+    assert (zoo.records / f"{sha}.json").is_file()
     assert all(rows[name] == before[name] for name in rows if name != "simclr_equimod_r18_cifar10")  # untouched
-    assert result.zoo_entry.status == "available"
+    assert entry.status == "available"
     bundled = zoo.models / "simclr_equimod_r18_cifar10"
     assert sha256_file(bundled / WEIGHTS_FILE) == sha
-    assert 'equimod_zoo.load("simclr_equimod_r18_cifar10")' in (bundled / "README.md").read_text()
+    card = (bundled / "README.md").read_text()
+    assert 'equimod_zoo.load("simclr_equimod_r18_cifar10")' in card and "| 41.23 |" in card
+    assert 'timm.create_model("hf-hub:org/tiny", pretrained=True)' in card  # published: hf-hub usage
     assert equimod_zoo.load(bundled).num_features == 64
     Catalogue.from_file(zoo.catalogue)  # still a valid catalogue
-    assert CATALOGUE_FILE.read_text() == real_catalogue  # the real one untouched
+    assert _installed_zoo() == installed  # the real zoo untouched
 
 
-def test_dry_run_zoo_entry_has_no_hub_id_and_a_new_name_gets_a_new_entry(hub, run, tmp_path, zoo):
-    publish(run, repo_id="org/tiny", out=tmp_path / "out", dry_run=True, zoo_entry="tiny_simclr_equimod_r18",
-            catalogue_path=zoo.catalogue, models_dir=zoo.models)
+def test_zoo_add_without_a_hub_id_and_a_new_name_gets_a_new_entry(hub, run, tmp_path, zoo):
+    publish(run, repo_id="org/tiny", out=tmp_path / "out", dry_run=True)
+    add_to_zoo(tmp_path / "out", "tiny_simclr_equimod_r18", catalogue_path=zoo.catalogue, models_dir=zoo.models)
     rows = {r["name"]: r for r in json.loads(zoo.catalogue.read_text())}
     row = rows["tiny_simclr_equimod_r18"]
     assert row["hf_hub_id"] is None and row["method"] == "simclr_equimod" and row["arch"] == "resnet18_cifar"
     assert row["data"] == "cifar10" and row["num_train_images"] == 50000 and row["epochs"] == 3
     assert len(rows) == len(json.loads(CATALOGUE_FILE.read_text())) + 1
+    assert "hf-hub:" not in (zoo.models / "tiny_simclr_equimod_r18" / "README.md").read_text()
 
 
 def test_zoo_entry_of_another_method_is_refused_and_nothing_changes(run, tmp_path, zoo):
@@ -149,6 +176,38 @@ def test_zoo_entry_of_another_method_is_refused_and_nothing_changes(run, tmp_pat
     with pytest.raises(ValueError, match="over the 0 MB"):
         add_to_zoo(tmp_path / "out", "simclr_equimod_r18_cifar10", catalogue_path=zoo.catalogue,
                    models_dir=zoo.models, max_weights_mb=0)
+
+
+def test_zoo_add_command_and_the_probe_report(hub, run, tmp_path, zoo, monkeypatch):
+    from equimod_zoo.hub import zoo_bundle
+
+    publish(run, repo_id="org/tiny", out=tmp_path / "out", dry_run=True)
+    sha = sha256_file(tmp_path / "out" / WEIGHTS_FILE)
+    report = tmp_path / "probe.json"
+    report.write_text(json.dumps({"model": str(tmp_path / "out"), "weights_sha256": sha, "dataset": "cifar10",
+                                  "results": [{"parameter": "hue", "r2": 0.25}]}))
+    real = zoo_bundle.add_to_zoo
+    monkeypatch.setattr(zoo_bundle, "add_to_zoo", lambda *a, **k: real(*a, **k, catalogue_path=zoo.catalogue,
+                                                                       models_dir=zoo.models))
+    result = CliRunner().invoke(app, ["zoo-add", str(tmp_path / "out"), "--name", "tiny_new", "--records",
+                                      str(records_dir(run)), "--probe-report", str(report)])
+    assert result.exit_code == 0, result.output
+    assert "zoo entry tiny_new: available, 2 recorded number(s)" in result.output
+    bundled = json.loads((zoo.models / "tiny_new" / "probe_augs.json").read_text())
+    assert bundled["model"] == "tiny_new"  # the report names the entry, not a path on this machine
+    assert "| hue | 0.25 |" in (zoo.models / "tiny_new" / "README.md").read_text()
+    report.write_text(json.dumps({"weights_sha256": "1" * 64}))
+    bad = CliRunner().invoke(app, ["zoo-add", str(tmp_path / "out"), "--name", "tiny_new", "--probe-report",
+                                   str(report)])
+    assert bad.exit_code == 2 and "measured on weights 1" in bad.output and "Traceback" not in bad.output
+
+
+def test_publishing_a_zoo_entry_names_it_on_the_card(hub, tmp_path):
+    publish("simclr_r18_cifar10", repo_id="org/simclr", out=tmp_path / "out", dry_run=True)
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert 'equimod_zoo.load("simclr_r18_cifar10")' in card and "| 78.58 |" in card  # the zoo's records
+    assert sha256_file(tmp_path / "out" / WEIGHTS_FILE) == sha256_file(
+        BUNDLED_MODELS_DIR / "simclr_r18_cifar10" / WEIGHTS_FILE)
 
 
 def test_token_never_reaches_a_file_or_the_output(hub, run, tmp_path, monkeypatch):
@@ -169,3 +228,35 @@ def test_cli_errors_are_one_line(hub, run, tmp_path):
                                       "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and "error:" in result.output and "absent" in result.output
     assert "Traceback" not in result.output and hub.calls == []
+
+
+def test_release_script_evaluates_into_records_and_publishes_once(tmp_path):
+    """hub/release_cifar10.sh, with `equimod-zoo` stubbed: export once, every evaluation recorded outside the
+    weights folder, the zoo bundled and the documents regenerated, and with UPLOAD=1 one upload."""
+    import os
+    import subprocess
+
+    stub = tmp_path / "bin" / "equimod-zoo"
+    stub.parent.mkdir()
+    stub.write_text('#!/usr/bin/env bash\necho "$*" >> "$CALLS"\n')
+    stub.chmod(0o755)
+    script = CATALOGUE_FILE.parents[2] / "hub" / "release_cifar10.sh"
+    work, folder = tmp_path / "work", tmp_path / "work" / "tiny_equimod"
+    for upload in ("0", "1"):
+        calls = tmp_path / f"calls{upload}.txt"
+        env = {**os.environ, "PATH": f"{stub.parent}:{os.environ['PATH']}", "CALLS": str(calls),
+               "EQUIMOD_DATA": str(tmp_path / "data"), "UPLOAD": upload}
+        subprocess.run(["bash", str(script), str(tmp_path / "run"), "tiny_equimod", str(work)], env=env, check=True)
+        lines = calls.read_text().splitlines()
+        commands = [line.split()[0] for line in lines]
+        expected = ["publish", "extract", "extract", "linear", "transfer", "probe-augs", "zoo-add", "model-cards"]
+        assert commands == expected + (["publish", "zoo-add", "model-cards"] if upload == "1" else [])
+        uploads = [line for line in lines if line.startswith("publish") and "--dry-run" not in line]
+        assert len(uploads) == int(upload)  # published once, only when asked
+        for line in lines[1:]:  # after the export, nothing is written into the weights folder
+            words = line.split()
+            for option in ("--record", "--json", "--out", "--plot"):
+                if option in words:
+                    assert not words[words.index(option) + 1].startswith(str(folder)), line
+        assert f"--record {work}/records" in lines[3] and f"--record {work}/records" in lines[4]
+        assert f"zoo-add {folder} --name tiny_equimod --records {work}/records" in lines[6]

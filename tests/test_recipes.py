@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from equimod_zoo.equimod.augment import PARAM_NAMES
 from equimod_zoo.registry import catalogue
 from equimod_zoo.training.recipe import Recipe, list_recipes, load_recipe, recipe_from_dict
 
@@ -30,9 +31,19 @@ def test_cifar10_recipes_hold_the_paper_values():
     assert (simclr.optim.weight_decay, simclr.optim.eta, simclr.optim.momentum) == (1e-6, 1e-3, 0.9)
     assert simclr.method.temperature == 0.5 and simclr.method.eq_temperature == 0.2
     assert simclr.augment.size == simclr.data_size == 32 and simclr.augment.crop_scale == (0.2, 1.0)
-    assert [(v.blur_p, v.solarize_p) for v in simclr.augment.views] == [(1.0, 0.0), (0.1, 0.2)]
+    # the official SimCLR pipeline: both views alike, jitter 0.4/0.4/0.4/0.1, no blur, no solarize: 15 parameters
+    assert [(v.blur_p, v.solarize_p) for v in simclr.augment.views] == [(0.0, 0.0), (0.0, 0.0)]
+    augment = simclr.augment
+    assert (augment.brightness, augment.contrast, augment.saturation, augment.hue) == (0.4, 0.4, 0.4, 0.1)
+    assert (augment.jitter_p, augment.grayscale_p, augment.flip_p, augment.x0_resize) == (0.8, 0.2, 0.5, None)
+    assert augment.params == PARAM_NAMES[:15] and simclr.method.param_dim == 15
     byol = load_recipe("byol_r18_cifar10")
     assert (byol.method.name, byol.optim.lr, byol.method.momentum_base) == ("byol", 2.0, 0.996)
+    # BYOL's asymmetric pair keeps all 18
+    assert [(v.blur_p, v.solarize_p) for v in byol.augment.views] == [(1.0, 0.0), (0.1, 0.2)]
+    assert (byol.augment.brightness, byol.augment.contrast, byol.augment.saturation, byol.augment.hue) == (
+        0.4, 0.4, 0.2, 0.1)
+    assert byol.augment.params == PARAM_NAMES and byol.method.param_dim == 18
     assert load_recipe("byol_equimod_r50_cifar10").arch == "resnet50_cifar"
 
 
@@ -42,6 +53,31 @@ def test_imagenet_recipes_hold_the_paper_values():
     assert recipe.augment.size == recipe.eval_size == 224 and recipe.augment.crop_scale == (0.08, 1.0)
     assert recipe.method.temperature == 0.2 and recipe.augment.kernel_size == 23
     assert recipe.data_size == 256 and recipe.eval_crop_pct == 0.875
+    augment = recipe.augment  # SimCLR's ImageNet pipeline: strong jitter, blur p 0.5 on both views, 17 parameters
+    assert (augment.brightness, augment.contrast, augment.saturation, augment.hue) == (0.8, 0.8, 0.8, 0.2)
+    assert [(v.blur_p, v.solarize_p) for v in augment.views] == [(0.5, 0.0), (0.5, 0.0)]
+    assert augment.params == PARAM_NAMES[:17] and recipe.method.param_dim == 17
+    assert augment.x0_resize == 256  # x0 = Resize(256) + CenterCrop(224)
+    byol = load_recipe("byol_r50_in1k")  # the official BYOL branch's values
+    assert (byol.optim.lr, byol.optim.weight_decay, byol.batch_size) == (4.8, 1.5e-6, 4096)
+    assert [(v.blur_p, v.solarize_p) for v in byol.augment.views] == [(1.0, 0.0), (0.1, 0.2)]
+    assert byol.augment.params == PARAM_NAMES and byol.augment.kernel_size == 23 and byol.augment.x0_resize == 256
+
+
+def test_the_parameter_list_is_recipe_data_checked_against_the_pipeline(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("base: simclr_r18_cifar10\naugment: {params: [crop_top, crop_left]}\n")
+    with pytest.raises(ValueError, match="params must name this pipeline's 15 entries"):
+        load_recipe(path)
+    path.write_text("base: simclr_r18_cifar10\nmethod: {param_dim: 18}\n")
+    with pytest.raises(ValueError, match="param_dim 18 differs from the 15 entries"):
+        load_recipe(path)
+    # an override of the pipeline re-derives the list and g_t's input size (unless they are given too)
+    blurred = load_recipe("simclr_equimod_r18_cifar10", overrides={"augment.views": [{"blur_p": 0.5, "solarize_p": 0}]})
+    assert blurred.augment.params == PARAM_NAMES[:17] and blurred.method.param_dim == 17
+    with pytest.raises(ValueError, match="params must name"):
+        load_recipe("byol_r18_cifar10", overrides={"augment.views": [{"blur_p": 0.0, "solarize_p": 0.0}],
+                                                   "augment.params": list(PARAM_NAMES)})
 
 
 @pytest.mark.parametrize("name", ["simclr_r18_cifar10", "byol_r18_cifar10", "simclr_r50_in1k", "byol_r50_in1k"])

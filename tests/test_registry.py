@@ -62,6 +62,53 @@ def test_cli_list_json_has_the_fixed_fields():
     assert "byol_equimod_r50" in byol50["aliases"]
 
 
+def test_list_models_takes_a_name_pattern_and_pretrained_as_timm_does():
+    r18 = list_models("*r18*")
+    assert r18 and all("r18" in e.name for e in r18)
+    trained = list_models(pretrained=True)
+    assert trained and all(e.status == "available" for e in trained)
+    assert len(trained) < len(list_models())
+    assert [e.name for e in list_models(["*byol*", "*simclr*"], pretrained=True)] == [
+        e.name for e in trained if "byol" in e.name or "simclr" in e.name]
+    assert list_models("no_such_*") == []
+    assert list_models(status="recipe-only") == [e for e in list_models() if e.status == "recipe-only"]
+
+
+def test_catalogue_metrics_come_from_the_records_only(tmp_path):
+    from equimod_zoo.records import Record, add_records
+
+    sha = "ab" * 32
+    row = _entry("x", status="available", sha256=sha).to_dict()
+    (tmp_path / "catalogue.json").write_text(json.dumps([row]))
+    with pytest.raises(ValueError, match="writes metrics by hand"):
+        Catalogue.from_file(tmp_path / "catalogue.json")
+    del row["metrics"]
+    (tmp_path / "catalogue.json").write_text(json.dumps([row]))
+    assert Catalogue.from_file(tmp_path / "catalogue.json").get("x").metrics == ()
+    add_records(tmp_path / "records", [Record(sha, "cifar10", "test", "linear", "top1", 12.5, "equimod-zoo linear",
+                                              "2026-12-01", "0.1.0")])
+    (metric,) = Catalogue.from_file(tmp_path / "catalogue.json").get("x").metrics
+    assert (metric.name, metric.value, metric.weights_sha256) == ("top1", 12.5, sha)
+
+
+def test_cli_list_fits_80_columns_and_says_planned_epochs():
+    result = CliRunner().invoke(app, ["list"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80, result.output
+    assert "…" not in result.output  # nothing truncated
+    for entry in list_models():
+        row = next(line for line in lines if line.startswith(entry.name + " "))
+        assert ("planned" in row) == (entry.status == "recipe-only"), row
+        assert entry.status in row
+    trained = next(e for e in list_models(pretrained=True))
+    assert f"{trained.metrics[0].value:.2f}" in result.output
+    only = CliRunner().invoke(app, ["list", "*byol*", "--available"], env={"COLUMNS": "80"})
+    names = {e.name for e in list_models("*byol*", pretrained=True)}
+    assert names and all(name in only.output for name in names)
+    assert not any(e.name in only.output for e in list_models() if e.name not in names)
+
+
 def test_cli_info_unknown_name_is_one_clear_line():
     result = CliRunner().invoke(app, ["info", "no_such_model"])
     assert result.exit_code == 2

@@ -12,11 +12,12 @@ from typer.testing import CliRunner
 import equimod_zoo  # noqa: F401  (registers resnet18_cifar)
 from equimod_zoo.cli import app
 from equimod_zoo.model_folder import ModelConfig, default_pretrained_cfg, write_model_folder
-from equimod_zoo.sensitivity.equivariance import EquiModHeads, equivariance_metrics
+from equimod_zoo.equimod.heads_file import load_equimod_heads
+from equimod_zoo.sensitivity.equivariance import equivariance_metrics
 from equimod_zoo.sensitivity.probes import BALANCED_ACCURACY, R2, metric_of, probe_parameters, split_images
 from equimod_zoo.sensitivity.run import REPORT_KEYS, SCORE_KEYS
 from equimod_zoo.sensitivity.sampling import probe_augmentation
-from equimod_zoo.training.augment import BINARY_PARAMS, PARAM_NAMES, AugmentConfig, BatchedAugment
+from equimod_zoo.equimod.augment import BINARY_PARAMS, PARAM_NAMES, AugmentConfig, BatchedAugment
 from equimod_zoo.training.methods import MethodConfig, build_method
 from equimod_zoo.training.recipe import load_recipe
 from equimod_zoo.transfer.compare import write_probe_comparison
@@ -92,11 +93,11 @@ def _heads_model(folder, *, equimod: bool):
 
 
 def test_equimod_heads_load_and_an_invariant_predictor_scores_the_invariant_baseline(tmp_path):
-    assert EquiModHeads.from_folder(tmp_path) is None  # no heads file
+    assert load_equimod_heads(tmp_path) is None  # no heads file
     _heads_model(tmp_path / "simclr", equimod=False)
-    assert EquiModHeads.from_folder(tmp_path / "simclr") is None  # heads, but no EquiMod module
+    assert load_equimod_heads(tmp_path / "simclr") is None  # heads, but no EquiMod module
     method = _heads_model(tmp_path / "equimod", equimod=True)
-    heads = EquiModHeads.from_folder(tmp_path / "equimod")
+    heads = load_equimod_heads(tmp_path / "equimod")
     features = torch.randn(10, 64)
     assert torch.allclose(heads.embed(features), method.equimod.g_eq.eval()(features), atol=1e-6)
 

@@ -22,6 +22,7 @@ import equimod_zoo
 from equimod_zoo.cli import app
 from equimod_zoo.training.checkpoint import load_checkpoint
 from equimod_zoo.training.export import export_checkpoint, method_from_checkpoint
+from equimod_zoo.equimod.heads_file import read_heads_schema
 from equimod_zoo.training.methods import SSLMethod
 from equimod_zoo.training.trainer import NonFiniteLossError, train
 from toy_training import METHODS, tiny_recipe, write_toy_parquet
@@ -84,6 +85,9 @@ def test_run_folder_loads_with_equimod_zoo_load(run, tmp_path, toy_data):
     assert torch.equal(heads["param_mean"], payload["param_mean"]) and torch.equal(heads["param_std"],
                                                                                    payload["param_std"])
     assert any(k.startswith("g_t.") for k in heads) and any(k.startswith("projection.") for k in heads)
+    schema = read_heads_schema(folder)  # recorded in config.json, following the recipe's parameter list
+    assert schema == method.heads_schema(tiny_recipe("simclr_equimod").augment.params)
+    assert schema.g_t == (len(schema.param_names), 16) and meta["heads"] == schema.to_dict()
     model = equimod_zoo.load(folder).eval()
     x = torch.randn(4, 3, 8, 8)
     with torch.no_grad():

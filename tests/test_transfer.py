@@ -260,14 +260,16 @@ def test_transfer_command_writes_json(tmp_path, model_folder):
     out = tmp_path / "result.json"
     result = CliRunner().invoke(app, ["transfer", "--dataset", "dtd", "--data-dir", str(data), "--model",
                                       str(model_folder), "--resolution", "16", "--json", str(out), "--cache-dir",
-                                      str(tmp_path / "cache"), "--workers", "0", "--device", "cpu", "--record"])
+                                      str(tmp_path / "cache"), "--workers", "0", "--device", "cpu", "--record",
+                                      str(tmp_path / "records")])
     assert result.exit_code == 0, result.output
     written = json.loads(out.read_text())
     assert {"dataset", "split_sizes", "model", "weights_sha256", "resolution", "protocol", "metric", "score",
             "hyperparameters"} <= set(written)
     assert written["dataset"] == "dtd" and written["metric"] == "top1" and "weight_decay" in written["hyperparameters"]
-    from equimod_zoo.results import read_results
-    assert [(m.name, m.dataset, m.protocol) for m in read_results(model_folder)] == [("top1", "dtd", "linear")]
+    from equimod_zoo.records import read_records
+    assert [(m.metric, m.dataset, m.protocol) for m in read_records(tmp_path / "records")] == [("top1", "dtd", "linear")]
+    assert read_records(tmp_path / "records")[0].weights_sha256 == written["weights_sha256"]
 
     bad = CliRunner().invoke(app, ["transfer", "--dataset", "mnist", "--model", str(model_folder)])
     assert bad.exit_code == 2 and "unknown dataset 'mnist'" in bad.output

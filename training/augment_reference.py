@@ -2,7 +2,8 @@
 
 This is how augmentations are usually written (one PIL image at a time in DataLoader workers,
 torchvision.transforms' RandomResizedCrop, RandomHorizontalFlip, ColorJitter, RandomGrayscale,
-GaussianBlur and RandomSolarize), instrumented to return the same 18-number parameter vector.
+GaussianBlur and RandomSolarize), instrumented to return the same parameter vector (the entries
+the pipeline records, `AugmentConfig.params`).
 It is not used for training; bench/train_throughput.py times it as the "reference-style step",
 and the tests check that `BatchedAugment.apply` reproduces its output from its parameters.
 """
@@ -13,7 +14,7 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import functional as F
 
-from equimod_zoo.training.augment import (
+from equimod_zoo.equimod.augment import (
     BLUR_APPLIED,
     BLUR_SIGMA,
     CROP,
@@ -23,6 +24,7 @@ from equimod_zoo.training.augment import (
     JITTER_FACTORS,
     JITTER_ORDER,
     NUM_PARAMS,
+    PARAM_NAMES,
     SOLARIZE,
     AugmentConfig,
 )
@@ -31,7 +33,7 @@ _JITTER_OPS = (F.adjust_brightness, F.adjust_contrast, F.adjust_saturation, F.ad
 
 
 class ReferenceAugment:
-    """One view of the asymmetric pair, one PIL image at a time: image -> (normalised [3, size, size], params [18]).
+    """One view of a pipeline, one PIL image at a time: image -> (normalised [3, size, size], params [len(config.params)]).
 
     PIL resizes with its antialiased bicubic, so `BatchedAugment` with `antialias=True` is the
     batched twin of this pipeline (up to PIL's rounding to 8 bits after every step).
@@ -50,6 +52,7 @@ class ReferenceAugment:
             [-cfg.hue, cfg.hue],
         )
         self._to_tensor = T.Compose([T.ToTensor(), T.Normalize(cfg.mean, cfg.std)])
+        self._columns = torch.tensor([PARAM_NAMES.index(name) for name in cfg.params])
 
     def __call__(self, image: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.config
@@ -76,15 +79,15 @@ class ReferenceAugment:
         if _coin(cfg.grayscale_p):
             image = F.rgb_to_grayscale(image, num_output_channels=3)
             params[GRAYSCALE] = 1
-        if _coin(self.view.blur_p):
+        if cfg.has_blur and _coin(self.view.blur_p):
             sigma = float(torch.empty(1).uniform_(*cfg.blur_sigma))
             image = F.gaussian_blur(image, [cfg.kernel_size, cfg.kernel_size], [sigma, sigma])
             params[BLUR_APPLIED] = 1
             params[BLUR_SIGMA] = sigma
-        if _coin(self.view.solarize_p):
+        if cfg.has_solarize and _coin(self.view.solarize_p):
             image = F.solarize(image, 128)
             params[SOLARIZE] = 1
-        return self._to_tensor(image), params
+        return self._to_tensor(image), params[self._columns]
 
 
 def _coin(p: float) -> bool:

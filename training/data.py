@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 import PIL.Image
 import torch
-import torchvision.transforms.v2.functional as TF
 from torch.utils.data import DataLoader, Dataset
 
 from equimod_zoo.atomic import atomic_open
 from equimod_zoo.cache import default_cache_dir
+from equimod_zoo.data.resize import resize_to_base
 from equimod_zoo.model_folder import sha256_file
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
@@ -114,16 +114,6 @@ def decode_image(image: dict[str, Any], *, base_size: int) -> torch.Tensor:
     with PIL.Image.open(source) as opened:
         pixels = torch.from_numpy(np.array(opened.convert("RGB"))).permute(2, 0, 1).contiguous()
     return resize_to_base(pixels, base_size)
-
-
-def resize_to_base(pixels: torch.Tensor, base_size: int) -> torch.Tensor:
-    """Short side to `base_size` (bicubic, antialiased), then a centre crop to a square."""
-    height, width = pixels.shape[-2:]
-    if (height, width) == (base_size, base_size):
-        return pixels
-    if min(height, width) != base_size:
-        pixels = TF.resize(pixels, [base_size], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
-    return TF.center_crop(pixels, [base_size, base_size])
 
 
 @dataclass

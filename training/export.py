@@ -14,6 +14,7 @@ from typing import Any
 import timm
 import torch
 
+from equimod_zoo.equimod.heads_file import SCHEMA_KEY
 from equimod_zoo.model_folder import ModelConfig, default_pretrained_cfg, write_model_folder
 from equimod_zoo.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from equimod_zoo.training.cycles import cycle_record
@@ -79,6 +80,7 @@ def export_run(out: str | Path, method: SSLMethod, recipe: Recipe, *, data: dict
         "compute": compute,
         "source_commit": source_commit(),
         "results": [],
+        SCHEMA_KEY: method.heads_schema(recipe.augment.params).to_dict(),
     }
     config = write_model_folder(
         out,

@@ -12,6 +12,7 @@ views. Each head likewise sees all its inputs in one call (g_eq: three views, g_
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -19,7 +20,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from equimod_zoo.training.heads import (
+from equimod_zoo.equimod.heads import (
     AugmentationEmbedding,
     BYOLPredictionHead,
     BYOLProjectionHead,
@@ -27,6 +28,8 @@ from equimod_zoo.training.heads import (
     EquivariantPredictor,
     SimCLRProjectionHead,
 )
+from equimod_zoo.equimod.augment import NUM_PARAMS
+from equimod_zoo.equimod.heads_file import HeadsSchema
 from equimod_zoo.training.losses import BYOLLoss, EquiModLoss, NTXentLoss, equivariance_gain
 
 METHODS = ("simclr", "byol", "simclr_equimod", "byol_equimod")
@@ -46,10 +49,12 @@ class MethodConfig:
     byol_proj_out: int = 256
     byol_pred_hidden: int = 4096
     momentum_base: float = 0.996
-    # EquiMod: g_eq 2048-2048-128, g_t 18 -> 128, u (128 + 128) -> 128, NT-Xent at 0.2, weight lambda.
+    # EquiMod: g_eq 2048-2048-128, g_t P -> 128, u (128 + 128) -> 128, NT-Xent at 0.2, weight lambda.
+    # P, the augmentation parameters g_t reads: a recipe sets it to the length of its pipeline's list
+    # (`augment.params`); None, outside a recipe, is the full 18-entry vector.
     eq_hidden: int = 2048
     eq_out: int = 128
-    param_dim: int = 18
+    param_dim: int | None = None
     param_embed: int = 128
     eq_temperature: float = 0.2
     eq_weight: float = 1.0
@@ -98,7 +103,7 @@ class EquiModModule(nn.Module):
     """EquiMod's equivariance branch (Devillers & Lefort 2023): g_eq, g_t, u and their loss.
 
     Parameters are standardised with the `param_mean` / `param_std` buffers (per-dataset
-    statistics of the 18-vector) before g_t.
+    statistics of the parameter vector) before g_t.
     """
 
     def __init__(
@@ -110,6 +115,7 @@ class EquiModModule(nn.Module):
         param_std: Tensor | None = None,
     ) -> None:
         super().__init__()
+        config = _with_param_dim(config)
         self.g_eq = EquiModProjectionHead(input_dim, hidden_dim=config.eq_hidden, output_dim=config.eq_out)
         self.g_t = AugmentationEmbedding(config.param_dim, output_dim=config.param_embed)
         self.u = EquivariantPredictor(config.eq_out, config.param_embed)
@@ -130,6 +136,11 @@ class EquiModModule(nn.Module):
         loss = self.loss(y1, y2, y_hat1, y_hat2)
         gain = equivariance_gain(y0, y1, y2, y_hat1, y_hat2)
         return loss, {"loss_eq": loss.detach(), "eq_gain": gain}
+
+
+def _with_param_dim(config: MethodConfig) -> MethodConfig:
+    """`config` with g_t's input size set: built outside a recipe, the full 18-entry parameter vector."""
+    return config if config.param_dim is not None else dataclasses.replace(config, param_dim=NUM_PARAMS)
 
 
 def _param_stat(value: Tensor, name: str, config: MethodConfig) -> Tensor:
@@ -161,6 +172,7 @@ class SSLMethod(nn.Module):
             raise ValueError("backbone must expose .num_features (a timm model built with num_classes=0)")
         if not config.equimod and (param_mean is not None or param_std is not None):
             raise ValueError(f"param_mean / param_std are for EquiMod methods, not {config.name!r}")
+        config = _with_param_dim(config)
         self.config = config
         self.backbone = backbone
         self.uses_params = config.equimod
@@ -273,6 +285,22 @@ class SSLMethod(nn.Module):
             heads["param_mean"] = self.equimod.param_mean.detach()
             heads["param_std"] = self.equimod.param_std.detach()
         return heads
+
+
+    def heads_schema(self, param_names: tuple[str, ...] = ()) -> HeadsSchema:
+        """The schema of `heads_state_dict()`: every head's layer widths and g_t's parameter names."""
+        eq = self.equimod
+        if eq is not None and len(param_names) != self.config.param_dim:
+            raise ValueError(f"{self.config.name} reads {self.config.param_dim} augmentation parameters, "
+                             f"got {len(param_names)} names")
+        return HeadsSchema(
+            method=self.config.name,
+            projection=self.projection.widths,
+            predictor=self.predictor.widths if self.config.base == "byol" else (),
+            g_eq=eq.g_eq.widths if eq is not None else (),
+            g_t=eq.g_t.widths if eq is not None else (),
+            param_names=tuple(param_names) if eq is not None else (),
+        )
 
 
 def build_method(

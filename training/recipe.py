@@ -14,8 +14,6 @@ Files whose name starts with `_` are bases, not recipes. Recipe names are the zo
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +21,8 @@ from typing import Any
 
 import yaml
 
-from equimod_zoo.training.augment import AugmentConfig
+from equimod_zoo.dataclass_dict import build_dataclass, plain
+from equimod_zoo.equimod.augment import AugmentConfig
 from equimod_zoo.training.methods import MethodConfig
 from equimod_zoo.training.optim import OptimConfig
 
@@ -85,10 +84,17 @@ class Recipe:
                              f"augment.size {self.augment.size}")
         if not 0 < self.eval_crop_pct <= 1:
             raise ValueError(f"recipe {self.name}: eval_crop_pct must be in (0, 1], got {self.eval_crop_pct}")
+        # g_t reads the pipeline's parameter vector: its size follows the recipe's list
+        num_params = len(self.augment.params)
+        if self.method.param_dim is None:
+            self.method = dataclasses.replace(self.method, param_dim=num_params)
+        elif self.method.param_dim != num_params:
+            raise ValueError(f"recipe {self.name}: method.param_dim {self.method.param_dim} differs from the "
+                             f"{num_params} entries of augment.params")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain containers only (YAML, JSON and `torch.load(weights_only=True)` all read it)."""
-        return _plain(dataclasses.asdict(self))
+        return plain(dataclasses.asdict(self))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -96,6 +102,12 @@ class Recipe:
     def override(self, overrides: Mapping[str, Any]) -> Recipe:
         """A copy with `overrides` applied; keys may be dotted (`optim.lr`, `method.temperature`)."""
         data = self.to_dict()
+        # Derived entries follow what is overridden unless given too: the parameter list follows the
+        # pipeline, g_t's input size follows the list.
+        if any(k.startswith("augment.") for k in overrides) and "augment.params" not in overrides:
+            data["augment"]["params"] = []
+        if "method.param_dim" not in overrides:
+            data["method"]["param_dim"] = None
         for key, value in overrides.items():
             _set_dotted(data, key, value, source=f"recipe {self.name}")
         return recipe_from_dict(data, source=f"recipe {self.name}")
@@ -127,7 +139,7 @@ def recipe_from_dict(data: Mapping[str, Any], *, source: str = "recipe") -> Reci
     data = {k: v for k, v in data.items() if k != "base"}
     if "name" not in data:
         raise ValueError(f"{source}: no 'name'")
-    return _build(Recipe, data, source=source, prefix="")
+    return build_dataclass(Recipe, data, source=source)
 
 
 def _recipe_path(name_or_path: str | Path) -> Path:
@@ -185,64 +197,3 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any, *, source: str) -> N
     if leaf not in node:
         raise KeyError(f"{source}: cannot override {key!r}: no such key (known: {', '.join(node)})")
     node[leaf] = value
-
-
-def _build(cls: type, data: Mapping[str, Any], *, source: str, prefix: str) -> Any:
-    """Instantiate dataclass `cls` from `data`, recursing into nested dataclass fields."""
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{source}: {prefix.rstrip('.') or 'recipe'} must be a mapping, got {data!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ValueError(f"{source}: unknown key {prefix}{unknown[0]} (known in this section: {', '.join(fields)})")
-    hints = typing.get_type_hints(cls)
-    kwargs = {name: _coerce(hints[name], value, source=source, key=f"{prefix}{name}") for name, value in data.items()}
-    try:
-        return cls(**kwargs)
-    except TypeError as error:  # a missing required field
-        raise ValueError(f"{source}: {prefix.rstrip('.') or 'recipe'}: {error}") from None
-
-
-def _coerce(hint: Any, value: Any, *, source: str, key: str) -> Any:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = [a for a in typing.get_args(hint) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(options[0], value, source=source, key=key) if len(options) == 1 else value
-    if origin is typing.Literal:
-        if value not in typing.get_args(hint):
-            raise ValueError(f"{source}: {key} must be one of {', '.join(map(str, typing.get_args(hint)))}, "
-                             f"got {value!r}")
-        return value
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, source=source, prefix=f"{key}.")
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{source}: {key} must be a list, got {value!r}")
-        args = typing.get_args(hint)
-        item = args[0] if args else Any
-        return tuple(_coerce(item, v, source=source, key=key) for v in value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{source}: {key} must be true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{source}: {key} must be an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{source}: {key} must be a number, got {value!r}")
-        return float(value)
-    if hint is str and not isinstance(value, str):
-        raise ValueError(f"{source}: {key} must be a string, got {value!r}")
-    return value
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value

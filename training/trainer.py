@@ -37,7 +37,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from equimod_zoo.atomic import atomic_write_text
-from equimod_zoo.training.augment import BatchedAugment, parameter_statistics
+from equimod_zoo.equimod.augment import BatchedAugment, parameter_statistics
 from equimod_zoo.training.checkpoint import (
     CHECKPOINT_FILE,
     TrainingState,

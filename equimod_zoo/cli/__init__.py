@@ -1,8 +1,11 @@
 """The `equimod-zoo` command line: it parses arguments and calls the library, nothing more."""
 from __future__ import annotations
 
+import warnings
+
 import typer
 
+from equimod_zoo import __version__
 from equimod_zoo.cli import extract, probe_augs, probes, publish, train, transfer, zoo
 
 app = typer.Typer(
@@ -12,9 +15,31 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"equimod-zoo {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                           help="Print the version and exit."),
+) -> None:
+    """Self-supervised backbones that keep colour and pose (SimCLR, BYOL, EquiMod), in timm format."""
+
+
 for _module in (zoo, extract, probes, transfer, probe_augs, train, publish):
     _module.register(app)
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> str:
+    return f"warning: {' '.join(str(message).split())}\n"
+
+
 def main() -> None:
+    # The command line is this process: its warnings are one line, like its errors.
+    warnings.formatwarning = _one_line_warning
     app()

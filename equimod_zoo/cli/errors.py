@@ -2,24 +2,64 @@
 from __future__ import annotations
 
 import contextlib
+import linecache
 from collections.abc import Iterator
 
 import typer
 from rich.console import Console
 
-# Failures a user can fix: bad names, paths, files and arguments. Anything else is a bug and
-# keeps its traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (KeyError, ValueError, FileNotFoundError, NotADirectoryError,
-                                                 PermissionError)
+from equimod_zoo.cli.network import is_network_error, network_message
+from equimod_zoo.errors import UserError
+
+# Failures a user can fix: our UserError (bad names, files, arguments, settings) and the
+# operating system's word on a path they gave. Anything else is a bug and keeps its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (UserError, FileNotFoundError, NotADirectoryError,
+                                                 IsADirectoryError, PermissionError, FileExistsError)
+# Much of the code still raises plain ValueError/KeyError for bad input. Those count as user
+# errors only when an equimod_zoo module raised them on purpose (a `raise` statement is where the
+# traceback ends); one that numpy, torch or a dict lookup raised is a bug and keeps its traceback.
+LEGACY_USER_ERRORS: tuple[type[BaseException], ...] = (KeyError, ValueError)
 
 err_console = Console(stderr=True)
 
 
+def fail(message: str) -> typer.Exit:
+    """Print `error: message` on stderr; the caller raises the returned exit (status 2)."""
+    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True, markup=True)
+    return typer.Exit(code=2)
+
+
 @contextlib.contextmanager
-def user_errors() -> Iterator[None]:
+def user_errors(*, network_hint: str | None = None) -> Iterator[None]:
+    """Turn expected failures into one line and exit status 2.
+
+    Args:
+        network_hint: what to do when something could not be downloaded (e.g. "point --data-dir at
+            a local copy"); network failures never print a traceback.
+    """
     try:
         yield
-    except USER_ERRORS as error:
-        message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-        err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-        raise typer.Exit(code=2) from None
+    except Exception as error:
+        if is_network_error(error) and not isinstance(error, UserError):
+            raise fail(_escape(network_message(error, network_hint))) from None
+        if isinstance(error, USER_ERRORS) or (isinstance(error, LEGACY_USER_ERRORS) and _raised_on_purpose(error)):
+            message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+            raise fail(_escape(" ".join(message.split()))) from None
+        raise
+
+
+def _raised_on_purpose(error: BaseException) -> bool:
+    """Whether the traceback ends at a `raise` statement in equimod_zoo's own code."""
+    traceback = error.__traceback__
+    if traceback is None:
+        return False
+    while traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    frame = traceback.tb_frame
+    if not str(frame.f_globals.get("__name__", "")).startswith("equimod_zoo"):
+        return False
+    return linecache.getline(frame.f_code.co_filename, traceback.tb_lineno).lstrip().startswith("raise")
+
+
+def _escape(text: str) -> str:
+    return text.replace("[", r"\[")

@@ -8,11 +8,15 @@ import typer
 from rich.console import Console
 
 from equimod_zoo.cli.errors import user_errors
+from equimod_zoo.cli.network import offline_unless_reachable
 from equimod_zoo.extraction.extract import DEFAULT_MODEL, DEFAULT_SHARD_SIZE
 
 
 def extract_command(
-    out: Path = typer.Option(..., "--out", help="Output folder (features/, metadata/, failures.csv); reruns resume it."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Output folder (img_emb/, metadata/, failures.csv, extraction.json); reruns resume it. "
+                            "Default: features/SOURCE_MODEL in the working folder, e.g. features/photos_"
+                            f"{DEFAULT_MODEL}."),
     images: Optional[Path] = typer.Option(None, "--images", help="A folder, scanned recursively for image files."),
     dataset: Optional[str] = typer.Option(
         None, "--dataset", help="A parquet file or folder, an imagefolder tree, or a Hugging Face dataset id."),
@@ -21,7 +25,8 @@ def extract_command(
     label_column: Optional[str] = typer.Option(None, "--label-column", help="Dataset label column (default: the first ClassLabel feature)."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", help="A zoo name or alias, or a local model folder."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
-    workers: int = typer.Option(2, "--workers", min=0, help="Processes that decode images while the model runs."),
+    workers: int = typer.Option(2, "--workers", "--num-workers", min=0,
+                                help="Processes that decode images while the model runs."),
     normalize: bool = typer.Option(False, "--normalize", help="L2-normalise the features."),
     shard_size: int = typer.Option(DEFAULT_SHARD_SIZE, "--shard-size", min=1, help="Images per shard (the unit of resume)."),
     resolution: Optional[int] = typer.Option(None, "--resolution", min=1, help="Square input size instead of the model's own."),
@@ -37,13 +42,19 @@ def extract_command(
     from equimod_zoo.extraction.extract import extract_features
     from equimod_zoo.extraction.sources import dataset_source
 
-    with user_errors():
+    with user_errors(network_hint="download the dataset on a connected machine (its Hugging Face cache works "
+                                  "here), or pass a local copy: --dataset DIR (parquet, imagefolder or CUB_200_2011)"):
+        if dataset is not None and not Path(dataset).exists():
+            offline_unless_reachable()  # a Hub dataset: seconds, not a minute of retries, when offline
         if (images is None) == (dataset is None):
             raise ValueError("give exactly one of --images DIR or --dataset SPEC")
         if images is not None and (split or image_column or label_column):
             raise ValueError("--split, --image-column and --label-column apply to --dataset only")
         source = images if images is not None else dataset_source(
             dataset, split=split, image_column=image_column, label_column=label_column)
+        if out is None:
+            out = default_out(images if images is not None else dataset, split, model)
+            Console().print(f"output folder: {out} (the default; --out to choose)", highlight=False, soft_wrap=True)
         summary = extract_features(
             source, out=out, model=model, batch_size=batch_size, num_workers=workers, normalize=normalize,
             shard_size=shard_size, resolution=resolution, device=device, precision=precision, jpeg_draft=jpeg_draft,
@@ -59,6 +70,17 @@ def extract_command(
                       highlight=False, soft_wrap=True)
         for path, error in summary.failures[:5]:
             console.print(f"  {path}: {error}", highlight=False, soft_wrap=True, markup=False)
+
+
+def default_out(source: str | Path, split: str | None, model: str) -> Path:
+    """features/SOURCE[_SPLIT]_MODEL: one folder per input and model, so a rerun resumes it and
+    another model never collides with it."""
+    def name(spec: str | Path) -> str:
+        path = Path(str(spec))
+        return (path.resolve().name if path.exists() else path.name).replace(":", "_") or "input"
+
+    parts = [name(source), *([split] if split else []), name(model)]
+    return Path("features") / "_".join(parts)
 
 
 def register(app: typer.Typer) -> None:

@@ -30,7 +30,7 @@ def probe_augs_command(
     bootstrap: int = typer.Option(1000, "--bootstrap", min=10, help="Bootstrap resamples for the 95 % intervals."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda ... (default: CUDA if available)."),
 ) -> None:
-    """Held-out linear probes of the 18 augmentation parameters from frozen features (R² / balanced accuracy)."""
+    """Held-out linear probes of the model pipeline's augmentation parameters (up to 18) from frozen features (R² / balanced accuracy)."""
     from equimod_zoo.sensitivity.plot import plot_sensitivity
     from equimod_zoo.sensitivity.run import probe_augmentations, write_reports
 

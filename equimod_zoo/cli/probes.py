@@ -17,7 +17,7 @@ def linear_command(
     test: Path = typer.Option(..., "--test", help="Features of the test images."),
     val: Optional[Path] = typer.Option(None, "--val", help="Features of a validation split (default: 20 % of train, stratified)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results to this JSON file."),
-    record: Optional[Path] = typer.Option(None, "--record", help="Record top1 (linear) and knn_top1 (knn) into this model folder."),
+    record: Optional[Path] = typer.Option(None, "--record", help="Record top1 (linear) and knn_top1 (knn) in this records folder (never a model folder)."),
     dataset_name: Optional[str] = typer.Option(None, "--dataset-name", help="The dataset the results are recorded under (needed with --record)."),
     select_metric: str = typer.Option("top1", "--select-metric", help="What validation maximises: top1 or mean_per_class_accuracy."),
     k: int = typer.Option(200, "--k", min=1, help="kNN neighbours."),
@@ -27,18 +27,20 @@ def linear_command(
 ) -> None:
     """Linear probe (L-BFGS, L2 chosen on validation) and weighted kNN (k=200, T=0.1) on frozen features."""
     from equimod_zoo.atomic import atomic_write_text
-    from equimod_zoo.results import command_line, record_results
+    from equimod_zoo.records import add_records, check_records_dir, command_line, records_from_metrics
     from equimod_zoo.transfer.protocols import probe_feature_folders
 
     with user_errors():
         if record is not None and not dataset_name:
             raise ValueError("--record needs --dataset-name (e.g. cifar10), the dataset the results belong to")
+        if record is not None:
+            check_records_dir(record)  # before the work, not after
         report = probe_feature_folders(train, test, val=val, select_metric=select_metric, k=k,
                                        temperature=temperature, seed=seed, device=device)
         if json_out is not None:
             atomic_write_text(json_out, json.dumps(report.to_dict(), indent=2) + "\n")
         if record is not None:
-            record_results(record, report.metrics(dataset=dataset_name, command=command_line()))
+            add_records(record, records_from_metrics(report.metrics(dataset=dataset_name, command=command_line()), split="test"))
 
     table = Table(title=f"frozen features of {report.model}")
     for column in ("probe", "top-1", "top-5", "mean per-class", "settings"):

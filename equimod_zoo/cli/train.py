@@ -30,7 +30,7 @@ def train_command(
     compile: Optional[str] = typer.Option(None, "--compile", help="torch.compile: off, model (forward and "
                                                                   "backward) or step (the whole training step); "
                                                                   "default: the recipe's."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader workers (default: the recipe's)."),
+    workers: Optional[int] = typer.Option(None, "--workers", "--num-workers", help="DataLoader workers (default: the recipe's)."),
     data_limit: Optional[int] = typer.Option(None, "--data-limit", min=1, help="Train on the first N images only."),
     set_values: Optional[list[str]] = typer.Option(None, "--set", help="Override a recipe value, KEY=YAML (dotted "
                                                                        "keys, e.g. optim.warmup_epochs=0.1); "

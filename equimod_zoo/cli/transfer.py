@@ -10,14 +10,19 @@ from rich.console import Console
 from rich.table import Table
 
 from equimod_zoo.cli.errors import user_errors
+from equimod_zoo.cli.network import offline_unless_reachable
+from equimod_zoo.extraction.extract import DEFAULT_MODEL
 
 
 def transfer_command(
     dataset: str = typer.Option(..., "--dataset", help="flowers102, cub200, cifar10, cifar100, pets, dtd, food101, "
                                                        "caltech101, stl10, hf:OWNER/NAME or imagefolder:DIR."),
-    model: str = typer.Option(..., "--model", help="A zoo name or alias, or a local model folder."),
+    model: Optional[str] = typer.Option(
+        None, "--model", help=f"A zoo name or alias, or a local model folder (default: {DEFAULT_MODEL}, the embedded "
+                              f"default)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="A local copy (parquet, CUB_200_2011 or "
-                                                                     "imagefolder layout); default: the Hub."),
+                                                                     "imagefolder layout); default: the Hub, or its "
+                                                                     "cache when offline."),
     protocol: str = typer.Option("linear", "--protocol", help="linear, knn or finetune."),
     resolution: Optional[int] = typer.Option(None, "--resolution", min=1, help="Input size (default: the model's)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the result to this JSON file."),
@@ -25,24 +30,31 @@ def transfer_command(
                                                                        "$EQUIMOD_ZOO_CACHE or ~/.cache/equimod_zoo)."),
     image_column: Optional[str] = typer.Option(None, "--image-column", help="The dataset's image column."),
     label_column: Optional[str] = typer.Option(None, "--label-column", help="The dataset's label column."),
-    record: bool = typer.Option(False, "--record", help="Record the score into the model folder's config.json."),
+    record: Optional[Path] = typer.Option(None, "--record", help="Record the score in this records folder (never a model folder)."),
     epochs: int = typer.Option(10, "--epochs", min=1, help="finetune: epochs."),
     lr: float = typer.Option(0.01, "--lr", min=0.0, help="finetune: learning rate at batch 256."),
     optimizer: str = typer.Option("sgd", "--optimizer", help="finetune: sgd or adamw."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
-    workers: int = typer.Option(2, "--workers", min=0, help="Processes that decode images."),
+    workers: int = typer.Option(2, "--workers", "--num-workers", min=0, help="Processes that decode images."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda ... (default: CUDA if available)."),
 ) -> None:
     """Transfer a backbone to a dataset: frozen linear probe (default), kNN, or fine-tuning."""
     from equimod_zoo.atomic import atomic_write_text
-    from equimod_zoo.results import command_line, record_results
+    from equimod_zoo.records import add_records, check_records_dir, command_line, records_from_metrics
     from equimod_zoo.transfer.finetune import FinetuneConfig
     from equimod_zoo.transfer.run import transfer
-    from equimod_zoo.weights import local_folder
 
-    with user_errors():
-        if record and local_folder(model) is None:
-            raise ValueError(f"--record: {model!r} is not a local model folder to record into")
+    console = Console()
+    if model is None:
+        model = DEFAULT_MODEL
+        console.print(f"model: {model} (the embedded default; --model to choose)", highlight=False)
+    with user_errors(network_hint=f"download it on a connected machine (the Hugging Face cache works here), or point "
+                                  f"--data-dir at a local copy (parquet, CUB_200_2011 or imagefolder layout), e.g. "
+                                  f"--dataset {dataset} --data-dir DIR"):
+        if record is not None:
+            check_records_dir(record)  # before the work, not after
+        if data_dir is None and not dataset.startswith("imagefolder:"):
+            offline_unless_reachable()  # from the cache at once, or one line in seconds, when the Hub is unreachable
         result = transfer(
             dataset, model, data_dir=data_dir, protocol=protocol, resolution=resolution, cache_dir=cache_dir,
             image_column=image_column, label_column=label_column, batch_size=batch_size, num_workers=workers,
@@ -51,8 +63,8 @@ def transfer_command(
         )
         if json_out is not None:
             atomic_write_text(json_out, json.dumps(result.to_dict(), indent=2) + "\n")
-        if record:
-            record_results(model, [result.as_metric(command_line())])
+        if record is not None:
+            add_records(record, records_from_metrics([result.as_metric(command_line())], split="test"))
 
     table = Table(title=f"{result.model} on {result.dataset} ({result.protocol}, {result.resolution}px)")
     for column in ("metric", "score"):
@@ -61,7 +73,6 @@ def transfer_command(
     for name, value in result.scores.items():
         if name != result.metric:
             table.add_row(name, f"{value:.2f}")
-    console = Console()
     console.print(table)
     sizes = ", ".join(f"{k} {v}" for k, v in result.split_sizes.items())
     chosen = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
@@ -81,7 +92,7 @@ def compare_command(
     resolution: Optional[int] = typer.Option(None, "--resolution", min=1, help="Input size (default: each model's)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Feature and result cache."),
     rerun: bool = typer.Option(False, "--rerun", help="Measure again instead of reusing cached results."),
-    workers: int = typer.Option(2, "--workers", min=0),
+    workers: int = typer.Option(2, "--workers", "--num-workers", min=0, help="Processes that decode images."),
     device: Optional[str] = typer.Option(None, "--device"),
     probes: Optional[str] = typer.Option(None, "--probes", help="Comma-separated `probe-augs --json` files to "
                                          "add as probes.md and probes.png."),

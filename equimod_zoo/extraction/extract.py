@@ -12,7 +12,9 @@ the run.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from rich.text import Text
 
 from equimod_zoo.extraction.images import load_rgb
 from equimod_zoo.extraction.sources import IMAGE_EXTENSIONS, ImageSource, folder_source
+from equimod_zoo.devices import resolve_device
 from equimod_zoo.extraction.store import FORMAT_VERSION, FeatureStore, metadata_table
 
 # The zoo's embedded default: what `equimod-zoo extract` uses without --model.
@@ -52,6 +55,7 @@ class ExtractionSummary:
     num_features: int
     num_shards: int
     shards_skipped: int  # already done by an earlier run
+    shards_redone: int  # written by an earlier run, but their inputs changed since or their files are damaged
     precision: str
     device: str
     seconds: float
@@ -110,7 +114,7 @@ def extract_features(
     if resolution is not None and resolution < 1:
         raise ValueError(f"resolution: {resolution} is not a positive size")
     started = time.perf_counter()
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device, argument="device")
     network, model_name, weights_sha256 = _resolve_model(model)
     images = _resolve_source(source)
 
@@ -145,7 +149,9 @@ def extract_features(
         "has_labels": has_labels,
         "label_names": images.label_names,
     })
-    pending = [k for k in range(num_shards) if not store.is_done(k)]
+    fingerprints = _ShardFingerprints(images, shard_size)
+    pending = [k for k in range(num_shards) if not store.is_done(k, fingerprints.of(k))]
+    redone = sum(store.metadata_path(k).exists() for k in pending)
 
     loader = torch.utils.data.DataLoader(
         _DecodingDataset(images, transform, draft_size=draft_size, max_pixels=max_pixels),
@@ -174,7 +180,7 @@ def extract_features(
                        description=f"extracting ({failed_now} failed)" if failed_now else "extracting")
             shard = batch.indices[0] // shard_size
             if batch.indices[-1] + 1 == min((shard + 1) * shard_size, num_images):
-                shard_buffer.flush(store, shard, images, has_labels)
+                shard_buffer.flush(store, shard, images, has_labels, fingerprints.of(shard))
 
     num_failed = store.write_failures_csv(num_shards)
     info = store.read_info() or {}
@@ -183,7 +189,7 @@ def extract_features(
     return ExtractionSummary(
         out=Path(out), model=model_name, weights_sha256=weights_sha256, num_images=num_images,
         num_extracted=num_images - num_failed, num_failed=num_failed, num_features=num_features,
-        num_shards=num_shards, shards_skipped=num_shards - len(pending),
+        num_shards=num_shards, shards_skipped=num_shards - len(pending), shards_redone=redone,
         precision=str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32", device=str(device),
         seconds=time.perf_counter() - started, failures=store.failures(num_shards),
     )
@@ -229,6 +235,42 @@ def _keys_sha256(images: ImageSource) -> str:
         digest.update(images.key(i).encode())
         digest.update(b"\n")
     return digest.hexdigest()
+
+
+class _ShardFingerprints:
+    """What each shard's inputs are now: keys, labels and, for files, size and modification time.
+
+    A shard written from other inputs (an image replaced or touched since) no longer matches and
+    is extracted again. Dataset rows are identified by the dataset's cache files.
+    """
+
+    def __init__(self, images: ImageSource, shard_size: int) -> None:
+        self.images, self.shard_size = images, shard_size
+        self.paths: list[str] | None = getattr(images, "paths", None)
+        cache_files = getattr(getattr(images, "dataset", None), "cache_files", None) or []
+        self.source = json.dumps([[f.get("filename"), *_stat(f.get("filename"))] for f in cache_files])
+        self._taken: dict[int, str] = {}  # before extraction: a file changed meanwhile is redone next time
+
+    def of(self, shard: int) -> str:
+        if shard not in self._taken:
+            self._taken[shard] = self._fingerprint(shard)
+        return self._taken[shard]
+
+    def _fingerprint(self, shard: int) -> str:
+        digest = hashlib.sha256(self.source.encode())
+        for i in range(shard * self.shard_size, min((shard + 1) * self.shard_size, len(self.images))):
+            row = [self.images.key(i), self.images.label(i), *(_stat(self.paths[i]) if self.paths else ())]
+            digest.update(json.dumps(row).encode())
+        return digest.hexdigest()
+
+
+def _stat(path: str | None) -> tuple[int, int]:
+    """(size, mtime in ns) of a file, (-1, -1) when it cannot be read: a missing file is an input too."""
+    try:
+        stat = os.stat(path) if path else None
+    except (OSError, ValueError):
+        stat = None
+    return (stat.st_size, stat.st_mtime_ns) if stat else (-1, -1)
 
 
 def _resize_size(data_config: dict[str, Any]) -> int:
@@ -370,7 +412,8 @@ class _ShardBuffer:
         self.decoded.extend(batch.decoded)
         self.failures.extend(batch.failures)
 
-    def flush(self, store: FeatureStore, shard: int, images: ImageSource, has_labels: bool) -> None:
+    def flush(self, store: FeatureStore, shard: int, images: ImageSource, has_labels: bool,
+              inputs_sha256: str) -> None:
         indices = [i for i, _, _ in self.decoded]
         table = metadata_table(
             indices,
@@ -380,7 +423,7 @@ class _ShardBuffer:
             [images.label(i) for i in indices] if has_labels else None,
         )
         store.write_shard(shard, np.concatenate(self.features), table,
-                          [(images.key(i), error) for i, error in self.failures])
+                          [(images.key(i), error) for i, error in self.failures], inputs_sha256=inputs_sha256)
         self.__init__()
 
 

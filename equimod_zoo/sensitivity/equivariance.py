@@ -1,7 +1,7 @@
 """Does a trained EquiMod module predict how augmentations move the embedding, on images it never saw?
 
 For a model folder whose equimod_heads.safetensors holds EquiMod's heads (g_eq, g_t, u, and the
-parameter standardisation `param_mean` / `param_std`, as `SSLMethod.heads_state_dict` writes them):
+parameter standardisation `param_mean` / `param_std`; `equimod_zoo.equimod.heads_file.load_equimod_heads`):
 
     y0 = g_eq(f(x0)),  y_t = g_eq(f(x_t)),  y_hat_t = u([y0, g_t((p_t - mean) / std)])
 
@@ -12,67 +12,10 @@ parameter standardisation `param_mean` / `param_std`, as `SSLMethod.heads_state_
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-import safetensors.torch
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from equimod_zoo.model_folder import HEADS_FILE, ModelFolderError
-from equimod_zoo.training.heads import AugmentationEmbedding, EquiModProjectionHead, EquivariantPredictor
-
-
-class EquiModHeads(nn.Module):
-    """EquiMod's g_eq, g_t and u with the parameter standardisation, in eval mode."""
-
-    def __init__(self, g_eq: EquiModProjectionHead, g_t: AugmentationEmbedding, u: EquivariantPredictor,
-                 param_mean: torch.Tensor, param_std: torch.Tensor) -> None:
-        super().__init__()
-        self.g_eq, self.g_t, self.u = g_eq, g_t, u
-        self.register_buffer("param_mean", param_mean.float())
-        self.register_buffer("param_std", param_std.float())
-        self.eval()
-
-    @classmethod
-    def from_folder(cls, folder: str | Path) -> EquiModHeads | None:
-        """The heads in FOLDER/equimod_heads.safetensors, or None when the folder has no EquiMod heads."""
-        path = Path(folder) / HEADS_FILE
-        if not path.is_file():
-            return None
-        try:
-            state = safetensors.torch.load_file(str(path), device="cpu")
-        except Exception as error:  # safetensors raises several types for a corrupt file
-            raise ModelFolderError(f"{path}: not a readable safetensors file ({error})") from None
-        if not any(key.startswith("g_eq.") for key in state):
-            return None  # SimCLR / BYOL heads only
-        # the file also holds the invariance heads (projection, predictor): keep EquiMod's own
-        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()
-                 if k.split(".")[0] in ("g_eq", "g_t", "u", "param_mean", "param_std")}
-        try:
-            hidden, input_dim = state["g_eq.layers.0.weight"].shape
-            output_dim = state["g_eq.layers.6.weight"].shape[0]
-            param_embed, param_dim = state["g_t.layers.0.weight"].shape
-            heads = cls(
-                EquiModProjectionHead(input_dim, hidden_dim=hidden, output_dim=output_dim),
-                AugmentationEmbedding(param_dim, output_dim=param_embed),
-                EquivariantPredictor(output_dim, param_embed),
-                state["param_mean"], state["param_std"],
-            )
-            heads.load_state_dict(state, strict=True)
-        except (KeyError, RuntimeError) as error:
-            raise ModelFolderError(f"{path}: not EquiMod heads this version can read ({error})") from None
-        return heads
-
-    @torch.inference_mode()
-    def embed(self, features: torch.Tensor) -> torch.Tensor:
-        return self.g_eq(features.to(self.param_mean))
-
-    @torch.inference_mode()
-    def predict(self, y0: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        """y_hat_t from y0 and the raw parameter vectors."""
-        a = self.g_t((params.to(self.param_mean) - self.param_mean) / self.param_std)
-        return self.u(y0, a)
+from equimod_zoo.equimod.heads import EquiModHeads
 
 
 def equivariance_metrics(heads: EquiModHeads, original: torch.Tensor, view: torch.Tensor, params: torch.Tensor,
@@ -81,7 +24,7 @@ def equivariance_metrics(heads: EquiModHeads, original: torch.Tensor, view: torc
 
     Args:
         original: [N, D] backbone features of the x0 images; view: [M, D] of the augmented views;
-        params: [M, 18] their raw parameters; image: [M] which x0 each view comes from.
+        params: [M, P] their raw parameters (the heads' `param_names`); image: [M] which x0 each view comes from.
         batch_size: the retrieval gallery: each y_hat_t is matched among the y_t of its batch.
     """
     if batch_size < 2:

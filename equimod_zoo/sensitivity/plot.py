@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from equimod_zoo.atomic import atomic_path
-from equimod_zoo.sensitivity.probes import BALANCED_ACCURACY
-from equimod_zoo.training.augment import PARAM_NAMES
+from equimod_zoo.sensitivity.probes import BALANCED_ACCURACY, metric_of
+from equimod_zoo.sensitivity.run import report_parameters
 
 INPUT_TITLES = {"view": "features of the augmented view", "pair": "features of [x0, augmented view]"}
 
@@ -26,17 +26,18 @@ def plot_sensitivity(reports: Sequence[dict[str, Any]], out: str | Path, *, titl
     if not reports:
         raise ValueError("nothing to plot: no reports")
     kinds = [kind for kind in INPUT_TITLES if any(report["inputs"].get(kind) for report in reports)]
-    figure, axes = plt.subplots(len(kinds), 1, figsize=(max(10, 0.7 * len(PARAM_NAMES) * max(1, len(reports) / 2)),
+    names = report_parameters(reports)  # pipelines differ: a parameter a model lacks has no bar
+    figure, axes = plt.subplots(len(kinds), 1, figsize=(max(10, 0.7 * len(names) * max(1, len(reports) / 2)),
                                                          3.6 * len(kinds)), squeeze=False)
     width = 0.8 / len(reports)
-    binary = {name for name in PARAM_NAMES if reports[0]["inputs"][kinds[0]][name]["metric"] == BALANCED_ACCURACY}
+    binary = {name for name in names if metric_of(name) == BALANCED_ACCURACY}
     for axis, kind in zip(axes[:, 0], kinds):
         for m, report in enumerate(reports):
             scores = report["inputs"][kind]
             xs, values, errors = [], [], [[], []]
-            for i, name in enumerate(PARAM_NAMES):
-                score = scores[name]
-                if score["value"] is None:
+            for i, name in enumerate(names):
+                score = scores.get(name)
+                if score is None or score["value"] is None:
                     continue
                 xs.append(i - 0.4 + width * (m + 0.5))
                 values.append(score["value"])
@@ -47,8 +48,8 @@ def plot_sensitivity(reports: Sequence[dict[str, Any]], out: str | Path, *, titl
             axis.bar(xs, values, width=width, yerr=errors, capsize=2, label=report["model"])
         axis.axhline(0.0, color="black", linewidth=0.8)
         axis.axhline(0.5, color="grey", linewidth=0.8, linestyle=":", label="chance (balanced accuracy)")
-        axis.set_xticks(range(len(PARAM_NAMES)))
-        axis.set_xticklabels([f"{name}*" if name in binary else name for name in PARAM_NAMES], rotation=45,
+        axis.set_xticks(range(len(names)))
+        axis.set_xticklabels([f"{name}*" if name in binary else name for name in names], rotation=45,
                              ha="right", fontsize=8)
         axis.set_ylim(min(-0.1, axis.get_ylim()[0]), 1.05)
         axis.set_ylabel("R² / balanced acc.*")

@@ -1,6 +1,7 @@
 """Held-out linear probes of the augmentation parameters from frozen features.
 
-For each of the 18 parameters (`PARAM_NAMES`) a linear read-out is fitted on features of
+For each parameter of the pipeline (its `AugmentConfig.params`, at most the 18 of `PARAM_NAMES`)
+a linear read-out is fitted on features of
 augmented views, its regularisation chosen on a validation split, refitted on train + val and
 scored on a held-out test split:
 
@@ -17,12 +18,13 @@ is a percentile bootstrap over the test images.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
 
 from equimod_zoo.probes.linear import fit_logistic_regression
-from equimod_zoo.training.augment import BINARY_PARAMS, PARAM_NAMES
+from equimod_zoo.equimod.augment import BINARY_PARAMS, PARAM_NAMES
 
 R2 = "r2"
 BALANCED_ACCURACY = "balanced_accuracy"
@@ -71,19 +73,23 @@ def split_images(num_images: int, *, seed: int = 0, fractions: tuple[float, floa
 
 
 def probe_parameters(features: torch.Tensor, params: torch.Tensor, image: torch.Tensor, splits: ImageSplits, *,
-                     num_bootstrap: int = 1000, seed: int = 0,
+                     names: Sequence[str] = PARAM_NAMES, num_bootstrap: int = 1000, seed: int = 0,
                      device: torch.device | str = "cpu") -> dict[str, ProbeScore]:
     """Score how linearly decodable each parameter is from `features`.
 
     Args:
         features: [M, D] features of M augmented samples.
-        params: [M, 18] their raw parameter vectors.
+        params: [M, len(names)] their raw parameter vectors.
         image: [M] the image each sample comes from (indexes the splits).
         splits: which images train, select the regularisation, and test.
-    Returns {parameter name: ProbeScore} for all 18 parameters, in `PARAM_NAMES` order.
+        names: what each column of `params` is (the pipeline's `AugmentConfig.params`).
+    Returns {parameter name: ProbeScore} for every name, in `names` order.
     """
-    if features.ndim != 2 or params.shape != (features.shape[0], len(PARAM_NAMES)) or image.shape != features.shape[:1]:
-        raise ValueError(f"features [M, D], params [M, {len(PARAM_NAMES)}] and image [M] must agree, got "
+    names = tuple(names)
+    for name in names:
+        metric_of(name)  # a known parameter
+    if features.ndim != 2 or params.shape != (features.shape[0], len(names)) or image.shape != features.shape[:1]:
+        raise ValueError(f"features [M, D], params [M, {len(names)}] and image [M] must agree, got "
                          f"{list(features.shape)}, {list(params.shape)}, {list(image.shape)}")
     x = features.to(device=device, dtype=torch.float64)
     params = params.to(device=device, dtype=torch.float64)
@@ -92,13 +98,13 @@ def probe_parameters(features: torch.Tensor, params: torch.Tensor, image: torch.
     resample = _bootstrap_weights(image[rows["test"]], num_bootstrap, seed=seed)
 
     scores: dict[str, ProbeScore] = {}
-    continuous = [i for i, name in enumerate(PARAM_NAMES) if metric_of(name) == R2]
+    continuous = [i for i, name in enumerate(names) if metric_of(name) == R2]
     for index, score in zip(continuous, _ridge_scores(x, params[:, continuous], rows, resample)):
-        scores[PARAM_NAMES[index]] = score
-    for index, name in enumerate(PARAM_NAMES):
+        scores[names[index]] = score
+    for index, name in enumerate(names):
         if metric_of(name) == BALANCED_ACCURACY:
             scores[name] = _logistic_score(x, params[:, index].round().long(), rows, resample)
-    return {name: scores[name] for name in PARAM_NAMES}
+    return {name: scores[name] for name in names}
 
 
 # ---- ridge ---------------------------------------------------------------------------------------

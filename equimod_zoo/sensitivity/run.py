@@ -7,7 +7,8 @@
 The report (JSON-ready, keys in `REPORT_KEYS`):
     model, weights_sha256, dataset, split, num_images, num_samples, resolution, source_size, views,
     augmentations_per_image, seed,
-    inputs: {"view": {param: score}, "pair": {param: score}}  (every name of PARAM_NAMES, in order)
+    inputs: {"view": {param: score}, "pair": {param: score}}  (every parameter of the model's pipeline,
+            `AugmentConfig.params`, in order: 15 for SimCLR's CIFAR-10 pipeline, 18 for BYOL's)
     equivariance: `equivariance_metrics` of the folder's EquiMod heads, or null without them.
 """
 from __future__ import annotations
@@ -20,8 +21,10 @@ from typing import Any
 import torch
 
 from equimod_zoo.atomic import atomic_write_text
+from equimod_zoo.equimod.augment import PARAM_NAMES
 from equimod_zoo.loading import load_located
-from equimod_zoo.sensitivity.equivariance import EquiModHeads, equivariance_metrics
+from equimod_zoo.equimod.heads_file import load_equimod_heads
+from equimod_zoo.sensitivity.equivariance import equivariance_metrics
 from equimod_zoo.sensitivity.probes import probe_parameters, split_images
 from equimod_zoo.sensitivity.sampling import augmented_features, load_images, probe_augmentation
 
@@ -79,13 +82,17 @@ def probe_augmentations(
     splits = split_images(num_images, seed=seed)
     inputs = {
         kind: {name: score.to_dict() for name, score in probe_parameters(
-            features.inputs(kind), features.params, features.image, splits, num_bootstrap=num_bootstrap, seed=seed,
+            features.inputs(kind), features.params, features.image, splits, names=augmentation.augment.config.params,
+            num_bootstrap=num_bootstrap, seed=seed,
         ).items()}
         for kind in INPUT_KINDS
     }
-    heads = EquiModHeads.from_folder(located.weights.parent)
+    heads = load_equimod_heads(located.weights.parent)
     equivariance = None
     if heads is not None:
+        if heads.param_names != augmentation.augment.config.params:
+            raise ValueError(f"{located.weights.parent}: the EquiMod heads read {len(heads.param_names)} augmentation "
+                             f"parameters, the recorded pipeline has {len(augmentation.augment.config.params)}")
         equivariance = equivariance_metrics(heads, features.original, features.view, features.params, features.image,
                                             batch_size=min(batch_size, len(features.view)))
     return {
@@ -103,6 +110,12 @@ def probe_augmentations(
         "inputs": inputs,
         "equivariance": equivariance,
     }
+
+
+def report_parameters(reports: Sequence[dict[str, Any]]) -> list[str]:
+    """The parameters any of `reports` scores, in `PARAM_NAMES` order (pipelines differ: SimCLR has no blur)."""
+    present = {name for report in reports for scores in report["inputs"].values() for name in scores}
+    return [name for name in PARAM_NAMES if name in present]
 
 
 def write_reports(reports: dict[str, Any] | Sequence[dict[str, Any]], path: str | Path) -> Path:

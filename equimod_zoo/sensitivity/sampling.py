@@ -2,11 +2,12 @@
 
 The views come from the training pipeline's own `BatchedAugment`, configured as the model was
 trained when its config.json records a recipe (`equimod.recipe_config`: the augmentation
-recipe and the size images are stored at before cropping), else with the default CIFAR-10
-recipe at the model's resolution. Each image gets `augmentations_per_image` views, cycling
-through the recipe's views (view 1 always blurs and never solarizes, view 2 blurs with p 0.1
-and solarizes with p 0.2), so with the default of 2 every image has one view of each kind and
-every parameter varies.
+pipeline with its parameter list, and the size images are stored at before cropping), else
+with the default pipeline (BYOL's CIFAR-10 pair, all 18 parameters) at the model's resolution.
+Each image gets `augmentations_per_image` views, cycling through the recipe's views (BYOL's
+view 1 always blurs and never solarizes, view 2 blurs with p 0.1 and solarizes with p 0.2;
+SimCLR's two views are alike), so with the default of 2 every image has one view of each kind
+and every parameter of the pipeline varies.
 """
 from __future__ import annotations
 
@@ -19,11 +20,11 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from equimod_zoo.data.resize import resize_to_base
 from equimod_zoo.extraction.images import load_rgb
 from equimod_zoo.extraction.sources import ImageSource
 from equimod_zoo.model_folder import ModelConfig
-from equimod_zoo.training.augment import AugmentConfig, BatchedAugment
-from equimod_zoo.training.data import resize_to_base
+from equimod_zoo.equimod.augment import AugmentConfig, BatchedAugment
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class AugmentedFeatures:
 
     original: torch.Tensor  # [N, D]
     view: torch.Tensor  # [M, D]
-    params: torch.Tensor  # [M, 18] raw parameter vectors
+    params: torch.Tensor  # [M, P] raw parameter vectors (the pipeline's `params`)
     image: torch.Tensor  # [M] the image each view comes from
     view_kind: torch.Tensor  # [M] which view of the recipe (0 or 1)
 
@@ -64,11 +65,10 @@ def probe_augmentation(config: ModelConfig, *, resolution: int | None = None,
     `resolution` replaces the crop size; the source size keeps the recipe's ratio to it.
     """
     recipe = config.equimod.get("recipe_config")
-    if recipe:
-        from equimod_zoo.training.recipe import recipe_from_dict
-
-        trained = recipe_from_dict(recipe, source=f"{config.architecture} config.json equimod.recipe_config")
-        augment_config, source_size = trained.augment, trained.data_size
+    if recipe:  # the pipeline the model was trained with, as its export recorded it
+        source = f"{config.architecture} config.json equimod.recipe_config"
+        augment_config = AugmentConfig.from_dict(recipe.get("augment", {}), source=source)
+        source_size = int(recipe.get("data_size", augment_config.size))
     else:
         input_size = config.pretrained_cfg.get("input_size") or (3, 32, 32)
         augment_config = AugmentConfig(size=int(input_size[-1]))
@@ -76,8 +76,10 @@ def probe_augmentation(config: ModelConfig, *, resolution: int | None = None,
     if resolution is not None:
         if resolution < 1:
             raise ValueError(f"resolution must be positive, got {resolution}")
-        source_size = max(resolution, round(source_size * resolution / augment_config.size))
-        augment_config = dataclasses.replace(augment_config, size=resolution)
+        scale = resolution / augment_config.size
+        source_size = max(resolution, round(source_size * scale))
+        x0_resize = None if augment_config.x0_resize is None else max(resolution, round(augment_config.x0_resize * scale))
+        augment_config = dataclasses.replace(augment_config, size=resolution, x0_resize=x0_resize)
     augment_config = dataclasses.replace(augment_config, mean=tuple(float(v) for v in mean),
                                          std=tuple(float(v) for v in std))
     return ProbeAugmentation(BatchedAugment(augment_config), source_size)

@@ -6,8 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from equimod_zoo.sensitivity.run import INPUT_KINDS, REPORT_KEYS
-from equimod_zoo.training.augment import PARAM_NAMES
+from equimod_zoo.sensitivity.run import INPUT_KINDS, REPORT_KEYS, report_parameters
 
 
 def read_reports(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
@@ -29,18 +28,23 @@ def read_reports(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
 
 
 def markdown_table(reports: Sequence[dict[str, Any]], *, kind: str = "view") -> str:
-    """One row per augmentation parameter, one column per model: score [95 % interval]."""
+    """One row per augmentation parameter, one column per model: score [95 % interval].
+
+    A parameter a model's pipeline does not have (blur for SimCLR on CIFAR-10) reads "n/a"."""
     if kind not in INPUT_KINDS:
         raise ValueError(f"input kind {kind!r}: expected one of {', '.join(INPUT_KINDS)}")
     header = "| parameter | metric | " + " | ".join(f"`{r['model']}`" for r in reports) + " |"
     rows = [header, "|---|---|" + "---|" * len(reports)]
-    for name in PARAM_NAMES:
-        scores = [r["inputs"][kind][name] for r in reports]
-        rows.append(f"| {name} | {scores[0]['metric']} | " + " | ".join(_cell(s) for s in scores) + " |")
+    for name in report_parameters(reports):
+        scores = [r["inputs"][kind].get(name) for r in reports]
+        metric = next(s["metric"] for s in scores if s is not None)
+        rows.append(f"| {name} | {metric} | " + " | ".join(_cell(s) for s in scores) + " |")
     return "\n".join(rows) + "\n"
 
 
-def _cell(score: dict[str, Any]) -> str:
+def _cell(score: dict[str, Any] | None) -> str:
+    if score is None:
+        return "n/a"
     if score["value"] is None:
         return "—"
     if score["ci_low"] is None:

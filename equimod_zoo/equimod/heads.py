@@ -34,6 +34,12 @@ class ProjectionHead(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x)
 
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """(in_dim, out_dim of each block): the sizes a heads schema records."""
+        linear = [m for m in self.layers if isinstance(m, nn.Linear)]
+        return (linear[0].in_features, *(m.out_features for m in linear))
+
 
 class SimCLRProjectionHead(ProjectionHead):
     """SimCLR's projection head g: h -> z, where the contrastive loss is applied.
@@ -122,3 +128,36 @@ class EquivariantPredictor(ProjectionHead):
 
     def forward(self, y0: Tensor, a: Tensor) -> Tensor:  # type: ignore[override]
         return self.layers(torch.cat([y0, a], dim=1))
+
+
+class EquiModHeads(nn.Module):
+    """EquiMod's g_eq, g_t and u with the parameter standardisation, for inference (eval mode).
+
+    y0 = g_eq(f(x0)), y_t = g_eq(f(x_t)), y_hat_t = u([y0, g_t((p_t - param_mean) / param_std)]);
+    `param_names` says which augmentation parameter each column of p_t is.
+    """
+
+    def __init__(self, g_eq: EquiModProjectionHead, g_t: AugmentationEmbedding, u: EquivariantPredictor,
+                 param_mean: Tensor, param_std: Tensor, param_names: Sequence[str]) -> None:
+        super().__init__()
+        if param_mean.shape != (len(param_names),) or param_std.shape != (len(param_names),):
+            raise ValueError(f"param_mean and param_std must have {len(param_names)} entries, one per parameter "
+                             f"name, got {tuple(param_mean.shape)} and {tuple(param_std.shape)}")
+        self.g_eq, self.g_t, self.u = g_eq, g_t, u
+        self.param_names = tuple(param_names)
+        self.register_buffer("param_mean", param_mean.float())
+        self.register_buffer("param_std", param_std.float())
+        self.eval()
+
+    @torch.inference_mode()
+    def embed(self, features: Tensor) -> Tensor:
+        return self.g_eq(features.to(self.param_mean))
+
+    @torch.inference_mode()
+    def predict(self, y0: Tensor, params: Tensor) -> Tensor:
+        """y_hat_t from y0 and the raw parameter vectors ([n, len(param_names)])."""
+        if params.shape[-1] != len(self.param_names):
+            raise ValueError(f"params must have {len(self.param_names)} columns ({', '.join(self.param_names)}), "
+                             f"got {params.shape[-1]}")
+        a = self.g_t((params.to(self.param_mean) - self.param_mean) / self.param_std)
+        return self.u(y0, a)

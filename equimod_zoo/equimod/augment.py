@@ -1,8 +1,9 @@
-"""Batched, parameterised augmentations: the BYOL-style asymmetric pair, and the 18 numbers that say what was done.
+"""Batched, parameterised augmentations, and the parameter vector that says what was done to each view.
 
 EquiMod's equivariance module (Devillers & Lefort, ICLR 2023, arXiv:2211.01244) predicts an
 augmented view's embedding from the original's and from the augmentation's parameters, so every
-view comes with its parameter vector, in `PARAM_NAMES` order:
+view comes with its parameter vector. The full vector, BYOL's pipeline, has 18 entries, in
+`PARAM_NAMES` order:
 
     0-3   crop_top, crop_left, crop_height, crop_width   the crop box in source pixels (i, j, h, w)
     4     flip                                           1 if flipped horizontally after the crop
@@ -18,6 +19,16 @@ view comes with its parameter vector, in `PARAM_NAMES` order:
 When jitter is not applied its entries are the neutral values: factors 1, 1, 1, 0 and the
 identity order 0, 1, 2, 3. When blur is not applied its sigma is 0.
 
+A pipeline's vector holds only the entries of the operations it has (`AugmentConfig.params`):
+SimCLR's CIFAR-10 pipeline has no blur and no solarize (entries 0-14, 15 numbers), its ImageNet
+pipeline no solarize (0-16, 17 numbers), BYOL's all 18. The recipe states the list; the config
+checks it against the pipeline.
+
+On the GPU the augmentations never wait for the device: no data-dependent shapes (`nonzero`,
+boolean indexing), no `.item()`, no tensors built from Python lists per call. An operation that
+only some samples get is computed on all of them and blended in with `torch.where`; an operation
+the pipeline does not have is never computed.
+
 The semantics are torchvision's (RandomResizedCrop.get_params, resized_crop with bicubic
 interpolation, hflip, ColorJitter in a random order with adjust_brightness / adjust_contrast /
 adjust_saturation / adjust_hue, rgb_to_grayscale, gaussian_blur with reflect padding,
@@ -27,12 +38,15 @@ are on: no Python loop over samples.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from equimod_zoo.architectures import CIFAR10_MEAN, CIFAR10_STD
+from equimod_zoo.dataclass_dict import build_dataclass
 
 PARAM_NAMES: tuple[str, ...] = (
     "crop_top", "crop_left", "crop_height", "crop_width", "flip",
@@ -54,6 +68,12 @@ GRAYSCALE = 14
 BLUR_APPLIED = 15
 BLUR_SIGMA = 16
 SOLARIZE = 17
+# Entries that only exist when the pipeline has the operation.
+BLUR_PARAMS: tuple[str, ...] = ("blur_applied", "blur_sigma")
+SOLARIZE_PARAMS: tuple[str, ...] = ("solarize",)
+# The value of each entry when its operation is not applied: identity crop aside, what `apply` assumes
+# for entries a pipeline does not record.
+_NEUTRAL = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 
 # ITU-R 601-2 luma, as torchvision's rgb_to_grayscale uses.
 _LUMA = (0.2989, 0.587, 0.114)
@@ -70,8 +90,16 @@ class ViewConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """The augmentation recipe (EquiMod's CIFAR-10 defaults; ../shared/docs/EQUIMOD.md).
+    """An augmentation pipeline (defaults: BYOL's CIFAR-10 pair; ../shared/docs/EQUIMOD.md).
 
+    `views` holds what differs between the two views (blur and solarize probabilities); a view
+    pair with equal entries draws both views from one distribution, as SimCLR does.
+    `params` names the parameter vector's entries, in `PARAM_NAMES` order: the entries of every
+    operation the pipeline has (blur only if some view blurs, solarize only if some view
+    solarizes). Empty means exactly that list; a recipe states it, and a list that does not match
+    the pipeline is refused.
+    `x0_resize` makes the un-augmented view Resize(x0_resize) + CenterCrop(size), as on ImageNet
+    (256 then 224); None resizes the centre square straight to `size` (CIFAR-10: only normalised).
     `blur_kernel` None means torchvision's 23 px at 224 px, scaled to `size` (odd, at least 3).
     `antialias` False resizes with plain bicubic (torch's `interpolate(mode="bicubic",
     antialias=False)`, a = -0.75); True uses torchvision's antialiased bicubic (a = -0.5, the
@@ -94,6 +122,8 @@ class AugmentConfig:
     mean: tuple[float, float, float] = CIFAR10_MEAN
     std: tuple[float, float, float] = CIFAR10_STD
     antialias: bool = False
+    params: tuple[str, ...] = ()
+    x0_resize: int | None = None
 
     def __post_init__(self) -> None:
         if self.size < 1:
@@ -122,6 +152,33 @@ class AugmentConfig:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
         if not self.views:
             raise ValueError("views must name at least one view")
+        if self.x0_resize is not None and self.x0_resize < self.size:
+            raise ValueError(f"x0_resize must be at least size {self.size}, got {self.x0_resize}")
+        expected = self.pipeline_params
+        if not self.params:
+            object.__setattr__(self, "params", expected)
+        elif tuple(self.params) != expected:
+            raise ValueError(f"params must name this pipeline's {len(expected)} entries in order "
+                             f"({', '.join(expected)}), got {len(self.params)} ({', '.join(self.params)})")
+
+    @property
+    def has_blur(self) -> bool:
+        return any(view.blur_p > 0 for view in self.views)
+
+    @property
+    def has_solarize(self) -> bool:
+        return any(view.solarize_p > 0 for view in self.views)
+
+    @property
+    def pipeline_params(self) -> tuple[str, ...]:
+        """The entries of the operations this pipeline has, in `PARAM_NAMES` order."""
+        left_out = (() if self.has_blur else BLUR_PARAMS) + (() if self.has_solarize else SOLARIZE_PARAMS)
+        return tuple(name for name in PARAM_NAMES if name not in left_out)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str) -> AugmentConfig:
+        """The pipeline from plain containers (a recipe's `augment` section, as config.json records it)."""
+        return build_dataclass(cls, data, source=source, prefix="augment.")
 
     @property
     def kernel_size(self) -> int:
@@ -136,17 +193,40 @@ class BatchedAugment:
     """Sample and apply augmentations to a batch of images at once, on the images' device.
 
     >>> augment = BatchedAugment(AugmentConfig())
-    >>> views, params = augment(images_uint8, view=0)    # [n, 3, 32, 32] normalised, [n, 18]
+    >>> views, params = augment(images_uint8, view=0)    # [n, 3, 32, 32] normalised, [n, len(config.params)]
     >>> x0 = augment.identity(images_uint8)              # the un-augmented view
     """
 
     def __init__(self, config: AugmentConfig | None = None) -> None:
         self.config = config or AugmentConfig()
+        self._columns = tuple(PARAM_NAMES.index(name) for name in self.config.params)
+        self._constants: dict[tuple[torch.device, torch.dtype], dict[str, torch.Tensor]] = {}
+
+    @property
+    def num_params(self) -> int:
+        return len(self._columns)
+
+    def _constant(self, name: str, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Tensors the pipeline needs on every call, built once per device (a host-to-device copy waits)."""
+        cache = self._constants.setdefault((torch.device(device), dtype), {})
+        if name not in cache:
+            values = {
+                "neutral": _NEUTRAL,
+                "columns": self._columns,
+                "mean": self.config.mean,
+                "inverse_std": tuple(1 / v for v in self.config.std),
+            }[name]
+            cache[name] = torch.tensor(values, device=device,
+                                       dtype=torch.long if name == "columns" else dtype)
+        return cache[name]
 
     # ---- sampling -------------------------------------------------------------------------
     def sample(self, n: int, *, view: int, image_size: tuple[int, int], generator: torch.Generator | None = None,
                device: torch.device | str | None = None) -> torch.Tensor:
-        """Draw `n` parameter vectors ([n, 18] float32, raw values) for images of `image_size` (H, W)."""
+        """Draw `n` parameter vectors ([n, len(config.params)] float32, raw values) for images of `image_size` (H, W).
+
+        Drawn where `generator` lives (else on `device`, else the CPU), then moved to `device`.
+        """
         cfg = self.config
         if not 0 <= view < len(cfg.views):
             raise ValueError(f"view must be in [0, {len(cfg.views) - 1}], got {view}")
@@ -154,8 +234,7 @@ class BatchedAugment:
         if height < 1 or width < 1:
             raise ValueError(f"image_size must be positive, got {tuple(image_size)}")
         view_cfg = cfg.views[view]
-        # Draw where the generator lives (CPU unless given a device generator), then move.
-        source = generator.device if generator is not None else torch.device("cpu")
+        source = generator.device if generator is not None else torch.device(device or "cpu")
 
         def uniform(*shape: int, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
             return torch.rand(*shape, generator=generator, device=source).mul_(high - low).add_(low)
@@ -172,73 +251,100 @@ class BatchedAugment:
             uniform(n, low=max(0.0, 1 - cfg.saturation), high=1 + cfg.saturation),
             uniform(n, low=-cfg.hue, high=cfg.hue),
         ], dim=1)
-        neutral_order = torch.arange(4, device=source, dtype=torch.float32).expand(n, 4)
-        neutral_factors = torch.tensor([1.0, 1.0, 1.0, 0.0], device=source).expand(n, 4)
+        neutral = self._constant("neutral", source)
         params[:, JITTER_APPLIED] = jitter.float()
-        params[:, JITTER_ORDER] = torch.where(jitter[:, None], order, neutral_order)
-        params[:, JITTER_FACTORS] = torch.where(jitter[:, None], factors, neutral_factors)
+        params[:, JITTER_ORDER] = torch.where(jitter[:, None], order, neutral[JITTER_ORDER])
+        params[:, JITTER_FACTORS] = torch.where(jitter[:, None], factors, neutral[JITTER_FACTORS])
         params[:, GRAYSCALE] = (uniform(n) < cfg.grayscale_p).float()
 
-        blur = uniform(n) < view_cfg.blur_p
-        sigma = uniform(n, low=cfg.blur_sigma[0], high=cfg.blur_sigma[1])
-        params[:, BLUR_APPLIED] = blur.float()
-        params[:, BLUR_SIGMA] = torch.where(blur, sigma, torch.zeros_like(sigma))
-        params[:, SOLARIZE] = (uniform(n) < view_cfg.solarize_p).float()
+        # Only the operations the pipeline has draw numbers, so a pipeline's random stream does
+        # not depend on operations it does not apply.
+        params[:, BLUR_APPLIED:].zero_()  # fill_, not `= 0`: a Python scalar becomes a tensor first
+        if cfg.has_blur:
+            blur = uniform(n) < view_cfg.blur_p
+            sigma = uniform(n, low=cfg.blur_sigma[0], high=cfg.blur_sigma[1])
+            params[:, BLUR_APPLIED] = blur.float()
+            params[:, BLUR_SIGMA] = torch.where(blur, sigma, torch.zeros_like(sigma))
+        if cfg.has_solarize:
+            params[:, SOLARIZE] = (uniform(n) < view_cfg.solarize_p).float()
+        if self.num_params != NUM_PARAMS:
+            params = params.index_select(1, self._constant("columns", source))
         return params.to(device) if device is not None else params
+
+    def full_params(self, params: torch.Tensor) -> torch.Tensor:
+        """[n, 18] from [n, len(config.params)]: the entries the pipeline does not record at their neutral values."""
+        if self.num_params == NUM_PARAMS:
+            return params
+        full = self._constant("neutral", params.device).expand(params.shape[0], NUM_PARAMS).clone()
+        return full.index_copy_(1, self._constant("columns", params.device), params)
 
     # ---- applying -------------------------------------------------------------------------
     def apply(self, images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        """Apply `params` ([n, 18]) to `images` ([n, 3, H, W] uint8, or float in [0, 1]).
+        """Apply `params` ([n, len(config.params)]) to `images` ([n, 3, H, W] uint8, or float in [0, 1]).
 
         Returns float32 [n, 3, size, size], normalised with the config's mean/std, channels_last.
         """
         x = _as_float_images(images)
-        if params.shape != (x.shape[0], NUM_PARAMS):
-            raise ValueError(f"params must have shape [{x.shape[0]}, {NUM_PARAMS}], got {list(params.shape)}")
-        params = params.to(device=x.device, dtype=torch.float32)
+        if params.shape != (x.shape[0], self.num_params):
+            raise ValueError(f"params must have shape [{x.shape[0]}, {self.num_params}] "
+                             f"(this pipeline's entries), got {list(params.shape)}")
+        params = self.full_params(params.to(device=x.device, dtype=torch.float32))
         x = resized_crop(x, params[:, CROP], self.config.size, flip=params[:, FLIP] > 0.5,
                          antialias=self.config.antialias).clamp_(0, 1)
         x = color_jitter(x, params[:, JITTER_ORDER], params[:, JITTER_FACTORS])
-        x = _on_subset(x, params[:, GRAYSCALE] > 0.5, lambda xs, _: rgb_to_grayscale(xs).expand_as(xs))
-        kernel = self.config.kernel_size
-        x = _on_subset(x, params[:, BLUR_APPLIED] > 0.5, lambda xs, due: gaussian_blur(xs, params[due, BLUR_SIGMA], kernel))
-        x = _on_subset(x, params[:, SOLARIZE] > 0.5, lambda xs, _: solarize(xs))
+        x = _blend(params[:, GRAYSCALE], rgb_to_grayscale(x).expand_as(x), x)
+        if self.config.has_blur:
+            applied = params[:, BLUR_APPLIED]
+            # sigma 0 (not blurred) would divide by zero in the kernel; those samples keep x anyway
+            sigma = torch.where(applied > 0.5, params[:, BLUR_SIGMA], torch.ones_like(applied))
+            x = _blend(applied, gaussian_blur(x, sigma, self.config.kernel_size), x)
+        if self.config.has_solarize:
+            x = _blend(params[:, SOLARIZE], solarize(x), x)
         return self.normalize(x)
 
     def __call__(self, images: torch.Tensor, *, view: int,
                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sample parameters for `images` and apply them: (normalised views, raw params [n, 18])."""
+        """Sample parameters for `images` and apply them: (normalised views, raw params [n, len(config.params)])."""
         _check_images(images)
         params = self.sample(images.shape[0], view=view, image_size=tuple(images.shape[-2:]), generator=generator,
                              device=images.device)
         return self.apply(images, params), params
 
     def identity(self, images: torch.Tensor) -> torch.Tensor:
-        """x0, the un-augmented view: the centre square resized to `size` (Resize(size) + CenterCrop(size)
-        up to sub-pixel rounding), normalised, channels_last."""
+        """x0, the un-augmented view, normalised, channels_last.
+
+        Resize(x0_resize) + CenterCrop(size) (default x0_resize = size: the centre square resized),
+        up to sub-pixel rounding: the centre crop of the side that resizing would map to `size`.
+        """
         x = _as_float_images(images)
         height, width = x.shape[-2:]
+        size = self.config.size
         side = min(height, width)
-        box = torch.tensor([(height - side) // 2, (width - side) // 2, side, side], dtype=torch.float32,
-                           device=x.device).expand(x.shape[0], 4)
-        if side == self.config.size and height == width:
-            return self.normalize(x)
-        return self.normalize(resized_crop(x, box, self.config.size, antialias=self.config.antialias).clamp_(0, 1))
+        if self.config.x0_resize is not None:
+            side = min(side, round(side * size / self.config.x0_resize))
+        top, left = (height - side) // 2, (width - side) // 2
+        if side == size:  # a pure centre crop (CIFAR-10 at 32 px; ImageNet stored at 256 px)
+            return self.normalize(x[..., top:top + side, left:left + side])
+        box = x.new_empty(x.shape[0], 4)
+        for column, value in enumerate((top, left, side, side)):
+            box[:, column].fill_(value)
+        return self.normalize(resized_crop(x, box, size, antialias=self.config.antialias).clamp_(0, 1))
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """(x - mean) / std, written straight into a channels_last tensor."""
-        scale = 1 / torch.tensor(self.config.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-        shift = -torch.tensor(self.config.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1) * scale
+        scale = self._constant("inverse_std", x.device, x.dtype).view(1, 3, 1, 1)
+        shift = -self._constant("mean", x.device, x.dtype).view(1, 3, 1, 1) * scale
         out = torch.empty_like(x, memory_format=torch.channels_last)
         return torch.addcmul(shift, x, scale, out=out)
 
 
 def parameter_statistics(config: AugmentConfig, *, image_size: tuple[int, int], num_samples: int = 100_000,
                          seed: int = 0, min_std: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and std ([18] each) of the parameters, from `num_samples` draws per view, views mixed equally.
+    """Mean and std ([len(config.params)] each) of the parameters, `num_samples` draws per view, views mixed equally.
 
-    These standardise the parameter vector before EquiMod's parameter head; entries that never
-    vary (solarize on a pipeline without it) get std `min_std` instead of 0.
+    These standardise the parameter vector before EquiMod's parameter head; they are sampled from
+    the pipeline in use, so they follow its parameter list. Entries that never vary (blur_applied
+    when every view blurs) get std `min_std` instead of 0.
     """
     augment = BatchedAugment(config)
     generator = torch.Generator().manual_seed(seed)
@@ -271,8 +377,8 @@ def _sample_crops(n: int, height: int, width: int, scale: tuple[float, float], r
         fallback_w, fallback_h = round(height * max(ratio)), height
     else:
         fallback_w, fallback_h = width, height
-    fallback = torch.tensor([(height - fallback_h) // 2, (width - fallback_w) // 2, fallback_h, fallback_w],
-                            dtype=torch.float32, device=w.device)
+    fallback = torch.stack([torch.full_like(w, v) for v in ((height - fallback_h) // 2, (width - fallback_w) // 2,
+                                                           fallback_h, fallback_w)], dim=1)
     boxes = torch.stack([top, left, h, w], dim=1)
     return torch.where(valid.any(dim=1, keepdim=True), boxes, fallback)
 
@@ -376,7 +482,7 @@ def _rgb_from_hue(hue6: torch.Tensor, value: torch.Tensor, chroma: torch.Tensor)
 
     A grey (chroma 0) comes back as itself whatever its hue.
     """
-    offsets = torch.tensor([5.0, 3.0, 1.0], device=hue6.device, dtype=hue6.dtype).view(1, 3, 1, 1)
+    offsets = torch.arange(5.0, 0.0, -2.0, device=hue6.device, dtype=hue6.dtype).view(1, 3, 1, 1)  # 5, 3, 1
     k = torch.remainder(hue6 + offsets, 6)
     return torch.minimum(k, 4 - k).clamp_(0, 1).mul_(chroma).neg_().add_(value).clamp_(0, 1)
 
@@ -406,7 +512,8 @@ def color_jitter(x: torch.Tensor, order: torch.Tensor, factors: torch.Tensor) ->
 
     At each of the 4 positions every sample runs one op. Brightness, contrast and saturation are
     all `clamp(f x + (1 - f) g)` with g = 0, the mean grey level or the grey image, so one fused
-    pass does whichever is due; hue, the expensive one, runs only on the samples whose turn it is.
+    pass does whichever is due; hue is computed for the whole batch and kept where it is due
+    (selecting the due samples would need their count on the host).
     """
     order = order.round().long()
     one = torch.ones_like(factors[:, 0])
@@ -420,9 +527,7 @@ def color_jitter(x: torch.Tensor, order: torch.Tensor, factors: torch.Tensor) ->
         # shift = (1 - f) * mean grey (contrast) or (1 - f) * grey (saturation), 0 for brightness
         shift = grey.mul(saturation).add_(grey.mean(dim=(2, 3), keepdim=True).mul_(contrast))
         x = torch.addcmul(shift, x, scale.view(-1, 1, 1, 1)).clamp_(0, 1)
-        due = ((op == 3) & (factors[:, 3] != 0)).nonzero().squeeze(1)
-        if due.numel():
-            x = x.index_copy(0, due, adjust_hue(x.index_select(0, due), factors.index_select(0, due)[:, 3]))
+        x = _blend((op == 3) & (factors[:, 3] != 0), adjust_hue(x, factors[:, 3]), x)
     return x
 
 
@@ -454,14 +559,10 @@ def solarize(x: torch.Tensor, threshold: float = SOLARIZE_THRESHOLD) -> torch.Te
     return torch.where(x >= threshold, 1 - x, x)
 
 
-def _on_subset(x: torch.Tensor, mask: torch.Tensor, op) -> torch.Tensor:
-    """x with `op(x[due], due)` written back where `mask` ([n] bool) is set; the rest untouched."""
-    due = mask.nonzero().squeeze(1)
-    if due.numel() == 0:
-        return x
-    if due.numel() == x.shape[0]:
-        return op(x, slice(None))
-    return x.index_copy(0, due, op(x.index_select(0, due), due))
+def _blend(applied: torch.Tensor, changed: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """`changed` where `applied` ([n], bool or 0/1) is set, `x` elsewhere: per-sample, without host syncs."""
+    mask = applied if applied.dtype == torch.bool else applied > 0.5
+    return torch.where(mask.view(-1, 1, 1, 1), changed, x)
 
 
 def _check_images(images: torch.Tensor) -> None:

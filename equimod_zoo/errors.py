@@ -1,0 +1,15 @@
+"""The error a user can fix: its message names the file or argument and what to do.
+
+The command line turns it (and missing files, folders and permissions) into one line and exit
+status 2; every other exception is a bug and keeps its traceback. It is a ValueError, so code
+that catches bad values still catches it.
+"""
+from __future__ import annotations
+
+
+class UserError(ValueError):
+    """Bad input: a name, path, file, argument or setting the user can correct."""
+
+
+class NetworkError(UserError):
+    """Something had to be downloaded and could not be: the message says what and how to work offline."""

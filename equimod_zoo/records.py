@@ -1,0 +1,264 @@
+"""Measured numbers, each recorded once with the command that produced it, keyed by the weights' sha256.
+
+A records folder holds one JSON file per weights file, `SHA256.json`:
+
+    {"weights_sha256": "...", "records": [{"dataset": "cifar10", "split": "test", "protocol": "linear",
+      "metric": "top1", "value": 78.58, "command": "equimod-zoo linear ...", "date": "2026-11-25",
+      "version": "0.1.0", "commit": "05be102..."}, ...]}
+
+Evaluation commands add to a folder the user names (`--record DIR`); the zoo's own numbers live
+in `equimod_zoo/zoo/records/`, and the catalogue rows, model cards, MODEL_CARDS.md and the
+README's results table are generated from them. A new measurement of the same (dataset, split,
+protocol, metric) on the same weights replaces the old one. A records folder is never a model
+folder: numbers do not travel inside the weights they describe.
+
+Recorded commands name paths as seen from the repository root, with the data folder spelled
+`$EQUIMOD_DATA` (default `../shared/data` beside the repository), never a machine's absolute path.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from equimod_zoo.atomic import atomic_write_text
+from equimod_zoo.errors import UserError
+
+if TYPE_CHECKING:  # registry reads records: the type only, to keep the import one-way
+    from equimod_zoo.registry import Metric
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+ZOO_RECORDS_DIR = PACKAGE_DIR / "zoo" / "records"
+# The checkout the package runs from (None when installed without one): commands are written relative to it.
+REPOSITORY = PACKAGE_DIR.parent if (PACKAGE_DIR.parent / "pyproject.toml").is_file() else None
+DATA_VARIABLE = "EQUIMOD_DATA"
+RECORD_OPTION = "--record"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_SPEC_PREFIX = re.compile(r"[a-z][a-z0-9_-]+")  # `imagefolder:DIR`, `parquet:DIR`: a dataset spec's layout
+_MODEL_FOLDER_FILES = ("config.json", "model.safetensors")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One measured number, in percent, on the weights with sha256 `weights_sha256`."""
+
+    weights_sha256: str
+    dataset: str  # cifar10, flowers102, ...
+    split: str  # the split the number was measured on
+    protocol: str  # linear, knn, finetune, ...
+    metric: str  # top1, knn_top1, mean_per_class_accuracy, ...
+    value: float
+    command: str  # as retyped from the repository root
+    date: str  # ISO date (UTC)
+    version: str  # equimod-zoo's version
+    commit: str | None = None  # the checkout's git commit (+dirty with local changes), when there is one
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.dataset, self.split, self.protocol, self.metric)
+
+    def to_row(self) -> dict[str, Any]:
+        """The stored form: everything but the sha256, which names the file."""
+        row = asdict(self)
+        del row["weights_sha256"]
+        return row
+
+
+class RecordsError(UserError):
+    """A records folder or file that cannot be read or written as asked."""
+
+
+def new_record(weights_sha256: str, *, dataset: str, split: str, protocol: str, metric: str, value: float,
+               command: str | None = None) -> Record:
+    """A record measured now, by this checkout, with the running command (or `command`)."""
+    return Record(weights_sha256=weights_sha256, dataset=dataset, split=split, protocol=protocol, metric=metric,
+                  value=round(float(value), 4), command=command if command is not None else command_line(),
+                  date=datetime.datetime.now(datetime.timezone.utc).date().isoformat(), version=_version(),
+                  commit=_commit())
+
+
+def records_from_metrics(metrics: Iterable[Metric], *, split: str) -> list[Record]:
+    """Records, measured now, of the metrics an evaluation returns (each with its weights' sha256 and command)."""
+    records = []
+    for m in metrics:
+        if not m.weights_sha256:
+            raise RecordsError(f"the {m.dataset} {m.protocol} {m.name} result names no weights sha256; records are "
+                               "keyed by it")
+        records.append(new_record(m.weights_sha256, dataset=m.dataset, split=split, protocol=m.protocol,
+                                  metric=m.name, value=m.value, command=m.command))
+    return records
+
+
+def records_file(records_dir: str | Path, weights_sha256: str) -> Path:
+    if not _SHA256.fullmatch(weights_sha256 or ""):
+        raise RecordsError(f"{weights_sha256!r}: not a sha256 (64 lowercase hex digits); records are keyed by it")
+    return Path(records_dir) / f"{weights_sha256}.json"
+
+
+def read_records(records_dir: str | Path, weights_sha256: str | None = None) -> list[Record]:
+    """The records of one weights file, or of all of them; a missing folder holds none."""
+    folder = Path(records_dir)
+    if weights_sha256 is not None:
+        paths = [records_file(folder, weights_sha256)]
+    else:
+        paths = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    return [record for path in paths if path.is_file() for record in _read_file(path)]
+
+
+def add_records(records_dir: str | Path, records: Iterable[Record]) -> list[Path]:
+    """Add `records`, replacing any with the same weights and (dataset, split, protocol, metric).
+
+    Each file is rewritten atomically under a lock, so two evaluations recording at once both land.
+    Returns the files written.
+    """
+    folder = Path(records_dir)
+    check_records_dir(folder)
+    by_sha: dict[str, list[Record]] = {}
+    for record in records:
+        check_portable(record.command, where=f"the {record.dataset} {record.protocol} {record.metric} record")
+        by_sha.setdefault(record.weights_sha256, []).append(record)
+    written = []
+    with _locked(folder):
+        for sha, new in by_sha.items():
+            path = records_file(folder, sha)
+            kept = {r.key: r for r in (_read_file(path) if path.is_file() else [])}
+            kept.update({r.key: r for r in new})
+            rows = [r.to_row() for r in kept.values()]  # in the order they were first measured
+            atomic_write_text(path, json.dumps({"weights_sha256": sha, "records": rows}, indent=2) + "\n")
+            written.append(path)
+    return written
+
+
+def check_records_dir(folder: Path) -> None:
+    """A records folder is a folder of record files, never a model folder or a file."""
+    if folder.exists() and not folder.is_dir():
+        raise RecordsError(f"{folder}: not a folder; --record takes a folder of records")
+    if any((folder / name).exists() for name in _MODEL_FOLDER_FILES):
+        raise RecordsError(f"{folder}: a model folder; numbers are recorded in a records folder of their own "
+                           "(e.g. --record records), never beside the weights they describe")
+
+
+def _read_file(path: Path) -> list[Record]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        sha = data["weights_sha256"]
+        rows = data["records"]
+        names = {f.name for f in fields(Record)} - {"weights_sha256"}
+        records = [Record(weights_sha256=sha, **{k: v for k, v in row.items() if k in names}) for row in rows]
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
+        raise RecordsError(f"{path}: not a records file ({type(error).__name__}: {error})") from None
+    if path.stem != sha:
+        raise RecordsError(f"{path}: holds records of weights {sha}, not of the weights its name says")
+    return records
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# --- the command, as retyped from the repository root ---------------------------------------------------------
+
+
+def data_folder() -> Path:
+    """$EQUIMOD_DATA, or ../shared/data beside the repository (where the tests and the release script look)."""
+    if os.environ.get(DATA_VARIABLE):
+        return Path(os.environ[DATA_VARIABLE])
+    return (REPOSITORY or Path.cwd()).parent / "shared" / "data"
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The running command as a user would retype it from the repository root: no absolute paths, and no
+    `--record DIR` (where a number was written is not how it was measured)."""
+    argv = list(sys.argv if argv is None else argv)
+    program = Path(argv[0]).name
+    program = "equimod-zoo" if program in ("equimod-zoo", "__main__.py") else program
+    words = [shlex.quote(program)]
+    args = iter(argv[1:])
+    for arg in args:
+        if arg == RECORD_OPTION:
+            next(args, None)
+            continue
+        if arg.startswith(f"{RECORD_OPTION}="):
+            continue
+        option, equals, value = arg.partition("=") if arg.startswith("--") and "=" in arg else ("", "", arg)
+        words.append(shlex.quote(option) + equals + portable_path(value) if equals else portable_path(arg))
+    return " ".join(words)
+
+
+def portable_path(text: str) -> str:
+    """A shell word for `text`: a path under the data folder as `$EQUIMOD_DATA/...`, any other path relative to
+    the repository (or the working folder without one), also after a spec prefix such as `imagefolder:`;
+    anything else quoted as it is."""
+    prefix, colon, rest = text.partition(":")
+    if colon and _SPEC_PREFIX.fullmatch(prefix) and _is_path(rest):
+        return shlex.quote(prefix + colon) + _portable(rest)
+    return _portable(text) if _is_path(text) else shlex.quote(text)
+
+
+def _portable(text: str) -> str:
+    path = os.path.realpath(os.path.abspath(text))
+    data = os.path.realpath(data_folder())
+    if path == data or path.startswith(data + os.sep):
+        inside = os.path.relpath(path, data)
+        return f"${DATA_VARIABLE}" + ("" if inside == "." else "/" + shlex.quote(inside))
+    base = os.path.realpath(REPOSITORY or Path.cwd())
+    return shlex.quote(os.path.relpath(path, base))
+
+
+def _is_path(text: str) -> bool:
+    """An absolute path, or a relative one that exists (a name such as `cifar10` or `hf:org/name` is not)."""
+    return bool(text) and not text.startswith("-") and (os.path.isabs(text) or os.path.exists(text))
+
+
+def absolute_paths(command: str) -> list[str]:
+    """The words of `command` that are absolute paths (a recorded command must have none)."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        words = command.split()
+    return [w for w in (part for word in words for part in word.split("=", 1)[-1:]) if os.path.isabs(w)]
+
+
+def check_portable(command: str, *, where: str) -> None:
+    found = absolute_paths(command)
+    if found:
+        raise RecordsError(f"{where}: its command names the absolute path {found[0]}; record commands with paths "
+                           "relative to the repository or $EQUIMOD_DATA")
+
+
+def _version() -> str:
+    from equimod_zoo import __version__
+
+    return __version__
+
+
+def _commit() -> str | None:
+    """The checkout's HEAD commit, with `+dirty` when tracked files differ from it (the code that ran is then
+    not exactly that commit)."""
+    if REPOSITORY is None or not (REPOSITORY / ".git").exists():
+        return None
+    try:
+        head = subprocess.run(["git", "-C", str(REPOSITORY), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        changed = subprocess.run(["git", "-C", str(REPOSITORY), "status", "--porcelain", "--untracked-files=no"],
+                                 capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (head + ("+dirty" if changed else "")) or None
