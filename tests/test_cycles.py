@@ -10,6 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from equimod_zoo.cli import app
+from equimod_zoo.equimod.augment import PARAM_NAMES
 from equimod_zoo.model_folder import HEADS_FILE
 from equimod_zoo.training.distributed import setup_distributed
 from equimod_zoo.training.trainer import _Trainer, train
@@ -107,6 +108,9 @@ def test_resume_of_a_continued_run_keeps_its_history(source, toy_data, tmp_path)
     ("simclr_equimod", {}, "a byol_equimod model; recipe simclr_equimod_r18_cifar10 trains simclr_equimod"),
     ("byol_equimod", {"model_args": {"channels": [16, 32, 64, 128], "stem_width": 16}}, "architecture"),
     ("byol_equimod", {"method.param_embed": 8}, "head g_t.layers.0.weight is (16, 18), the recipe's is (8, 18)"),
+    ("byol_equimod", {"augment.views": [{"blur_p": 1.0, "solarize_p": 0.0}, {"blur_p": 0.1, "solarize_p": 0.0}],
+                      "augment.params": [p for p in PARAM_NAMES if p != "solarize"]},
+     "on another augmentation parameter list"),
 ])
 def test_init_from_refuses_a_model_it_cannot_continue(source, toy_data, tmp_path, recipe, overrides, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -131,9 +135,11 @@ def test_cli_refuses_in_one_line_a_model_without_heads_or_of_another_parameter_l
     assert result.exit_code == 2 and "no equimod_heads.safetensors" in result.output
     assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
     # Another augmentation parameter list: g_t's input width differs.
-    recipe["method"]["param_dim"] = 15
+    recipe["augment"]["views"] = [{"blur_p": 1.0, "solarize_p": 0.0}, {"blur_p": 0.1, "solarize_p": 0.0}]
+    recipe["augment"]["params"] = [p for p in recipe["augment"]["params"] if p != "solarize"]
+    recipe["method"]["param_dim"] = len(recipe["augment"]["params"])
     (tmp_path / "toy15.yaml").write_text(yaml.safe_dump(recipe))
     result = CliRunner().invoke(app, [*base[:2], str(tmp_path / "toy15.yaml"), *base[3:], "--init-from", str(source)])
-    assert result.exit_code == 2 and "another augmentation parameter list" in result.output, result.output
+    assert result.exit_code == 2 and "on another augmentation parameter list" in result.output, result.output
     both = CliRunner().invoke(app, [*base, "--init-from", str(source), "--resume"])
     assert both.exit_code == 2 and "give one of them" in both.output

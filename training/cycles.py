@@ -11,13 +11,14 @@ it started from (None for the first), so "N epochs in K cycles" is read from the
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import safetensors.torch
 import torch
 
+from equimod_zoo.equimod.heads_file import read_heads_schema, read_heads_state
 from equimod_zoo.model_folder import HEADS_FILE
 from equimod_zoo.training.methods import SSLMethod
 from equimod_zoo.training.recipe import Recipe
@@ -44,18 +45,20 @@ def load_source(name_or_path: str | Path, recipe: Recipe) -> SourceModel:
     if method != recipe.method.name:
         raise ValueError(f"{where}: a {method or 'non-equimod-zoo'} model; recipe {recipe.name} trains "
                          f"{recipe.method.name}")
-    if (located.config.architecture, dict(located.config.model_args)) != (recipe.arch, dict(recipe.model_args)):
+    if (located.config.architecture, _plain(located.config.model_args)) != (recipe.arch, _plain(recipe.model_args)):
         raise ValueError(f"{where}: architecture {located.config.architecture} {located.config.model_args or ''}; "
                          f"recipe {recipe.name} trains {recipe.arch} {recipe.model_args or ''}".replace(" ;", ";"))
     heads_path = located.weights.parent / HEADS_FILE
     if not heads_path.is_file():
         raise ValueError(f"{where}: no {HEADS_FILE} beside {located.weights.name}; a cycle continues the heads "
                          f"too (export the model with its heads)")
-    heads = {k: v.float() if v.is_floating_point() else v
-             for k, v in safetensors.torch.load_file(str(heads_path), device="cpu").items()}
-    if "param_mean" in heads and tuple(heads["param_mean"].shape) != (recipe.method.param_dim,):
-        raise ValueError(f"{where}: trained with {len(heads['param_mean'])} augmentation parameters, recipe "
-                         f"{recipe.name} has {recipe.method.param_dim} (another augmentation parameter list)")
+    heads = read_heads_state(heads_path)
+    if recipe.method.equimod:
+        names, wanted = read_heads_schema(heads_path.parent, heads).param_names, tuple(recipe.augment.params)
+        if names != wanted:
+            first = next((f"{a} vs {b}" for a, b in zip(names, wanted) if a != b), f"{len(names)} vs {len(wanted)}")
+            raise ValueError(f"{where}: g_t was trained on another augmentation parameter list than recipe "
+                             f"{recipe.name}'s ({first})")
     return SourceModel(name=str(name_or_path), weights_sha256=located.sha256, backbone=load_state_dict(located),
                        heads=heads, history=cycles_of(meta))
 
@@ -84,6 +87,11 @@ def initialise_from(method: SSLMethod, source: SourceModel) -> None:
         for key, value in source.heads.items():
             _tensor_at(method, key).copy_(value)
     method.reset_target()
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, so that model_args read from JSON and from a recipe compare equal."""
+    return json.loads(json.dumps(value))
 
 
 def _tensor_at(method: SSLMethod, key: str) -> torch.Tensor:
