@@ -1,6 +1,7 @@
 """`equimod_zoo.load`: a zoo name, alias or model folder in, a timm model out."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,38 @@ def load_located(located: LocatedWeights, *, num_classes: int = 0, features_only
     """`load` for weights already found and verified by `locate_weights` (no second sha256 pass)."""
     return _build(located.config, located, num_classes=num_classes, features_only=features_only, device=device,
                   **timm_kwargs)
+
+
+@dataclass
+class ResolvedModel:
+    """A model found and verified once (one sha256 pass) and built at most once, on first use.
+
+    Commands that use one model several times (extract each split, transfer to each dataset)
+    pass this around instead of the name, so nothing is located, hashed or built twice.
+    """
+
+    label: str  # how results name the model: a zoo name as given, a model folder by its folder name
+    located: LocatedWeights
+    _network: torch.nn.Module | None = field(default=None, init=False, repr=False)
+
+    @property
+    def weights_sha256(self) -> str:
+        return self.located.sha256
+
+    @property
+    def network(self) -> torch.nn.Module:
+        """The headless backbone (built on the first call, then the same module)."""
+        if self._network is None:
+            self._network = load_located(self.located)
+        return self._network
+
+
+def resolve_model(model: str | Path | ResolvedModel) -> ResolvedModel:
+    """Locate and verify a zoo name, alias or model folder once; a `ResolvedModel` passes through."""
+    if isinstance(model, ResolvedModel):
+        return model
+    folder = local_folder(model)
+    return ResolvedModel(folder.resolve().name if folder is not None else str(model), locate_weights(model))
 
 
 def _build(config: ModelConfig, located: LocatedWeights | None, *, num_classes: int, features_only: bool,

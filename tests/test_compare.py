@@ -8,30 +8,63 @@ import pytest
 import torch
 from PIL import Image
 
-from equimod_zoo.transfer import run as transfer_run
-from equimod_zoo.transfer.compare import (Score, compare, pair_key, paired_order, parse_data_dir_map,
-                                          write_comparison)
+from equimod_zoo.probes import frozen
+from equimod_zoo.transfer.compare import (ModelIdentity, Pairing, Score, compare, model_identity,
+                                          parse_data_dir_map, write_comparison)
 
 COLOURS = ((220, 40, 40), (40, 200, 60), (40, 60, 220))
 
 
 
+def identity(method: str, epochs: int = 100) -> ModelIdentity:
+    return ModelIdentity(method, "resnet18", "cifar10", epochs)
+
+
 def scores() -> list[Score]:
+    ids = {name: identity(name.removesuffix("_r18")) for name in
+           ("simclr_r18", "simclr_equimod_r18", "byol_r18", "byol_equimod_r18")}
     return [
-        Score("simclr_r18", "flowers102", "linear", "mean_per_class_accuracy", 80.0),
-        Score("byol_equimod_r18", "flowers102", "linear", "mean_per_class_accuracy", 84.0),
-        Score("simclr_equimod_r18", "flowers102", "linear", "mean_per_class_accuracy", 83.5),
-        Score("byol_r18", "flowers102", "linear", "mean_per_class_accuracy", 82.0),
-        Score("simclr_r18", "cifar10", "linear", "top1", 90.0),
-        Score("simclr_equimod_r18", "cifar10", "linear", "top1", 91.25),
+        Score("simclr_r18", "flowers102", "linear", "mean_per_class_accuracy", 80.0, identity=ids["simclr_r18"]),
+        Score("byol_equimod_r18", "flowers102", "linear", "mean_per_class_accuracy", 84.0,
+              identity=ids["byol_equimod_r18"]),
+        Score("simclr_equimod_r18", "flowers102", "linear", "mean_per_class_accuracy", 83.5,
+              identity=ids["simclr_equimod_r18"]),
+        Score("byol_r18", "flowers102", "linear", "mean_per_class_accuracy", 82.0, identity=ids["byol_r18"]),
+        Score("simclr_r18", "cifar10", "linear", "top1", 90.0, identity=ids["simclr_r18"]),
+        Score("simclr_equimod_r18", "cifar10", "linear", "top1", 91.25, identity=ids["simclr_equimod_r18"]),
     ]
 
 
 def test_pairs_sit_side_by_side_baseline_first():
-    assert pair_key("simclr_equimod_r18_cifar10") == "simclr_r18_cifar10"
-    assert pair_key("byol_r50") == "byol_r50"
-    order = paired_order(["simclr_r18", "byol_equimod_r18", "simclr_equimod_r18", "byol_r18", "solo"])
-    assert order == ["simclr_r18", "simclr_equimod_r18", "byol_r18", "byol_equimod_r18", "solo"]
+    pairing = Pairing.of_identities({
+        "simclr_r18": identity("simclr"), "byol_equimod_r18": identity("byol_equimod"),
+        "simclr_equimod_r18": identity("simclr_equimod"), "byol_r18": identity("byol"), "solo": None})
+    assert pairing.models == ["simclr_r18", "simclr_equimod_r18", "byol_r18", "byol_equimod_r18", "solo"]
+    assert pairing.baseline("simclr_equimod_r18") == "simclr_r18" and pairing.baseline("byol_r18") is None
+    assert pairing.baseline("solo") is None
+
+
+def test_pairs_come_from_registry_fields_not_names():
+    """Names mean nothing: method, architecture, data and budget decide the pair."""
+    pairing = Pairing.of_identities({
+        "mine": identity("simclr_equimod"), "baseline_b": identity("simclr", epochs=50), "other": identity("byol"),
+        "baseline_a": identity("simclr"), "model_equimod_x": None})
+    assert pairing.baseline("mine") == "baseline_a"  # same budget; baseline_b trained for 50 epochs
+    assert pairing.baseline("model_equimod_x") is None  # `_equimod` in a name pairs nothing
+    assert pairing.models.index("mine") == pairing.models.index("baseline_a") + 1
+
+
+def test_zoo_names_pair_by_their_registry_rows():
+    from equimod_zoo.registry import catalogue
+
+    entries = [e for e in catalogue().entries if e.method.endswith("_equimod")]
+    for equimod in entries:
+        base = [e for e in catalogue().entries if e.method == equimod.method.removesuffix("_equimod")
+                and (e.arch, e.data, e.epochs) == (equimod.arch, equimod.data, equimod.epochs)]
+        pairing = Pairing.of_names([equimod.name, *(b.name for b in base)])
+        assert pairing.baseline(equimod.name) == (base[0].name if base else None)
+    assert model_identity("simclr_equimod_r18_cifar10").base_method == "simclr"
+    assert model_identity("not_a_model") is None
 
 
 def test_write_comparison_markdown_csv_png(tmp_path):
@@ -87,11 +120,12 @@ def test_compare_runs_transfer_then_reuses_results(tmp_path, tiny_resnet18_cifar
         for p in tiny_resnet18_cifar.parameters():
             torch.nn.init.normal_(p, std=0.1)
         write_model_folder(tmp_path / name, tiny_resnet18_cifar, arch="resnet18_cifar",
-                           model_args={"channels": (8, 16, 32, 64), "stem_width": 8})
+                           model_args={"channels": (8, 16, 32, 64), "stem_width": 8},
+                           equimod={"method": name.removesuffix("_tiny"), "epochs": 2, "data": {"name": "cifar10"}})
         models.append(str(tmp_path / name))
     probes = []
-    real_probe = transfer_run.linear_probe
-    monkeypatch.setattr(transfer_run, "linear_probe", lambda *a, **k: probes.append(1) or real_probe(*a, **k))
+    real_probe = frozen.linear_probe
+    monkeypatch.setattr(frozen, "linear_probe", lambda *a, **k: probes.append(1) or real_probe(*a, **k))
 
     options = dict(out=tmp_path / "cmp", data_dirs={"cifar10": str(data)}, resolution=16, cache_dir=tmp_path / "cache",
                    num_workers=0, device="cpu", progress=False)

@@ -282,3 +282,26 @@ def test_linear_command_errors_are_one_line(extracted, tmp_path):
     no_name = runner.invoke(app, ["linear", "--train", str(extracted / "train"), "--test", str(extracted / "test"),
                                   "--record", str(extracted / "model")])
     assert no_name.exit_code == 2 and "--dataset-name" in no_name.output
+
+
+def test_a_one_class_training_set_is_refused(extracted, tmp_path, tiny_resnet18_cifar):
+    from typer.testing import CliRunner
+
+    from equimod_zoo.cli import app
+    from equimod_zoo.extraction.extract import extract_features
+    from equimod_zoo.extraction.sources import imagefolder_source
+
+    x, _ = blobs(20)
+    with pytest.raises(ValueError, match="at least two classes"):
+        linear_probe(x, np.full(20, 3), x, np.full(20, 3))
+    single = tmp_path / "one_class"
+    (single / "red").mkdir(parents=True)
+    for i, path in enumerate(sorted((extracted / "images" / "train" / "class0").iterdir())):
+        (single / "red" / path.name).write_bytes(path.read_bytes())
+    extract_features(imagefolder_source(single), out=tmp_path / "one_class_features", model=extracted / "model",
+                     resolution=16, num_workers=0, device="cpu", precision="fp32", progress=False)
+    result = CliRunner().invoke(app, ["linear", "--train", str(tmp_path / "one_class_features"),
+                                      "--test", str(extracted / "test")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "one_class_features" in result.output and "at least two classes" in result.output
+    assert len(result.output.strip().splitlines()) == 1

@@ -235,6 +235,29 @@ def test_cub_with_unknown_class(tmp_path):
         load_splits(resolve_dataset("cub200"), data_dir=root)
 
 
+def test_each_command_hashes_and_builds_the_model_once(tmp_path, model_folder, monkeypatch):
+    """transfer extracts three splits and compare runs two datasets: one sha256 pass, one network, each."""
+    from equimod_zoo import loading, weights
+    from equimod_zoo.transfer.compare import compare
+
+    hashes, builds = [], []
+    real_hash, real_build = weights.sha256_file, loading._build
+    monkeypatch.setattr(weights, "sha256_file", lambda *a, **k: hashes.append(a[0]) or real_hash(*a, **k))
+    monkeypatch.setattr(loading, "_build", lambda *a, **k: builds.append(a[0]) or real_build(*a, **k))
+    flowers, dtd = tmp_path / "flowers", tmp_path / "dtd"
+    write_parquet(flowers, {"train": 6, "validation": 6, "test": 6})
+    write_imagefolder(dtd, {"train": 6, "test": 6})
+
+    result = run("flowers102", model_folder, data_dir=flowers, cache_dir=tmp_path / "cache")
+    assert result.cached_splits == [] and len(hashes) == 1 and len(builds) == 1
+
+    hashes.clear(), builds.clear()
+    compare([str(model_folder)], ["flowers102", "dtd"], out=tmp_path / "cmp", resolution=20,
+            data_dirs={"flowers102": flowers, "dtd": dtd}, cache_dir=tmp_path / "cache", num_workers=0,
+            device="cpu", progress=False)
+    assert len(hashes) == 1 and len(builds) == 1
+
+
 # --- fine-tuning, the command line, shared data --------------------------------------------------
 
 def test_finetune_one_epoch_on_a_tiny_dataset(tmp_path, model_folder):

@@ -28,7 +28,7 @@ def linear_command(
     """Linear probe (L-BFGS, L2 chosen on validation) and weighted kNN (k=200, T=0.1) on frozen features."""
     from equimod_zoo.atomic import atomic_write_text
     from equimod_zoo.records import add_records, check_records_dir, command_line, records_from_metrics
-    from equimod_zoo.transfer.protocols import probe_feature_folders
+    from equimod_zoo.probes.frozen import probe_feature_folders
 
     with user_errors():
         if record is not None and not dataset_name:

@@ -34,6 +34,7 @@ from equimod_zoo.extraction.images import load_rgb
 from equimod_zoo.extraction.sources import IMAGE_EXTENSIONS, ImageSource, folder_source
 from equimod_zoo.devices import resolve_device
 from equimod_zoo.extraction.store import FORMAT_VERSION, FeatureStore, metadata_table
+from equimod_zoo.loading import ResolvedModel, resolve_model
 
 # The zoo's embedded default: what `equimod-zoo extract` uses without --model.
 DEFAULT_MODEL = "simclr_equimod_r18_cifar10"
@@ -70,7 +71,7 @@ def extract_features(
     source: str | Path | ImageSource,
     *,
     out: str | Path,
-    model: str | Path | torch.nn.Module = DEFAULT_MODEL,
+    model: str | Path | torch.nn.Module | ResolvedModel = DEFAULT_MODEL,
     batch_size: int = 64,
     num_workers: int = 2,
     normalize: bool = False,
@@ -89,8 +90,9 @@ def extract_features(
         source: a folder (scanned recursively for image files) or an `ImageSource`
             (see `equimod_zoo.extraction.sources`, e.g. `dataset_source(...)`).
         out: the output folder; a rerun with the same inputs resumes it.
-        model: a zoo name or alias, a local model folder, or a `torch.nn.Module` (a timm model
-            gives its pre-logits features whatever its classifier).
+        model: a zoo name or alias, a local model folder, a `ResolvedModel` (located, verified
+            and built once by the caller), or a `torch.nn.Module` (a timm model gives its
+            pre-logits features whatever its classifier).
         batch_size: images per forward pass.
         num_workers: DataLoader processes that decode images while the model runs.
         normalize: L2-normalise each feature vector.
@@ -195,16 +197,13 @@ def extract_features(
     )
 
 
-def _resolve_model(model: str | Path | torch.nn.Module) -> tuple[torch.nn.Module, str, str]:
+def _resolve_model(model: str | Path | torch.nn.Module | ResolvedModel) -> tuple[torch.nn.Module, str, str]:
     """The network, the name recorded for it, and the sha256 that identifies its weights."""
     if isinstance(model, torch.nn.Module):
         name = getattr(model, "pretrained_cfg", {}).get("architecture") or type(model).__name__
         return model, name, _state_sha256(model)
-    from equimod_zoo.loading import load_located
-    from equimod_zoo.weights import locate_weights
-
-    located = locate_weights(model)  # a recipe-only zoo entry stops here, with how to get weights
-    return load_located(located), str(model), located.sha256
+    resolved = resolve_model(model)  # a recipe-only zoo entry stops here, with how to get weights
+    return resolved.network, resolved.label, resolved.weights_sha256
 
 
 def _state_sha256(model: torch.nn.Module) -> str:

@@ -106,6 +106,8 @@ def linear_probe(
     test_x, test_y = _features(test_x, "test_x"), _labels(test_y, "test_y")
     _same_length(train_x, train_y, "train")
     _same_length(test_x, test_y, "test")
+    if train_y.unique().numel() < 2:
+        raise ValueError(f"train_y: every label is {int(train_y[0])}; a classifier needs at least two classes")
     if (val_x is None) != (val_y is None):
         raise ValueError("val_x and val_y: give both or neither")
     if val_x is None:

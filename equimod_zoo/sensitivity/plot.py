@@ -16,19 +16,17 @@ def plot_sensitivity(reports: Sequence[dict[str, Any]], out: str | Path, *, titl
     """Write a PNG (or any format matplotlib knows from the suffix): a panel per input kind.
 
     Continuous parameters show held-out R^2 (0: no information), binary ones (marked *) balanced
-    accuracy (0.5: chance).
+    accuracy (0.5: chance). Draws on its own `Figure` (no pyplot, no backend switch), so a
+    notebook's plotting state is untouched.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     if not reports:
         raise ValueError("nothing to plot: no reports")
     kinds = [kind for kind in INPUT_TITLES if any(report["inputs"].get(kind) for report in reports)]
     names = report_parameters(reports)  # pipelines differ: a parameter a model lacks has no bar
-    figure, axes = plt.subplots(len(kinds), 1, figsize=(max(10, 0.7 * len(names) * max(1, len(reports) / 2)),
-                                                         3.6 * len(kinds)), squeeze=False)
+    figure = Figure(figsize=(max(10, 0.7 * len(names) * max(1, len(reports) / 2)), 3.6 * len(kinds)))
+    axes = figure.subplots(len(kinds), 1, squeeze=False)
     width = 0.8 / len(reports)
     binary = {name for name in names if metric_of(name) == BALANCED_ACCURACY}
     for axis, kind in zip(axes[:, 0], kinds):
@@ -62,5 +60,4 @@ def plot_sensitivity(reports: Sequence[dict[str, Any]], out: str | Path, *, titl
     out = Path(out)
     with atomic_path(out) as tmp:
         figure.savefig(tmp, dpi=120, format=out.suffix.lstrip(".") or "png")
-    plt.close(figure)
     return out

@@ -1,9 +1,11 @@
 """Comparison of models across datasets: a markdown table, a CSV and a bar chart.
 
-Models pair by method name: `simclr_equimod_r18_cifar10` sits beside `simclr_r18_cifar10` (the
-name without `_equimod`), in the same colour family, so the chart shows what EquiMod adds.
-`write_comparison` takes plain `Score` rows, so other result sources (e.g. augmentation-probe
-JSON files) can join the table without touching the transfer code.
+Models pair by what they are, read from the registry (a zoo name or alias) or from a model
+folder's config.json: an EquiMod model sits beside the model of its base method (`simclr` for
+`simclr_equimod`) with the same architecture, training data and budget, in the same colour
+family, so the chart shows what EquiMod adds. `write_comparison` takes plain `Score` rows, so
+other result sources (e.g. augmentation-probe JSON files) can join the table without touching
+the transfer code.
 """
 from __future__ import annotations
 
@@ -13,11 +15,65 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from equimod_zoo.atomic import atomic_path, atomic_write_text
-from equimod_zoo.transfer.run import transfer
+from matplotlib.figure import Figure
 
-EQUIMOD_MARK = "_equimod"
+from equimod_zoo.atomic import atomic_path, atomic_write_text
+from equimod_zoo.loading import resolve_model
+from equimod_zoo.model_folder import ModelConfig
+from equimod_zoo.registry import ZooEntry, catalogue
+from equimod_zoo.transfer.run import transfer
+from equimod_zoo.weights import local_folder
+
 METRIC_LABELS = {"top1": "top-1", "mean_per_class_accuracy": "mean per-class"}
+EQUIMOD_SUFFIX = "_equimod"  # registry methods: `simclr_equimod` is EquiMod on top of `simclr`
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What a model is, as far as pairing goes: its method, architecture, training data and budget."""
+
+    method: str  # a registry method: simclr, simclr_equimod, byol, byol_equimod
+    architecture: str
+    data: str
+    budget: int | None  # training epochs
+
+    @property
+    def base_method(self) -> str:
+        """The method EquiMod was added to (`simclr` for `simclr_equimod`); a baseline's own method."""
+        return self.method.removesuffix(EQUIMOD_SUFFIX)
+
+    @property
+    def is_equimod(self) -> bool:
+        return self.method != self.base_method
+
+    @property
+    def pair(self) -> tuple[str, str, str, int | None]:
+        """What an EquiMod model and its baseline share."""
+        return self.base_method, self.architecture, self.data, self.budget
+
+    @classmethod
+    def of_entry(cls, entry: ZooEntry) -> ModelIdentity:
+        return cls(entry.method, entry.arch, entry.data, entry.epochs)
+
+
+def model_identity(model: str | Path) -> ModelIdentity | None:
+    """The identity of a zoo name or alias (its registry row) or of a model folder (its config.json);
+    None for a name or folder that does not say its method."""
+    folder = local_folder(model)
+    if folder is None:
+        return registry_identity(str(model))
+    config = ModelConfig.read(folder)
+    sha256 = config.equimod.get("weights_sha256")
+    entry = next((e for e in catalogue().entries if sha256 and e.sha256 == sha256), None)
+    if entry is not None:  # a copy of a zoo model's folder is that zoo model
+        return ModelIdentity.of_entry(entry)
+    method = config.equimod.get("method")
+    if not isinstance(method, str):
+        return None
+    data = config.equimod.get("data")
+    data = data.get("name") if isinstance(data, dict) else data
+    epochs = config.equimod.get("epochs")
+    return ModelIdentity(method, config.architecture, str(data or ""), int(epochs) if epochs is not None else None)
 
 
 @dataclass(frozen=True)
@@ -31,6 +87,7 @@ class Score:
     value: float
     weights_sha256: str = ""
     resolution: int | None = None
+    identity: ModelIdentity | None = None  # default: looked up from `model` as a zoo name or alias
 
 
 @dataclass
@@ -68,14 +125,16 @@ def compare(
     unknown = sorted(set(data_dirs) - set(datasets))
     if unknown:
         raise ValueError(f"--data-dir-map names {unknown[0]!r}, which is not in --datasets {list(datasets)}")
+    # each model is located, verified and (when features must be extracted) built once, for all datasets
+    resolved = [(resolve_model(model), model_identity(model)) for model in models]
     scores = []
     for dataset in datasets:
-        for model in models:
+        for model, identity in resolved:
             result = transfer(dataset, model, data_dir=data_dirs.get(dataset), protocol=protocol, resolution=resolution,
                               cache_dir=cache_dir, reuse_result=reuse, num_workers=num_workers, device=device,
                               progress=progress)
             scores.append(Score(result.model, result.dataset, result.protocol, result.metric, result.score,
-                                result.weights_sha256, result.resolution))
+                                result.weights_sha256, result.resolution, identity))
     report = write_comparison(scores, out)
     if probe_reports:
         report.probes_path, report.probes_png_path = write_probe_comparison(probe_reports, out)
@@ -102,65 +161,111 @@ def write_comparison(scores: Sequence[Score], out: str | Path) -> ComparisonRepo
     if not scores:
         raise ValueError("nothing to compare: no scores")
     out = Path(out)
-    models = paired_order([s.model for s in scores])
+    pairing = Pairing.of_scores(scores)
     datasets = list(dict.fromkeys(s.dataset for s in scores))
-    markdown = markdown_table(scores, models, datasets)
+    markdown = markdown_table(scores, pairing, datasets)
     atomic_write_text(out / "comparison.md", markdown)
-    atomic_write_text(out / "comparison.csv", _csv(scores, models))
-    plot_comparison(scores, models, datasets, out / "comparison.png")
+    atomic_write_text(out / "comparison.csv", _csv(scores, pairing))
+    plot_comparison(scores, pairing, datasets, out / "comparison.png")
     return ComparisonReport(list(scores), markdown, out / "comparison.md", out / "comparison.csv",
                             out / "comparison.png")
 
 
-def pair_key(model: str) -> str:
-    """The baseline a model pairs with: its name without `_equimod`."""
-    return model.replace(EQUIMOD_MARK, "", 1)
+@dataclass
+class Pairing:
+    """The compared models in table order, each EquiMod model right after its baseline."""
+
+    models: list[str]  # display order
+    identities: dict[str, ModelIdentity | None]
+
+    @classmethod
+    def of_scores(cls, scores: Sequence[Score]) -> Pairing:
+        identities: dict[str, ModelIdentity | None] = {}
+        for s in scores:
+            if identities.get(s.model) is None:
+                identities[s.model] = s.identity if s.identity is not None else registry_identity(s.model)
+        return cls.of_identities(identities)
+
+    @classmethod
+    def of_names(cls, names: Sequence[str]) -> Pairing:
+        """Zoo names or aliases, paired by their registry rows."""
+        return cls.of_identities({name: registry_identity(name) for name in names})
+
+    @classmethod
+    def of_identities(cls, identities: dict[str, ModelIdentity | None]) -> Pairing:
+        """Models in first-seen order of their pair, each baseline right before its EquiMod variant."""
+        groups: dict[object, list[str]] = {}
+        for model, identity in identities.items():
+            groups.setdefault(_pair_key(model, identity), []).append(model)
+        order = [m for group in groups.values()
+                 for m in sorted(group, key=lambda m: identities[m] is not None and identities[m].is_equimod)]
+        return cls(order, dict(identities))
+
+    def baseline(self, model: str) -> str | None:
+        """The compared model `model` adds EquiMod to, if any."""
+        identity = self.identities.get(model)
+        if identity is None or not identity.is_equimod:
+            return None
+        return next((m for m in self.models if (other := self.identities.get(m)) is not None
+                     and not other.is_equimod and other.pair == identity.pair), None)
+
+    def family(self, model: str) -> int:
+        """The colour family: one per pair, in table order."""
+        keys = list(dict.fromkeys(_pair_key(m, self.identities.get(m)) for m in self.models))
+        return keys.index(_pair_key(model, self.identities.get(model)))
+
+    def is_equimod(self, model: str) -> bool:
+        identity = self.identities.get(model)
+        return identity is not None and identity.is_equimod
 
 
-def paired_order(models: Sequence[str]) -> list[str]:
-    """Models in first-seen order of their pair, each baseline right before its EquiMod variant."""
-    unique = list(dict.fromkeys(models))
-    pairs = list(dict.fromkeys(pair_key(m) for m in unique))
-    return [m for p in pairs for m in sorted((m for m in unique if pair_key(m) == p), key=lambda m: EQUIMOD_MARK in m)]
+def registry_identity(name: str) -> ModelIdentity | None:
+    """The identity of a zoo name or alias from its registry row; None for any other name."""
+    return ModelIdentity.of_entry(catalogue().get(name)) if name in catalogue() else None
 
 
-def markdown_table(scores: Sequence[Score], models: Sequence[str], datasets: Sequence[str]) -> str:
+def _pair_key(model: str, identity: ModelIdentity | None) -> object:
+    return identity.pair if identity is not None else ("unpaired", model)
+
+
+def markdown_table(scores: Sequence[Score], pairing: Pairing, datasets: Sequence[str]) -> str:
     cell = {(s.model, s.dataset): s for s in scores}
     metric = {s.dataset: s.metric for s in scores}
     protocols = sorted({s.protocol for s in scores})
     header = ["model", *(f"{d} ({METRIC_LABELS.get(metric[d], metric[d])})" for d in datasets)]
     lines = [f"Transfer, {', '.join(protocols)} protocol; scores in percent.", "",
              "| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * len(datasets)) + "|"]
-    for model in models:
+    for model in pairing.models:
         values = [f"{cell[model, d].value:.2f}" if (model, d) in cell else "-" for d in datasets]
         lines.append(f"| {model} | " + " | ".join(values) + " |")
-        baseline = pair_key(model)
-        if baseline != model and baseline in models:
+        baseline = pairing.baseline(model)
+        if baseline is not None:
             deltas = [f"{cell[model, d].value - cell[baseline, d].value:+.2f}"
                       if (model, d) in cell and (baseline, d) in cell else "-" for d in datasets]
             lines.append(f"| *EquiMod gain over {baseline}* | " + " | ".join(deltas) + " |")
     return "\n".join(lines) + "\n"
 
 
-def plot_comparison(scores: Sequence[Score], models: Sequence[str], datasets: Sequence[str], path: str | Path) -> None:
-    """Grouped bars, one group per dataset; a pair shares a hue, dark for EquiMod, light for its baseline."""
-    import matplotlib
+def plot_comparison(scores: Sequence[Score], pairing: Pairing, datasets: Sequence[str], path: str | Path) -> None:
+    """Grouped bars, one group per dataset; a pair shares a hue, dark for EquiMod, light for its baseline.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Draws on its own `Figure` (no pyplot, no backend switch), so a notebook's plotting state is untouched.
+    """
+    from matplotlib import colormaps
 
+    models = pairing.models
     cell = {(s.model, s.dataset): s.value for s in scores}
-    pairs = list(dict.fromkeys(pair_key(m) for m in models))
-    palette = plt.get_cmap("tab20").colors  # (dark, light) colour pairs
+    palette = colormaps["tab20"].colors  # (dark, light) colour pairs
     width = 0.8 / len(models)
-    figure, axes = plt.subplots(figsize=(max(6.0, 1.2 + len(datasets) * (0.5 + 0.35 * len(models))), 4.5), dpi=120)
+    figure = Figure(figsize=(max(6.0, 1.2 + len(datasets) * (0.5 + 0.35 * len(models))), 4.5), dpi=120)
+    axes = figure.add_subplot()
     for i, model in enumerate(models):
-        family = pairs.index(pair_key(model)) % 10
-        colour = palette[2 * family + (0 if EQUIMOD_MARK in model else 1)]
+        equimod = pairing.is_equimod(model)
+        colour = palette[2 * (pairing.family(model) % 10) + (0 if equimod else 1)]
         xs = [j + (i - (len(models) - 1) / 2) * width for j, d in enumerate(datasets) if (model, d) in cell]
         ys = [cell[model, d] for d in datasets if (model, d) in cell]
         bars = axes.bar(xs, ys, width, label=model, color=colour, edgecolor="black", linewidth=0.4,
-                        hatch="//" if EQUIMOD_MARK in model else None)
+                        hatch="//" if equimod else None)
         axes.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
     metric = {s.dataset: METRIC_LABELS.get(s.metric, s.metric) for s in scores}
     axes.set_xticks(range(len(datasets)), [f"{d}\n({metric[d]})" for d in datasets])
@@ -171,7 +276,6 @@ def plot_comparison(scores: Sequence[Score], models: Sequence[str], datasets: Se
     figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
-    plt.close(figure)
 
 
 def parse_data_dir_map(text: str | None) -> dict[str, str]:
@@ -192,13 +296,12 @@ def split_list(text: str, option: str, *, allow_empty: bool = False) -> list[str
     return items
 
 
-def _csv(scores: Sequence[Score], models: Sequence[str]) -> str:
+def _csv(scores: Sequence[Score], pairing: Pairing) -> str:
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer)
     writer.writerow(("model", "baseline", "dataset", "protocol", "metric", "score", "resolution", "weights_sha256"))
-    order = {m: i for i, m in enumerate(models)}
+    order = {m: i for i, m in enumerate(pairing.models)}
     for s in sorted(scores, key=lambda s: (s.dataset, order[s.model])):
-        baseline = pair_key(s.model) if pair_key(s.model) != s.model else ""
-        writer.writerow((s.model, baseline, s.dataset, s.protocol, s.metric, f"{s.value:.4f}",
+        writer.writerow((s.model, pairing.baseline(s.model) or "", s.dataset, s.protocol, s.metric, f"{s.value:.4f}",
                          s.resolution if s.resolution is not None else "", s.weights_sha256))
     return buffer.getvalue()

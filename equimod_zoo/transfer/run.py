@@ -14,18 +14,15 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
 from equimod_zoo.cache import default_cache_dir
 from equimod_zoo.extraction.extract import extract_features
-from equimod_zoo.probes.knn import knn_probe
-from equimod_zoo.probes.linear import linear_probe
+from equimod_zoo.loading import ResolvedModel, load_located, resolve_model
+from equimod_zoo.probes.frozen import frozen_probe, read_labelled_features
 from equimod_zoo.registry import Metric
 from equimod_zoo.transfer.cache import CacheKey, features_cached, read_result, write_result
 from equimod_zoo.transfer.datasets import TransferDataset, TransferSplits, data_source, load_splits, resolve_dataset
 from equimod_zoo.transfer.finetune import FinetuneConfig, finetune
-from equimod_zoo.transfer.protocols import KNN_K, KNN_TEMPERATURE, LabelledFeatures, read_labelled_features
-from equimod_zoo.weights import LocatedWeights, local_folder, locate_weights
+from equimod_zoo.weights import LocatedWeights
 
 Protocol = Literal["linear", "knn", "finetune"]
 PROTOCOLS = ("linear", "knn", "finetune")
@@ -62,7 +59,7 @@ class TransferResult:
 
 def transfer(
     dataset: str | TransferDataset,
-    model: str | Path,
+    model: str | Path | ResolvedModel,
     *,
     data_dir: str | Path | None = None,
     protocol: Protocol = "linear",
@@ -82,7 +79,8 @@ def transfer(
     Args:
         dataset: a built-in name (`flowers102`, `cub200`, ... see `DATASETS`), `hf:OWNER/NAME`,
             `imagefolder:DIR`, or a `TransferDataset`.
-        model: a zoo name or alias, or a local model folder.
+        model: a zoo name or alias, a local model folder, or a `ResolvedModel` (located, verified
+            and built once by the caller, e.g. `compare` for all its datasets).
         data_dir: a local copy of the dataset (parquet, CUB_200_2011 or imagefolder layout);
             default: the Hugging Face Hub.
         resolution: square input size; default: the model's data config.
@@ -100,9 +98,10 @@ def transfer(
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     spec = dataset if isinstance(dataset, TransferDataset) else resolve_dataset(
         dataset, image_column=image_column, label_column=label_column)
-    located = locate_weights(model)
+    resolved = resolve_model(model)  # the one sha256 pass of this command; the network is built on first use
+    located = resolved.located
     resolution = resolution or int(located.config.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
-    key = CacheKey(model_label(model), located.sha256, spec.name, data_source(spec, data_dir), resolution)
+    key = CacheKey(resolved.label, located.sha256, spec.name, data_source(spec, data_dir), resolution)
     if reuse_result:
         earlier = read_result(key.result_path(cache_dir, protocol))
         if earlier is not None and (protocol != "finetune" or _same_config(earlier, finetune_config)):
@@ -119,10 +118,12 @@ def transfer(
             if features_cached(folder, num_images=len(images), weights_sha256=located.sha256):
                 cached.append(role)
             else:
-                extract_features(images, out=folder, model=model, resolution=resolution, batch_size=batch_size,
+                extract_features(images, out=folder, model=resolved, resolution=resolution, batch_size=batch_size,
                                  num_workers=num_workers, device=device, progress=progress)
             parts[role] = read_labelled_features(folder)
-        scores, sizes, hyper = _frozen(protocol, parts, splits.num_classes, spec.metric, device)
+        report = frozen_probe(parts["train"], parts["test"], val=parts.get("val"), protocols=(protocol,),
+                              select_metric=spec.metric, num_classes=splits.num_classes, device=device)
+        scores, sizes, hyper = report.scores(protocol), report.split_sizes(protocol), report.hyperparameters(protocol)
 
     result = TransferResult(
         dataset=spec.name, model=key.model, weights_sha256=located.sha256, resolution=resolution, protocol=protocol,
@@ -133,45 +134,14 @@ def transfer(
     return result
 
 
-def model_label(model: str | Path) -> str:
-    """How results name a model: a zoo name as given, a model folder by its folder name."""
-    folder = local_folder(model)
-    return folder.resolve().name if folder is not None else str(model)
-
-
 def _same_config(result: dict[str, Any], config: FinetuneConfig) -> bool:
     hyper = result.get("hyperparameters", {})
     return all(hyper.get(k) == v for k, v in config.to_dict().items())
 
 
-def _frozen(protocol: str, parts: dict[str, LabelledFeatures], num_classes: int, metric: str,
-            device: str | None) -> tuple[dict[str, float], dict[str, int], dict[str, Any]]:
-    train, val, test = parts["train"], parts.get("val"), parts["test"]
-    sizes = {role: len(p.labels) for role, p in parts.items()}
-    if protocol == "linear":
-        result = linear_probe(train.features, train.labels, test.features, test.labels,
-                              val_x=None if val is None else val.features, val_y=None if val is None else val.labels,
-                              select_metric=metric, num_classes=num_classes, device=device)
-        hyper = {"weight_decay": result.weight_decay, "selected_on": "validation split" if val else
-                 "stratified 20% of train", "select_metric": metric,
-                 "val_scores": {f"{k:.3g}": v for k, v in result.val_scores.items()}, "refit_on": "train+val"}
-        if val is None:
-            sizes = {"train": result.train_size, "val": result.val_size, "test": result.test_size}
-    else:
-        bank_x = train.features if val is None else np.concatenate([train.features, val.features])
-        bank_y = train.labels if val is None else np.concatenate([train.labels, val.labels])
-        result = knn_probe(bank_x, bank_y, test.features, test.labels, k=KNN_K, temperature=KNN_TEMPERATURE,
-                           num_classes=num_classes, device=device)
-        hyper = {"k": result.k, "temperature": result.temperature, "bank": "train+val" if val else "train"}
-    scores = {"top1": result.top1, "top5": result.top5, "mean_per_class_accuracy": result.mean_per_class_accuracy}
-    return scores, sizes, hyper
-
-
 def _finetune(located: LocatedWeights, splits: TransferSplits, key: CacheKey, cache_dir: Path, resolution: int,
               config: FinetuneConfig, device: str | None,
               progress: bool) -> tuple[dict[str, float], dict[str, int], dict[str, Any]]:
-    from equimod_zoo.loading import load_located
-
     network = load_located(located, num_classes=splits.num_classes)
     train = [splits.train] + ([splits.val] if splits.val is not None else [])
     checkpoint = key.result_path(cache_dir, "finetune").with_suffix(".checkpoint.pt")
