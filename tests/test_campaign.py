@@ -24,6 +24,8 @@ def test_the_queue_names_shipped_recipes_in_issue_12s_order():
         assert set(item.models) <= recipes, item.id
         assert set(item.init_from) <= set(item.models), item.id
         assert item.status in ("todo", "done")
+        if all(name.startswith("byol") for name in item.models):  # the short-cycle target momentum
+            assert item.overrides == {"method.momentum_base": 0.99}, item.id
 
 
 def _queue(tmp_path, models):
@@ -108,12 +110,14 @@ class _FakeResult:
         self.interrupted, self.epochs_completed, self.step = False, epochs, epochs * 98
 
 
-def _fake_gpu(monkeypatch, speeds, trained):
+def _fake_gpu(monkeypatch, speeds, trained, overrides_seen=None):
     """train() that writes a calibration log at `speeds` images/s and records the real runs; a stub export."""
+    overrides_seen = [] if overrides_seen is None else overrides_seen
     def fake_train(recipe, *, out, epochs, batch_size, overrides, max_steps=None, resume=False, **kw):
         out.mkdir(parents=True, exist_ok=True)
         if max_steps is None:  # the real run, after calibration
             trained.append((out.name, epochs, resume))
+            overrides_seen.append(overrides)
             (out / "log.csv").write_text("step\n")
             return _FakeResult(epochs)
         every, ips = overrides["log_every"], speeds[out.name]
@@ -150,13 +154,14 @@ def test_the_budget_fits_one_epoch_count_for_the_pair_from_timed_runs(tmp_path, 
 
 def test_an_item_with_fixed_epochs_trains_every_model_for_them_and_a_budget_too_short_is_refused(tmp_path,
                                                                                                  monkeypatch):
-    trained = []
-    _fake_gpu(monkeypatch, {"byol_r18_cifar10": 10.0, "byol_equimod_r18_cifar10": 10.0}, trained)
+    trained, overrides = [], []
+    _fake_gpu(monkeypatch, {"byol_r18_cifar10": 10.0, "byol_equimod_r18_cifar10": 10.0}, trained, overrides)
     queue = tmp_path / "queue.yaml"
-    queue.write_text(yaml.safe_dump({"items": [{"id": "fixed", "models": ["byol_r18_cifar10",
-                                                                          "byol_equimod_r18_cifar10"], "epochs": 38}]}))
-    campaign.run(out=tmp_path / "out", minutes=10, data="data", work=tmp_path / "work", queue=queue)
+    queue.write_text(yaml.safe_dump({"items": [{"id": "fixed", "models": ["byol_r18_cifar10", "byol_equimod_r18_cifar10"],
+                                                "epochs": 38, "overrides": {"method.momentum_base": 0.99}}]}))
+    manifest = campaign.run(out=tmp_path / "out", minutes=10, data="data", work=tmp_path / "work", queue=queue)
     assert [(name, epochs) for name, epochs, _ in trained] == [("byol_r18_cifar10", 38), ("byol_equimod_r18_cifar10", 38)]
+    assert overrides == [{"method.momentum_base": 0.99}] * 2 and manifest["overrides"] == overrides[0]
     slow = tmp_path / "slow.yaml"
     slow.write_text(yaml.safe_dump({"items": [{"id": "slow", "models": ["byol_r18_cifar10"]}]}))
     with pytest.raises(ValueError, match="give more --minutes"):  # 10 images/s: one epoch is 83 minutes

@@ -24,6 +24,7 @@ from equimod_zoo.training.checkpoint import load_checkpoint
 from equimod_zoo.training.export import export_checkpoint, method_from_checkpoint
 from equimod_zoo.equimod.heads_file import read_heads_schema
 from equimod_zoo.training.methods import SSLMethod
+from equimod_zoo.training.recipe import load_recipe
 from equimod_zoo.training.trainer import NonFiniteLossError, train
 from toy_training import METHODS, tiny_recipe, write_toy_parquet
 

@@ -92,6 +92,7 @@ class QueueItem:
     models: list[str]
     epochs: int | None = None
     init_from: dict[str, str] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)  # recipe overrides for every model (dotted keys)
     status: str = "todo"
     done: dict[str, Any] = field(default_factory=dict)
 
@@ -100,7 +101,7 @@ def read_queue(path: str | Path = QUEUE_FILE) -> list[QueueItem]:
     data = yaml.safe_load(Path(path).read_text()) or {}
     items = []
     for row in data.get("items", []):
-        unknown = set(row) - {"id", "models", "epochs", "init_from", "status", "done"}
+        unknown = set(row) - {"id", "models", "epochs", "init_from", "overrides", "status", "done"}
         if unknown:
             raise ValueError(f"{path}: item {row.get('id')!r} has unknown key {sorted(unknown)[0]!r}")
         items.append(QueueItem(**row))
@@ -176,7 +177,7 @@ def run(*, out: str | Path, minutes: float, data: str | Path, work: str | Path, 
     batch_size = DRY_RUN_BATCH_SIZE if dry_run else BATCH_SIZE
     if dry_run:
         common.update(data_limit=DRY_RUN_DATA_LIMIT)
-    overrides = DRY_RUN if dry_run else {}
+    overrides = {**item.overrides, **(DRY_RUN if dry_run else {})}
     # A cycle continues the model `prepare` put in TRAVEL/init/NAME (beside --data), else the zoo's.
     init_dir = Path(data).parent / "init"
     init_from = {} if dry_run else {  # a dry run's tiny networks cannot continue zoo models
@@ -202,6 +203,7 @@ def run(*, out: str | Path, minutes: float, data: str | Path, work: str | Path, 
                              f"{sum(timings.values()):.0f} s: give more --minutes")
 
     manifest: dict[str, Any] = {"item": item.id, "epochs": epochs, "minutes": minutes, "dry_run": dry_run,
+                                "overrides": item.overrides,
                                 "calibrated_seconds_per_epoch": timings, "models": {}, "interrupted": False}
     exports = work / "export"
     with _Watchdog(deadline - (0 if dry_run else EXPORT_RESERVE_S)) as watchdog:
