@@ -4,8 +4,8 @@
     python bench/augment_throughput.py --num-images 512 --workers 2 --threads 1
 
 Both pipelines produce the same thing from the same decoded 32 x 32 uint8 images: two augmented,
-normalised views and their 18-number parameter vectors, with the recipe's distribution
-(EquiMod's CIFAR-10 defaults). Side by side in one run:
+normalised views and their 18-number parameter vectors, with BYOL's CIFAR-10 pipeline
+(`AugmentConfig()`, the full vector: every operation timed). Side by side in one run:
 
 - reference: `training/augment_reference.py`, torchvision.transforms on one PIL image at a
   time, in a DataLoader with `--workers` processes and batch `--batch-size`; the usual way;

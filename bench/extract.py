@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     import timm
 
     import equimod_zoo  # noqa: F401
-    from equimod_zoo.extraction.sources import FileListSource, scan_images
+    from equimod_zoo.data.sources import FileListSource, scan_images
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.images:

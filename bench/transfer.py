@@ -30,7 +30,7 @@ from rich.table import Table
 from torchvision import transforms
 
 import equimod_zoo
-from equimod_zoo.extraction.images import load_rgb
+from equimod_zoo.data.images import load_rgb
 from equimod_zoo.model_folder import write_model_folder
 from equimod_zoo.probes.metrics import classification_scores
 from equimod_zoo.transfer.datasets import load_splits, resolve_dataset

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import torch
 
+from equimod_zoo.errors import UserError
 
-class DeviceError(ValueError):
+
+class DeviceError(UserError):
     """A device that does not exist here: the message names the argument and what is available."""
 
 

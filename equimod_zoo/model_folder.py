@@ -25,6 +25,7 @@ import torch
 from timm.models import PretrainedCfg, get_pretrained_cfg
 
 from equimod_zoo.atomic import atomic_path, atomic_write_text
+from equimod_zoo.errors import UserError
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -71,7 +72,7 @@ _PRETRAINED_CFG_FIELDS = {f.name for f in dataclasses.fields(PretrainedCfg)} - s
 _ARCH_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
-class ModelFolderError(ValueError):
+class ModelFolderError(UserError):
     """A model folder that cannot be read: the message names the file and what is wrong."""
 
 
@@ -143,7 +144,7 @@ class ModelConfig:
         if not isinstance(num_features, int) or num_features < 0:
             raise ModelFolderError(f"{path}: num_features {num_features!r} is not a non-negative integer")
         return cls(
-            architecture=_checked_architecture(data.get("architecture"), path),
+            architecture=check_architecture(data.get("architecture"), path),
             num_features=num_features,
             pretrained_cfg=_checked_pretrained_cfg(data.get("pretrained_cfg", {}), path),
             global_pool=str(model_args.get("global_pool", data.get("global_pool", "avg"))),
@@ -205,8 +206,9 @@ def is_model_folder(path: str | Path) -> bool:
     return path.is_dir() and (path / CONFIG_FILE).is_file()
 
 
-def _checked_architecture(arch: Any, path: Path) -> str:
+def check_architecture(arch: Any, where: str | Path) -> str:
     """A registered timm architecture name: never a `local-dir:` or `hf-hub:` source, never a path."""
+    path = where
     if arch is None:
         raise ModelFolderError(f"{path}: no 'architecture' key")
     if not isinstance(arch, str) or not _ARCH_NAME.fullmatch(arch) or not timm.is_model(arch):
@@ -215,7 +217,15 @@ def _checked_architecture(arch: Any, path: Path) -> str:
     return arch
 
 
-def _checked_model_args(model_args: Any, path: Path) -> dict[str, Any]:
+def check_model_args(model_args: Any, where: str | Path) -> dict[str, Any]:
+    """Constructor arguments a config or a user gives: only `MODEL_ARGS`, each with a valid value.
+
+    Returns them with JSON lists as tuples; raises ModelFolderError naming `where` and the key.
+    """
+    return _checked_model_args(model_args, where)
+
+
+def _checked_model_args(model_args: Any, path: str | Path) -> dict[str, Any]:
     if not isinstance(model_args, dict):
         raise ModelFolderError(f"{path}: model_args must be an object, found {type(model_args).__name__}")
     checked = {}

@@ -16,6 +16,7 @@ import safetensors.torch
 import torch
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
+from equimod_zoo.errors import UserError
 from equimod_zoo.model_folder import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -27,11 +28,11 @@ from equimod_zoo.model_folder import (
 from equimod_zoo.registry import ZooEntry, catalogue
 
 
-class WeightsNotFoundError(FileNotFoundError):
+class WeightsNotFoundError(UserError, FileNotFoundError):
     """No weights anywhere we looked; the message says where we looked and how to get them."""
 
 
-class WeightsIntegrityError(ValueError):
+class WeightsIntegrityError(UserError):
     """The weights file is not the one the registry or config.json promises, or holds NaN/inf."""
 
 

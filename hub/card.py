@@ -13,6 +13,8 @@ from typing import Any
 import yaml
 from huggingface_hub import EvalResult, ModelCardData
 
+from equimod_zoo.data.known import data_caveats, dataset_key
+from equimod_zoo.data.known import known_dataset as dataset_info
 from equimod_zoo.model_folder import PAPER_ID, ModelConfig
 from equimod_zoo.records import Record
 
@@ -33,27 +35,6 @@ METRIC_TITLES = {"top1": "top-1 accuracy", "top5": "top-5 accuracy", "knn_top1":
                  "mean_per_class_accuracy": "mean per-class accuracy"}
 PROTOCOL_TITLES = {"linear": "linear probe on frozen features", "knn": "k-NN classifier on frozen features",
                    "finetune": "full fine-tuning"}
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    title: str
-    hub_id: str | None  # the Hugging Face dataset, where there is a canonical one
-    eval_split: str
-
-
-DATASETS = {
-    "cifar10": DatasetInfo("CIFAR-10", "uoft-cs/cifar10", "test"),
-    "imagenet-1k": DatasetInfo("ImageNet-1k", "ILSVRC/imagenet-1k", "validation"),
-    "flowers102": DatasetInfo("Oxford Flowers-102", None, "test"),
-    "cub200": DatasetInfo("CUB-200-2011", None, "test"),
-}
-
-# Caveats a card must state when the training data description mentions them.
-DATA_CAVEATS = {
-    "jpeg": "The training images are a JPEG re-encoding (quality about 75) of the original lossless files; "
-            "accuracies measured on it are slightly below those on the original data.",
-}
 
 
 @dataclass(frozen=True)
@@ -84,16 +65,6 @@ def paper_result(method: str, data: str, arch: str) -> PaperResult | None:
     """The paper's linear-evaluation figure for the same method, data and architecture, if it has one."""
     key = dataset_key(data)
     return next((p for p in PAPER_TABLE1 if (p.method, p.data, p.arch) == (method, key, arch)), None)
-
-
-def dataset_key(name: str) -> str:
-    """The DATASETS key a data name refers to (`cifar10-jpeg` -> `cifar10`), or the name itself."""
-    matches = [key for key in DATASETS if name == key or name.startswith(f"{key}-") or name.startswith(f"{key} ")]
-    return max(matches, key=len) if matches else name
-
-
-def dataset_info(name: str) -> DatasetInfo:
-    return DATASETS.get(dataset_key(name), DatasetInfo(name, None, "test"))
 
 
 @dataclass(frozen=True)
@@ -401,7 +372,7 @@ def _limitations(config: ModelConfig) -> str:
         schedule = f"Trained for {epochs} epochs, the paper's schedule is {PAPER_EPOCHS}."
     data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
     described = f"{_data_name(meta)} {data.get('description', '')}".lower()
-    caveats = [text for word, text in DATA_CAVEATS.items() if word in described]
+    caveats = data_caveats(described)
     items = [
         schedule,
         *caveats,

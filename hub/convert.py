@@ -21,7 +21,8 @@ import torch
 
 import equimod_zoo  # also registers the CIFAR-stem architectures with timm
 from equimod_zoo.hub.staging import check_output, move_into_place, staging_dir
-from equimod_zoo.model_folder import CONFIG_FILE, HEADS_FILE, WEIGHTS_FILE, sha256_file, write_model_folder
+from equimod_zoo.model_folder import (CONFIG_FILE, HEADS_FILE, WEIGHTS_FILE, check_model_args, sha256_file,
+                                      write_model_folder)
 from equimod_zoo.registry import METHODS
 
 
@@ -221,6 +222,8 @@ def convert_checkpoint(
     """
     if source not in LAYOUTS:
         raise ValueError(f"--from {source!r}: expected one of {', '.join(LAYOUTS)}")
+    if model_args is not None:
+        model_args = check_model_args(model_args, "--model-args")
     if method is not None and method not in METHODS:
         raise ValueError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
     path, out = Path(checkpoint), Path(out)

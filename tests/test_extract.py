@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 import equimod_zoo
 from equimod_zoo.cli import app
 from equimod_zoo.extraction.extract import DEFAULT_MODEL, extract_features
-from equimod_zoo.extraction.sources import HFDatasetSource, dataset_source, imagefolder_source
+from equimod_zoo.data.sources import HFDatasetSource, imagefolder_source
+from equimod_zoo.data.spec import open_split
 from equimod_zoo.extraction.store import label_names, load_features, read_info, read_metadata
 from equimod_zoo.model_folder import write_model_folder
 
@@ -193,7 +194,7 @@ def _parquet(tmp_path) -> Path:
 
 
 def test_parquet_dataset_labels(tmp_path, tiny):
-    source = dataset_source(_parquet(tmp_path), cache_dir=tmp_path / "cache")
+    source = open_split(_parquet(tmp_path), cache_dir=tmp_path / "cache")
     assert isinstance(source, HFDatasetSource) and source.image_column == "picture" and source.label_column == "kind"
     summary = _extract(source, tmp_path / "out", tiny)
     assert (summary.num_extracted, summary.num_failed) == (4, 1)
@@ -203,7 +204,7 @@ def test_parquet_dataset_labels(tmp_path, tiny):
     assert label_names(tmp_path / "out") == ["cat", "dog"]
     assert "pets/3" in (tmp_path / "out" / "failures.csv").read_text()
     with pytest.raises(KeyError, match="label column 'species' is not in the dataset"):
-        dataset_source(tmp_path / "pets.parquet", label_column="species", cache_dir=tmp_path / "cache")
+        open_split(tmp_path / "pets.parquet", label_column="species", cache_dir=tmp_path / "cache")
 
 
 def test_cli_extracts_with_a_model_folder_and_exits_0_despite_failures(image_dir, tmp_path, tiny, monkeypatch):

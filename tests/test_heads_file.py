@@ -21,7 +21,7 @@ from equimod_zoo.equimod.heads_file import (
     read_heads_schema,
     read_heads_state,
 )
-from equimod_zoo.model_folder import CONFIG_FILE, HEADS_FILE, ModelFolderError, write_model_folder
+from equimod_zoo.model_folder import CONFIG_FILE, HEADS_FILE, ModelFolderError, save_weights, write_model_folder
 from equimod_zoo.training.methods import MethodConfig, build_method
 
 TINY = dict(channels=(8, 16, 32, 64), stem_width=8)
@@ -89,6 +89,9 @@ def test_a_folder_without_a_schema_is_inferred_once(tmp_path):
     with pytest.raises(ModelFolderError, match="g_t reads 15 parameters"):
         load_equimod_heads(tmp_path / "short")  # without a schema, 15 columns cannot be named
     _export(tmp_path / "plain", "simclr", record_schema=False)
+    assert load_equimod_heads(tmp_path / "plain") is None
+    # heads kept under a foreign checkpoint's names (convert from the authors' code): no EquiMod module of ours
+    save_weights({"proj_head_eq.0.weight": torch.zeros(4, 8)}, tmp_path / "plain" / HEADS_FILE)
     assert load_equimod_heads(tmp_path / "plain") is None
 
 

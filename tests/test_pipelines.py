@@ -165,7 +165,7 @@ def test_the_augmentation_step_makes_no_host_sync(name):
     size = 64 if recipe.data_size > 64 else recipe.data_size
     config = dataclasses.replace(recipe.augment, size=min(recipe.augment.size, size - 8), blur_kernel=5,
                                  x0_resize=size if recipe.augment.x0_resize else None)
-    augment = BatchedAugment(config)
+    augment = BatchedAugment(config, select_subsets=False)  # what runs on a GPU
     images = _images(8, size)
     generator = torch.Generator().manual_seed(0)
 
@@ -182,6 +182,25 @@ def test_the_augmentation_step_makes_no_host_sync(name):
     with _OpRecorder() as recorder:
         images[images > 128].sum().item()
     assert len(_syncing_ops(recorder)) == 2
+
+
+@pytest.mark.parametrize("name", ["byol_r18_cifar10", "simclr_r50_in1k"])
+def test_blending_on_all_samples_gives_the_pixels_of_selecting_them(name):
+    recipe = load_recipe(name)
+    config = dataclasses.replace(recipe.augment, size=min(recipe.augment.size, 48), blur_kernel=5, x0_resize=None)
+    images = _images(16, 56 if recipe.data_size > 56 else recipe.data_size, seed=4)
+    params = BatchedAugment(config).sample(16, view=1, image_size=tuple(images.shape[-2:]),
+                                           generator=torch.Generator().manual_seed(5))
+    for flag in ("grayscale", "blur_applied", "solarize"):  # each on some samples and off on others
+        if flag in config.params:
+            params[:, config.params.index(flag)] = torch.arange(16) % 3 == 0
+    if "blur_sigma" in config.params:
+        params[:, config.params.index("blur_sigma")] = torch.linspace(0.1, 2.0, 16) * (torch.arange(16) % 3 == 0)
+    params[:, config.params.index("jitter_applied")] = 1  # hue due at some position for most samples
+    assert (params[:, config.params.index("hue")] != 0).any()
+    selected = BatchedAugment(config, select_subsets=True).apply(images, params)
+    blended = BatchedAugment(config, select_subsets=False).apply(images, params)
+    assert torch.allclose(selected, blended, atol=1e-5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")

@@ -112,6 +112,17 @@ def test_regularisation_choice_moves_with_the_data():
     assert noisy.val_scores[noisy.weight_decay] > noisy.val_scores[min(noisy.val_scores)]
 
 
+def test_sweep_stops_once_validation_falls_and_keeps_the_choice():
+    (x, y), (xt, yt) = noisy_blobs(300, seed=1)
+    full = linear_probe(x, y, xt, yt, patience=None, device="cpu")
+    early = linear_probe(x, y, xt, yt, device="cpu")  # patience=2
+    assert len(full.val_scores) == 13 and len(early.val_scores) < 13
+    assert early.weight_decay == full.weight_decay and early.top1 == pytest.approx(full.top1, abs=0.5)
+    tried = sorted(early.val_scores, reverse=True)
+    assert all(early.val_scores[lam] < early.val_scores[early.weight_decay] for lam in tried[-2:])
+    assert all(early.val_scores[lam] == pytest.approx(full.val_scores[lam], abs=1.0) for lam in tried)
+
+
 def test_fit_matches_scikit_learn():
     sklearn = pytest.importorskip("sklearn.linear_model")
     (x, y), (xt, yt) = noisy_blobs(300, seed=2, d=40)
@@ -225,7 +236,7 @@ def write_colour_images(root, *, per_class: int, seed: int) -> None:
 def extracted(tmp_path, tiny_resnet18_cifar):
     """A tiny model folder and the features of a train and a test colour tree."""
     from equimod_zoo.extraction.extract import extract_features
-    from equimod_zoo.extraction.sources import imagefolder_source
+    from equimod_zoo.data.sources import imagefolder_source
     from equimod_zoo.model_folder import write_model_folder
 
     model = tmp_path / "model"
@@ -289,7 +300,7 @@ def test_a_one_class_training_set_is_refused(extracted, tmp_path, tiny_resnet18_
 
     from equimod_zoo.cli import app
     from equimod_zoo.extraction.extract import extract_features
-    from equimod_zoo.extraction.sources import imagefolder_source
+    from equimod_zoo.data.sources import imagefolder_source
 
     x, _ = blobs(20)
     with pytest.raises(ValueError, match="at least two classes"):

@@ -9,7 +9,8 @@ import torch
 
 import equimod_zoo.training.data as data_module
 from equimod_zoo.model_folder import sha256_file
-from equimod_zoo.training.data import BatchLoader, EpochSampler, load_train_data, resolve_data_source
+from equimod_zoo.data.spec import resolve_spec
+from equimod_zoo.training.data import BatchLoader, EpochSampler, load_train_data
 
 
 def write_parquet(folder, pixels: np.ndarray, *, column: str = "img"):
@@ -67,8 +68,8 @@ def test_image_folder_is_read_and_streamed_when_too_large(tmp_path, pixels):
     for index, image in enumerate(pixels[:6]):
         (root / f"class{index % 2}").mkdir(parents=True, exist_ok=True)
         PIL.Image.fromarray(image).save(root / f"class{index % 2}" / f"{index}.png")
-    source = resolve_data_source(tmp_path / "imagenet")
-    assert source.kind == "imagefolder"
+    source = resolve_spec(tmp_path / "imagenet", option="--data")
+    assert source.layout == "imagefolder"
     streamed = load_train_data(tmp_path / "imagenet", base_size=32, cache_dir=tmp_path / "cache",
                                memory_budget=0, progress=False)
     assert not streamed.in_memory and len(streamed) == 6
@@ -84,14 +85,14 @@ def test_image_folder_is_read_and_streamed_when_too_large(tmp_path, pixels):
 
 def test_bad_sources_get_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file or folder"):
-        resolve_data_source(tmp_path / "absent")
+        resolve_spec(tmp_path / "absent", option="--data")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="neither a parquet dataset"):
-        resolve_data_source(tmp_path / "empty")
+        resolve_spec(tmp_path / "empty", option="--data")
     (tmp_path / "x.csv").write_text("a,b\n")
-    with pytest.raises(ValueError, match=r"x.csv: a file must be a .parquet"):
-        resolve_data_source(tmp_path / "x.csv")
-    assert resolve_data_source("uoft-cs/cifar10").kind == "hub"
+    with pytest.raises(ValueError, match=r"x.csv: a dataset file must be a .parquet"):
+        resolve_spec(tmp_path / "x.csv", option="--data")
+    assert resolve_spec("uoft-cs/cifar10", option="--data").layout == "hub"
 
 
 def test_epoch_sampler_gives_each_rank_a_disjoint_seeded_share():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -222,7 +223,7 @@ def test_empty_class_in_train(tmp_path):
 
 def test_not_a_dataset_folder(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="not a dataset folder"):
+    with pytest.raises(ValueError, match="not a dataset folder"):
         load_splits(resolve_dataset("cifar10"), data_dir=tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="no such data folder"):
         load_splits(resolve_dataset("cifar10"), data_dir=tmp_path / "absent")
@@ -299,9 +300,32 @@ def test_transfer_command_writes_json(tmp_path, model_folder):
 
 
 def test_shared_cub_sample(shared_data, tmp_path, model_folder):
+    from equimod_zoo.data.images import load_rgb
+
     data_dir = shared_data / "cub200-sample"
     splits = load_splits(resolve_dataset("cub200"), data_dir=data_dir / "CUB_200_2011")
     assert splits.sizes() == {"train": 300, "test": 243} and splits.num_classes == 200
+    # Loading, checked against the release's own files: every image's label is the class folder it
+    # sits in, and the images are real, distinct photographs. (An untrained model's kNN score is
+    # near chance, 1 in 10 classes, either side of it: no bound on it can tell broken from not.)
+    for source in (splits.train, splits.test):
+        folders = {Path(source.key(i)).parent.name for i in range(len(source))}
+        assert len(folders) == 10
+        assert all(splits.label_names[source.label(i)] == Path(source.key(i)).parent.name for i in range(len(source)))
+    means = [np.asarray(load_rgb(lambda i=i: splits.test.open(i)).image, dtype=np.float64).mean() for i in range(0, 243, 24)]
+    assert all(20 < m < 235 for m in means) and len(set(np.round(means, 3))) == len(means)
     result = run("cub200", model_folder, data_dir=data_dir, protocol="knn", cache_dir=tmp_path / "cache")
     assert result.split_sizes == {"train": 300, "test": 243}
-    assert 10.0 < result.score <= 100.0  # 10 classes present: better than chance even untrained
+    assert 0.0 <= result.score <= 100.0 and result.source == f"cub:{(data_dir / 'CUB_200_2011').resolve()}"
+
+
+def test_limit_takes_evenly_spaced_images_of_each_split_for_a_quick_look(tmp_path, model_folder):
+    data = tmp_path / "sorted"
+    write_imagefolder(data, {"train": 30, "test": 15})  # class folders: each split sorted by class
+    splits = load_splits(resolve_dataset(f"imagefolder:{data}"), limit=6)
+    assert splits.sizes() == {"train": 6, "test": 6} and splits.num_classes == 3
+    assert sorted({splits.train.label(i) for i in range(6)}) == [0, 1, 2]  # not the first class only
+    result = run(f"imagefolder:{data}", model_folder, limit=6, protocol="knn", cache_dir=tmp_path / "cache")
+    assert result.split_sizes == {"train": 6, "test": 6} and result.source.endswith(", limit 6")
+    full = run(f"imagefolder:{data}", model_folder, protocol="knn", cache_dir=tmp_path / "cache")
+    assert full.split_sizes == {"train": 30, "test": 15}  # the quick look's cache is not the full run's

@@ -1,42 +1,42 @@
 """Training images: found, decoded once to uint8, and served as per-rank batches on the device.
 
-A data source is one of
-- a parquet file, or a folder holding `train.parquet` (or `train-*.parquet` shards), in the
-  Hugging Face layout: an Image column (`img` or `image`) and usually a `label`; for example
-  ../shared/data/cifar10-jpeg as it is;
-- a folder of images in the ImageNet layout (`ROOT/train/CLASS/*.JPEG` or `ROOT/CLASS/*.jpg`),
-  read with `datasets`' imagefolder loader;
-- a Hugging Face dataset id such as `uoft-cs/cifar10` (needs the Hub, or its local cache).
+`--data` is a dataset spec (the grammar is in `equimod_zoo.data`): a parquet file or folder in
+the Hugging Face layout (e.g. ../shared/data/cifar10-jpeg as it is), an image folder
+(`ROOT/train/CLASS/*.JPEG` or `ROOT/CLASS/*.jpg`), a CUB_200_2011 folder, a known name such as
+`cifar10`, or a Hub id. Training reads its `train` split (or the only split there is).
 
-Every image becomes a `base_size` x `base_size` uint8 tensor (short side resized with bicubic
-antialiasing, then centre-cropped): the batched augmentations crop and resize from there on the
-device. A dataset that fits `memory_budget` (CIFAR-10: 150 MB) is decoded once into one
-[N, 3, S, S] tensor, cached as .npy keyed by the data's content, and indexed directly, so no
-image is decoded in the training loop. Larger ones (ImageNet) are decoded by DataLoader
-workers, one batch at a time.
+Every image is decoded by the data layer's one decoder (EXIF rotation, alpha on white, 16-bit
+scaled, CMYK converted, decompression bombs refused) and becomes a `base_size` x `base_size`
+uint8 tensor (short side resized with bicubic antialiasing, then centre-cropped): the batched
+augmentations crop and resize from there on the device. A dataset that fits `memory_budget`
+(CIFAR-10: 150 MB) is decoded once into one [N, 3, S, S] tensor, cached as .npy keyed by the
+data's content, and indexed directly, so no image is decoded in the training loop. Larger ones
+(ImageNet) are decoded by DataLoader workers, one batch at a time.
 """
 from __future__ import annotations
 
 import hashlib
-import io
+import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import PIL.Image
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from equimod_zoo.atomic import atomic_open
 from equimod_zoo.cache import default_cache_dir
-from equimod_zoo.data.resize import resize_to_base
+from equimod_zoo.data.images import pixels_at_base
+from equimod_zoo.data.sources import FirstImages, ImageSource
+from equimod_zoo.data.spec import DataSpec, choose_split, open_split, parquet_files, resolve_spec
 from equimod_zoo.model_folder import sha256_file
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 DEFAULT_MEMORY_BUDGET = 8 << 30  # bytes of decoded uint8 images kept in memory (and on the GPU)
-_CACHE_VERSION = 1  # bump when the decoding changes, so stale .npy caches are ignored
+# Bump when the decoding changes, so stale .npy caches are ignored. 2: the data layer's decoder
+# (EXIF rotation, alpha on white, 16-bit scaling) instead of a bare convert("RGB").
+_CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -46,74 +46,27 @@ class DataInfo:
     name: str
     description: str
     num_images: int
-    sha256: str  # of the data files (parquet), or of the file listing (imagefolder), or the Hub revision
+    sha256: str  # of the data files (parquet), or of the file listing (image folders), or the Hub revision
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class DataSource:
-    """A located data source: its kind and where it is, before anything is read."""
-
-    kind: str  # "parquet", "imagefolder" or "hub"
-    location: str  # a folder, a file or a Hub id
-    files: tuple[Path, ...] = ()  # parquet files, in order
-
-    @property
-    def name(self) -> str:
-        if self.kind == "hub":
-            return self.location
-        path = Path(self.location)
-        return path.stem if path.is_file() else path.name
-
-
-def resolve_data_source(data: str | Path) -> DataSource:
-    """Decide what `data` is: a parquet file or folder, an image folder, or a Hub dataset id."""
-    path = Path(data).expanduser()
-    if path.is_file():
-        if path.suffix != ".parquet":
-            raise ValueError(f"--data {path}: a file must be a .parquet file (columns img/image and label)")
-        return DataSource("parquet", str(path), (path,))
-    if path.is_dir():
-        if (path / "train.parquet").is_file():
-            return DataSource("parquet", str(path), (path / "train.parquet",))
-        shards = sorted(path.glob("train-*.parquet")) or sorted(path.glob("data/train-*.parquet"))
-        if shards:
-            return DataSource("parquet", str(path), tuple(shards))
-        root = path / "train" if (path / "train").is_dir() else path
-        if any(child.is_dir() for child in root.iterdir()):
-            return DataSource("imagefolder", str(root))
-        raise ValueError(
-            f"--data {path}: neither a parquet dataset (train.parquet or train-*.parquet) nor an image "
-            f"folder (CLASS/IMAGE files, optionally under train/)"
-        )
-    if str(data).count("/") == 1 and not str(data).startswith((".", "/", "~")):
-        return DataSource("hub", str(data))
-    raise FileNotFoundError(f"--data {data}: no such file or folder (and not a Hugging Face dataset id owner/name)")
-
-
 class ImageDataset(Dataset):
-    """A `datasets.Dataset` with an undecoded Image column, served as uint8 [3, S, S] tensors."""
+    """An image source served as uint8 [3, S, S] tensors, decoded by the data layer's decoder."""
 
-    def __init__(self, dataset: Any, *, column: str, base_size: int) -> None:
-        self.dataset = dataset
-        self.column = column
+    def __init__(self, source: ImageSource, *, base_size: int) -> None:
+        self.source = source
         self.base_size = base_size
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.source)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return decode_image(self.dataset[int(index)][self.column], base_size=self.base_size)
-
-
-def decode_image(image: dict[str, Any], *, base_size: int) -> torch.Tensor:
-    """An undecoded `datasets.Image` value ({bytes, path}) to uint8 [3, base_size, base_size]."""
-    source = io.BytesIO(image["bytes"]) if image.get("bytes") is not None else image["path"]
-    with PIL.Image.open(source) as opened:
-        pixels = torch.from_numpy(np.array(opened.convert("RGB"))).permute(2, 0, 1).contiguous()
-    return resize_to_base(pixels, base_size)
+        try:
+            return pixels_at_base(lambda: self.source.open(int(index)), self.base_size)
+        except Exception as error:  # name the image: a training set with a bad file is the user's to fix
+            raise ValueError(f"training image {self.source.key(int(index))}: {type(error).__name__}: {error}") from None
 
 
 @dataclass
@@ -146,28 +99,28 @@ def load_train_data(
     """Find, fingerprint and (when it fits `memory_budget`) decode the training split of `data`.
 
     Args:
-        data: a parquet file or folder, an image folder, or a Hugging Face dataset id.
+        data: a dataset spec (see `equimod_zoo.data`): a parquet file or folder, an image
+            folder, a CUB_200_2011 folder, a known name or a Hugging Face dataset id.
         base_size: the square size every image is stored at before augmentation.
         cache_dir: where the decoded .npy and the `datasets` cache go (default_cache_dir()).
         memory_budget: decode into one in-memory tensor up to this many bytes.
         limit: use only the first `limit` images (quick checks).
         workers: DataLoader workers for the one-off decoding.
     """
-    source = resolve_data_source(data)
+    spec = resolve_spec(data, option="--data")
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    dataset, column, info = _open(source, cache)
+    source, info = _open(spec, cache)
     if limit is not None:
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
-        dataset = dataset.select(range(min(limit, len(dataset))))
-        info = DataInfo(info.name, f"{info.description}; first {len(dataset)} images", len(dataset),
-                        info.sha256)
-    images = ImageDataset(dataset, column=column, base_size=base_size)
+        source = FirstImages(source, limit)
+        info = DataInfo(info.name, f"{info.description}; first {len(source)} images", len(source), info.sha256)
+    images = ImageDataset(source, base_size=base_size)
     if len(images) == 0:
-        raise ValueError(f"--data {source.location}: no training images")
+        raise ValueError(f"--data {spec.spec}: no training images")
     if len(images) * 3 * base_size * base_size > memory_budget:
         return TrainData(info=info, base_size=base_size, dataset=images)
-    npy = cache / "decoded" / f"{source.kind}-{info.sha256[:24]}-n{len(images)}-{base_size}px-v{_CACHE_VERSION}.npy"
+    npy = cache / "decoded" / f"{spec.layout}-{info.sha256[:24]}-n{len(images)}-{base_size}px-v{_CACHE_VERSION}.npy"
     if npy.is_file():
         array = np.load(npy)
     else:
@@ -177,40 +130,29 @@ def load_train_data(
     return TrainData(info=info, base_size=base_size, images=torch.from_numpy(array))
 
 
-def _open(source: DataSource, cache: Path) -> tuple[Any, str, DataInfo]:
-    """The source as a `datasets.Dataset` with an undecoded Image column, and its DataInfo."""
-    import datasets
-
-    hf_cache = str(cache / "datasets")
-    if source.kind == "parquet":
-        dataset = datasets.load_dataset("parquet", data_files={"train": [str(f) for f in source.files]},
-                                        split="train", cache_dir=hf_cache)
-        digest = _files_sha256(source.files)
-        # the folder's name, not its absolute path: the description ends up in published cards
-        description = f"parquet {', '.join(f.name for f in source.files)} in {Path(source.location).resolve().name}/"
-    elif source.kind == "imagefolder":
-        dataset = datasets.load_dataset("imagefolder", data_dir=source.location, split="train", cache_dir=hf_cache)
-        digest = _listing_sha256(Path(source.location))
-        description = (f"image folder {Path(source.location).resolve().name}/ "
-                       "(sha256 of the file listing: path and size)")
+def _open(spec: DataSpec, cache: Path) -> tuple[ImageSource, DataInfo]:
+    """The training split of `spec` (`train`, or the only split) as an image source, and its DataInfo."""
+    hf_cache = cache / "datasets"
+    split = choose_split(spec, None, prefer="train", cache_dir=hf_cache) if spec.layout != "hub" else "train"
+    source = open_split(spec, split, cache_dir=hf_cache)
+    location = Path(spec.location)
+    # folder names, never absolute paths: the description ends up in published cards
+    folder = location.name if location.is_dir() else location.parent.name
+    if spec.layout == "parquet":
+        files = tuple(parquet_files(spec, split))
+        digest = _files_sha256(files)
+        description = f"parquet {', '.join(f.name for f in files)} in {folder}/"
+    elif spec.layout in ("imagefolder", "cub"):
+        root = location / "images" if spec.layout == "cub" else (
+            location / split if (location / split).is_dir() else location)
+        digest = _listing_sha256(source.paths, root)
+        kind = "image folder" if spec.layout == "imagefolder" else "CUB_200_2011 folder"
+        description = f"{kind} {folder}/ (sha256 of the file listing: path and size)"
     else:
-        dataset = datasets.load_dataset(source.location, split="train", cache_dir=hf_cache)
-        revision = _hub_revision(source.location)
-        digest = hashlib.sha256(f"{source.location}@{revision}".encode()).hexdigest()
-        description = f"Hugging Face dataset {source.location}, train split, revision {revision}"
-    column = _image_column(dataset, source)
-    dataset = dataset.cast_column(column, datasets.Image(decode=False))
-    info = DataInfo(name=source.name, description=description, num_images=len(dataset), sha256=digest)
-    return dataset, column, info
-
-
-def _image_column(dataset: Any, source: DataSource) -> str:
-    import datasets
-
-    columns = [name for name, feature in dataset.features.items() if isinstance(feature, datasets.Image)]
-    if not columns:
-        raise ValueError(f"--data {source.location}: no Image column (columns: {', '.join(dataset.column_names)})")
-    return columns[0]
+        revision = _hub_revision(spec.location)
+        digest = hashlib.sha256(f"{spec.location}@{revision}".encode()).hexdigest()
+        description = f"Hugging Face dataset {spec.location}, train split, revision {revision}"
+    return source, DataInfo(name=spec.name, description=description, num_images=len(source), sha256=digest)
 
 
 def _files_sha256(files: tuple[Path, ...]) -> str:
@@ -222,12 +164,13 @@ def _files_sha256(files: tuple[Path, ...]) -> str:
     return hashlib.sha256(manifest.encode()).hexdigest()
 
 
-def _listing_sha256(root: Path) -> str:
+def _listing_sha256(paths: list[str], root: Path) -> str:
     # Hashing every byte of ImageNet (140 GB) would take longer than an epoch; the listing
-    # (relative path and size of every image) identifies the data well enough.
+    # (path below the split's folder, and size, of every image) identifies the data well enough.
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
-        digest.update(f"{path.relative_to(root).as_posix()}\t{path.stat().st_size}\n".encode())
+    for path in sorted(Path(p) for p in paths):
+        relative = os.fsencode(path.relative_to(root).as_posix()).decode("utf-8", "backslashreplace")
+        digest.update(f"{relative}\t{path.stat().st_size}\n".encode())
     return digest.hexdigest()
 
 

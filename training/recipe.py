@@ -23,6 +23,7 @@ import yaml
 
 from equimod_zoo.dataclass_dict import build_dataclass, plain
 from equimod_zoo.equimod.augment import AugmentConfig
+from equimod_zoo.model_folder import check_architecture, check_model_args
 from equimod_zoo.training.methods import MethodConfig
 from equimod_zoo.training.optim import OptimConfig
 
@@ -84,6 +85,9 @@ class Recipe:
                              f"augment.size {self.augment.size}")
         if not 0 < self.eval_crop_pct <= 1:
             raise ValueError(f"recipe {self.name}: eval_crop_pct must be in (0, 1], got {self.eval_crop_pct}")
+        # what reaches timm.create_model: a registered name and constructor arguments, never a path
+        check_architecture(self.arch, f"recipe {self.name}")
+        check_model_args(self.model_args, f"recipe {self.name}")
         # g_t reads the pipeline's parameter vector: its size follows the recipe's list
         num_params = len(self.augment.params)
         if self.method.param_dim is None:

@@ -15,6 +15,7 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from equimod_zoo.atomic import atomic_write_text
+from equimod_zoo.optional import require
 
 LOG_FILE = "log.csv"
 TB_DIR = "tb"
@@ -34,6 +35,7 @@ class RunLog:
         if not enabled:
             return
         self._truncate_after(start_step)
+        require("tensorboard", "train", "training's TensorBoard log")
         from torch.utils.tensorboard import SummaryWriter
 
         # purge_step hides TensorBoard events a previous attempt logged past the checkpoint.

@@ -63,3 +63,11 @@ def _raised_on_purpose(error: BaseException) -> bool:
 
 def _escape(text: str) -> str:
     return text.replace("[", r"\[")
+
+
+def check_device(device: str | None) -> None:
+    """Refuse a --device this machine does not have (None: the library picks CUDA or CPU)."""
+    if device is not None:
+        from equimod_zoo.devices import resolve_device
+
+        resolve_device(device)

@@ -2,24 +2,36 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from rich.console import Console
 
 from equimod_zoo.cli.errors import user_errors
 from equimod_zoo.cli.network import offline_unless_reachable
+from equimod_zoo.cli.paths import nonempty_path
 from equimod_zoo.extraction.extract import DEFAULT_MODEL, DEFAULT_SHARD_SIZE
 
 
 def extract_command(
+    more_images: Optional[List[str]] = typer.Argument(
+        None, metavar="[IMAGES]...", show_default=False,
+        help="More inputs, as for --images (so that an unquoted shards/{0..9}.tar, which the shell expands, works)."),
     out: Optional[Path] = typer.Option(
-        None, "--out", help="Output folder (img_emb/, metadata/, failures.csv, extraction.json); reruns resume it. "
-                            "Default: features/SOURCE_MODEL in the working folder, e.g. features/photos_"
-                            f"{DEFAULT_MODEL}."),
-    images: Optional[Path] = typer.Option(None, "--images", help="A folder, scanned recursively for image files."),
+        None, "--out", parser=nonempty_path,
+        help="Output folder (img_emb/, metadata/, failures.csv, extraction.json); reruns resume it. "
+             "Default: features/SOURCE_MODEL in the working folder, e.g. features/photos_"
+             f"{DEFAULT_MODEL}."),
+    images: Optional[List[str]] = typer.Option(
+        None, "--images", help="A folder (scanned recursively), image files, a list file (.txt: one path a line) or "
+                               "webdataset tar shards (shards/{00000..00009}.tar); repeat for several."),
     dataset: Optional[str] = typer.Option(
-        None, "--dataset", help="A parquet file or folder, an imagefolder tree, or a Hugging Face dataset id."),
+        None, "--dataset", help="A dataset spec: a known name (flowers102, cifar10...), a parquet file or folder, "
+                                "an imagefolder tree, a CUB_200_2011 folder, or a Hugging Face dataset id."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="A local copy of the --dataset named."),
+    streaming: bool = typer.Option(False, "--streaming", help="Read the --dataset row by row (datasets' streaming "
+                                   "mode): a large Hub split is never downloaded or listed whole."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N images: a quick look."),
     split: Optional[str] = typer.Option(None, "--split", help="Dataset split (e.g. train, test)."),
     image_column: Optional[str] = typer.Option(None, "--image-column", help="Dataset image column (default: the first Image feature)."),
     label_column: Optional[str] = typer.Option(None, "--label-column", help="Dataset label column (default: the first ClassLabel feature)."),
@@ -40,20 +52,30 @@ def extract_command(
 ) -> None:
     """Extract one pooled feature vector per image with a zoo backbone (or any timm model folder)."""
     from equimod_zoo.extraction.extract import extract_features
-    from equimod_zoo.extraction.sources import dataset_source
+    from equimod_zoo.data.spec import open_split, resolve_spec
+    from equimod_zoo.data.streams import image_inputs, is_tar_pattern, limited
 
     with user_errors(network_hint="download the dataset on a connected machine (its Hugging Face cache works "
                                   "here), or pass a local copy: --dataset DIR (parquet, imagefolder or CUB_200_2011)"):
-        if dataset is not None and not Path(dataset).exists():
+        if dataset is not None and data_dir is None and not Path(dataset).exists():
             offline_unless_reachable()  # a Hub dataset: seconds, not a minute of retries, when offline
+        if more_images:
+            images = [*(images or []), *more_images]
         if (images is None) == (dataset is None):
             raise ValueError("give exactly one of --images DIR or --dataset SPEC")
-        if images is not None and (split or image_column or label_column):
-            raise ValueError("--split, --image-column and --label-column apply to --dataset only")
-        source = images if images is not None else dataset_source(
-            dataset, split=split, image_column=image_column, label_column=label_column)
+        if images is not None and (split or image_column or label_column or data_dir is not None):
+            raise ValueError("--split, --data-dir, --image-column and --label-column apply to --dataset only")
+        if images is not None:
+            # one folder is scanned by extract_features itself; anything else is listed or streamed here
+            single = Path(images[0]) if len(images) == 1 and images[0].strip() else None
+            plain = single is not None and (single.is_dir() or not (single.exists() or is_tar_pattern(images[0])))
+            source = limited(single if plain and limit is None else image_inputs(images), limit)
+        else:
+            source = open_split(resolve_spec(dataset, data_dir=data_dir), split=split, image_column=image_column,
+                                label_column=label_column, streaming=streaming)
+            source = limited(source, limit)
         if out is None:
-            out = default_out(images if images is not None else dataset, split, model)
+            out = default_out(images[0] if images is not None else dataset, split, model)
             Console().print(f"output folder: {out} (the default; --out to choose)", highlight=False, soft_wrap=True)
         summary = extract_features(
             source, out=out, model=model, batch_size=batch_size, num_workers=workers, normalize=normalize,

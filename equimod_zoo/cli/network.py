@@ -54,9 +54,8 @@ def offline_unless_reachable() -> bool:
 
 
 def network_message(error: BaseException, hint: str | None) -> str:
-    """One line: what could not be reached, and how to work without it."""
+    """One line: what could not be reached, and how to go on without it."""
     what = " ".join(str(error).split()) or type(error).__name__
-    cache = huggingface_hub.constants.HF_HUB_CACHE
-    todo = hint or "connect to the internet, or use local copies"
-    return (f"network: {what} ({type(error).__name__}); nothing usable was found in the Hugging Face cache "
-            f"({cache}). To go on: {todo}")
+    todo = hint or (f"check the connection and retry, or work from the Hugging Face cache "
+                    f"({huggingface_hub.constants.HF_HUB_CACHE}) and local copies with HF_HUB_OFFLINE=1")
+    return f"network: {what} ({type(error).__name__}). To go on: {todo}"

@@ -8,7 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from equimod_zoo.cli.errors import user_errors
+from equimod_zoo.cli.errors import check_device, user_errors
+from equimod_zoo.cli.paths import nonempty_path
 
 
 def probe_augs_command(
@@ -16,7 +17,7 @@ def probe_augs_command(
     models: Optional[str] = typer.Option(None, "--models", help="Several models, comma-separated, compared side by side."),
     dataset: str = typer.Option("cifar10", "--dataset", help="The dataset's name (cifar10, flowers102, ...); "
                                 "without --data-dir, a parquet file or folder, imagefolder tree or Hub id."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="A local copy of the dataset, e.g. ../shared/data/cifar10-jpeg."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", parser=nonempty_path, help="A local copy of the dataset, e.g. ../shared/data/cifar10-jpeg."),
     split: str = typer.Option("test", "--split", help="The split the images come from (held-out images by default)."),
     num_images: int = typer.Option(2000, "--num-images", min=10, help="Images probed (60/20/20 train/val/test by image)."),
     resolution: Optional[int] = typer.Option(None, "--resolution", min=1, help="Crop size (default: the model's own)."),
@@ -36,6 +37,7 @@ def probe_augs_command(
 
     console = Console()
     with user_errors():
+        check_device(device)  # a missing GPU or a typo: one line, before any work
         if (model is None) == (models is None):
             raise ValueError("give exactly one of --model NAME or --models A,B")
         names = [model] if model is not None else [name.strip() for name in models.split(",") if name.strip()]

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from equimod_zoo.cli.errors import user_errors
+from equimod_zoo.cli.errors import check_device, user_errors
 
 
 def linear_command(
@@ -31,6 +31,7 @@ def linear_command(
     from equimod_zoo.probes.frozen import probe_feature_folders
 
     with user_errors():
+        check_device(device)  # a missing GPU or a typo: one line, before any work
         if record is not None and not dataset_name:
             raise ValueError("--record needs --dataset-name (e.g. cifar10), the dataset the results belong to")
         if record is not None:

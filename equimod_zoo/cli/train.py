@@ -8,15 +8,18 @@ from typing import Any, Optional
 import typer
 import yaml
 
-from equimod_zoo.cli.errors import err_console, user_errors
+from equimod_zoo.cli.errors import check_device, err_console, user_errors
+from equimod_zoo.cli.paths import nonempty_path
 
 
 def train_command(
     recipe: Optional[str] = typer.Option(None, "--recipe", help="A recipe name (training/recipes/NAME.yaml) or a "
                                                                  "YAML file; optional with --resume."),
-    data: str = typer.Option(..., "--data", help="A parquet folder or file (e.g. ../shared/data/cifar10-jpeg), an "
-                                                  "image folder, or a Hugging Face dataset id."),
-    out: Path = typer.Option(..., "--out", help="The run folder: logs, checkpoint and the exported model."),
+    data: str = typer.Option(..., "--data", help="A dataset spec: a parquet folder or file (e.g. "
+                                                  "../shared/data/cifar10-jpeg), an image folder, a CUB_200_2011 "
+                                                  "folder, a known name (cifar10) or a Hugging Face dataset id."),
+    out: Path = typer.Option(..., "--out", parser=nonempty_path,
+                             help="The run folder: logs, checkpoint and the exported model."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Override the recipe's epochs."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Override the recipe's global batch size."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many steps in total "
@@ -44,6 +47,7 @@ def train_command(
     from equimod_zoo.training.trainer import NonFiniteLossError, train
 
     with user_errors():
+        check_device(device)  # a missing GPU or a typo: one line, before any work
         try:
             result = train(recipe, data=data, out=out, epochs=epochs, batch_size=batch_size, max_steps=max_steps,
                            seed=seed, resume=resume, init_from=init_from, device=device, compile=compile,

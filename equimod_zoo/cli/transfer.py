@@ -9,7 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from equimod_zoo.cli.errors import user_errors
+from equimod_zoo.cli.errors import check_device, user_errors
+from equimod_zoo.cli.paths import nonempty_path
 from equimod_zoo.cli.network import offline_unless_reachable
 from equimod_zoo.extraction.extract import DEFAULT_MODEL
 
@@ -20,7 +21,7 @@ def transfer_command(
     model: Optional[str] = typer.Option(
         None, "--model", help=f"A zoo name or alias, or a local model folder (default: {DEFAULT_MODEL}, the embedded "
                               f"default)."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="A local copy (parquet, CUB_200_2011 or "
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", parser=nonempty_path, help="A local copy (parquet, CUB_200_2011 or "
                                                                      "imagefolder layout); default: the Hub, or its "
                                                                      "cache when offline."),
     protocol: str = typer.Option("linear", "--protocol", help="linear, knn or finetune."),
@@ -35,6 +36,8 @@ def transfer_command(
     lr: float = typer.Option(0.01, "--lr", min=0.0, help="finetune: learning rate at batch 256."),
     optimizer: str = typer.Option("sgd", "--optimizer", help="finetune: sgd or adamw."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="A quick look: at most N images of each split, "
+                                        "evenly spaced over it."),
     workers: int = typer.Option(2, "--workers", "--num-workers", min=0, help="Processes that decode images."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda ... (default: CUDA if available)."),
 ) -> None:
@@ -48,9 +51,11 @@ def transfer_command(
     if model is None:
         model = DEFAULT_MODEL
         console.print(f"model: {model} (the embedded default; --model to choose)", highlight=False)
-    with user_errors(network_hint=f"download it on a connected machine (the Hugging Face cache works here), or point "
-                                  f"--data-dir at a local copy (parquet, CUB_200_2011 or imagefolder layout), e.g. "
-                                  f"--dataset {dataset} --data-dir DIR"):
+    hint = (f"it is not in the Hugging Face cache either; download it on a connected machine (that cache works "
+            f"here), or point --data-dir at a local copy (parquet, CUB_200_2011 or imagefolder layout): "
+            f"--dataset {dataset} --data-dir DIR")
+    with user_errors(network_hint=hint):
+        check_device(device)  # a missing GPU or a typo: one line, before any work
         if record is not None:
             check_records_dir(record)  # before the work, not after
         if data_dir is None and not dataset.startswith("imagefolder:"):
@@ -60,6 +65,7 @@ def transfer_command(
             image_column=image_column, label_column=label_column, batch_size=batch_size, num_workers=workers,
             device=device, finetune_config=FinetuneConfig(epochs=epochs, lr=lr, optimizer=optimizer,
                                                           batch_size=batch_size, num_workers=workers),
+            limit=limit,
         )
         if json_out is not None:
             atomic_write_text(json_out, json.dumps(result.to_dict(), indent=2) + "\n")
@@ -101,6 +107,7 @@ def compare_command(
     from equimod_zoo.transfer.compare import compare, parse_data_dir_map, split_list
 
     with user_errors():
+        check_device(device)  # a missing GPU or a typo: one line, before any work
         report = compare(split_list(models, "--models"), split_list(datasets, "--datasets"), out=out,
                          data_dirs=parse_data_dir_map(data_dir_map), protocol=protocol, resolution=resolution,
                          cache_dir=cache_dir, reuse=not rerun, num_workers=workers, device=device,

@@ -26,8 +26,10 @@ checks it against the pipeline.
 
 On the GPU the augmentations never wait for the device: no data-dependent shapes (`nonzero`,
 boolean indexing), no `.item()`, no tensors built from Python lists per call. An operation that
-only some samples get is computed on all of them and blended in with `torch.where`; an operation
-the pipeline does not have is never computed.
+only some samples get (hue, grayscale, blur, solarize) is computed on all of them and blended in
+with `torch.where`. On the CPU, where reading a count costs no wait, it runs on those samples
+alone, which is cheaper (`BatchedAugment(select_subsets=...)` chooses; both give the same
+pixels). An operation the pipeline does not have is never computed.
 
 The semantics are torchvision's (RandomResizedCrop.get_params, resized_crop with bicubic
 interpolation, hflip, ColorJitter in a random order with adjust_brightness / adjust_contrast /
@@ -38,7 +40,7 @@ are on: no Python loop over samples.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -197,8 +199,12 @@ class BatchedAugment:
     >>> x0 = augment.identity(images_uint8)              # the un-augmented view
     """
 
-    def __init__(self, config: AugmentConfig | None = None) -> None:
+    def __init__(self, config: AugmentConfig | None = None, *, select_subsets: bool | None = None) -> None:
+        """`select_subsets`: run an operation only on the samples that get it (True: cheapest, but the
+        sample count is read on the host) or on all and blend (False: no host sync); None: True on
+        the CPU only."""
         self.config = config or AugmentConfig()
+        self.select_subsets = select_subsets
         self._columns = tuple(PARAM_NAMES.index(name) for name in self.config.params)
         self._constants: dict[tuple[torch.device, torch.dtype], dict[str, torch.Tensor]] = {}
 
@@ -289,17 +295,20 @@ class BatchedAugment:
             raise ValueError(f"params must have shape [{x.shape[0]}, {self.num_params}] "
                              f"(this pipeline's entries), got {list(params.shape)}")
         params = self.full_params(params.to(device=x.device, dtype=torch.float32))
+        subsets = self.select_subsets if self.select_subsets is not None else x.device.type == "cpu"
         x = resized_crop(x, params[:, CROP], self.config.size, flip=params[:, FLIP] > 0.5,
                          antialias=self.config.antialias).clamp_(0, 1)
-        x = color_jitter(x, params[:, JITTER_ORDER], params[:, JITTER_FACTORS])
-        x = _blend(params[:, GRAYSCALE], rgb_to_grayscale(x).expand_as(x), x)
+        x = color_jitter(x, params[:, JITTER_ORDER], params[:, JITTER_FACTORS], select_subsets=subsets)
+        x = apply_where(params[:, GRAYSCALE] > 0.5, lambda xs, _: rgb_to_grayscale(xs).expand_as(xs), x,
+                        select_subsets=subsets)
         if self.config.has_blur:
-            applied = params[:, BLUR_APPLIED]
+            applied = params[:, BLUR_APPLIED] > 0.5
             # sigma 0 (not blurred) would divide by zero in the kernel; those samples keep x anyway
-            sigma = torch.where(applied > 0.5, params[:, BLUR_SIGMA], torch.ones_like(applied))
-            x = _blend(applied, gaussian_blur(x, sigma, self.config.kernel_size), x)
+            sigma = torch.where(applied, params[:, BLUR_SIGMA], torch.ones_like(params[:, BLUR_SIGMA]))
+            kernel = self.config.kernel_size
+            x = apply_where(applied, lambda xs, rows: gaussian_blur(xs, sigma[rows], kernel), x, select_subsets=subsets)
         if self.config.has_solarize:
-            x = _blend(params[:, SOLARIZE], solarize(x), x)
+            x = apply_where(params[:, SOLARIZE] > 0.5, lambda xs, _: solarize(xs), x, select_subsets=subsets)
         return self.normalize(x)
 
     def __call__(self, images: torch.Tensor, *, view: int,
@@ -507,13 +516,13 @@ def adjust_hue(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     return _rgb_from_hue(hue6.add_(6 * factor.view(-1, 1, 1, 1)), value, chroma)
 
 
-def color_jitter(x: torch.Tensor, order: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+def color_jitter(x: torch.Tensor, order: torch.Tensor, factors: torch.Tensor, *,
+                 select_subsets: bool = False) -> torch.Tensor:
     """Apply the four jitter ops in each sample's order ([n, 4], op indices) with its factors ([n, 4]).
 
     At each of the 4 positions every sample runs one op. Brightness, contrast and saturation are
     all `clamp(f x + (1 - f) g)` with g = 0, the mean grey level or the grey image, so one fused
-    pass does whichever is due; hue is computed for the whole batch and kept where it is due
-    (selecting the due samples would need their count on the host).
+    pass does whichever is due; hue, the expensive one, runs where it is due (`apply_where`).
     """
     order = order.round().long()
     one = torch.ones_like(factors[:, 0])
@@ -527,7 +536,8 @@ def color_jitter(x: torch.Tensor, order: torch.Tensor, factors: torch.Tensor) ->
         # shift = (1 - f) * mean grey (contrast) or (1 - f) * grey (saturation), 0 for brightness
         shift = grey.mul(saturation).add_(grey.mean(dim=(2, 3), keepdim=True).mul_(contrast))
         x = torch.addcmul(shift, x, scale.view(-1, 1, 1, 1)).clamp_(0, 1)
-        x = _blend((op == 3) & (factors[:, 3] != 0), adjust_hue(x, factors[:, 3]), x)
+        x = apply_where((op == 3) & (factors[:, 3] != 0), lambda xs, rows: adjust_hue(xs, factors[rows, 3]), x,
+                        select_subsets=select_subsets)
     return x
 
 
@@ -559,10 +569,23 @@ def solarize(x: torch.Tensor, threshold: float = SOLARIZE_THRESHOLD) -> torch.Te
     return torch.where(x >= threshold, 1 - x, x)
 
 
-def _blend(applied: torch.Tensor, changed: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """`changed` where `applied` ([n], bool or 0/1) is set, `x` elsewhere: per-sample, without host syncs."""
-    mask = applied if applied.dtype == torch.bool else applied > 0.5
-    return torch.where(mask.view(-1, 1, 1, 1), changed, x)
+def apply_where(mask: torch.Tensor, op: Callable[[torch.Tensor, Any], torch.Tensor], x: torch.Tensor, *,
+                select_subsets: bool) -> torch.Tensor:
+    """x with `op` applied to the samples where `mask` ([n] bool) is set; `op(images, rows)` gets the
+    images and their rows (an index tensor or a full slice) to pick per-sample arguments.
+
+    `select_subsets` False computes `op` on every sample and blends with `torch.where`: no
+    data-dependent shapes, so the host never waits for the GPU. True runs it on the selected
+    samples alone (`nonzero` reads their count on the host): less work, the CPU's choice.
+    """
+    if not select_subsets:
+        return torch.where(mask.view(-1, 1, 1, 1), op(x, slice(None)), x)
+    due = mask.nonzero().squeeze(1)
+    if due.numel() == 0:
+        return x
+    if due.numel() == x.shape[0]:
+        return op(x, slice(None))
+    return x.index_copy(0, due, op(x.index_select(0, due), due))
 
 
 def _check_images(images: torch.Tensor) -> None:

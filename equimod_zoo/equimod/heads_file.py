@@ -122,6 +122,9 @@ def load_equimod_heads(folder: str | Path) -> EquiModHeads | None:
     if not path.is_file():
         return None
     state = read_heads_state(path)
+    recorded = (Path(folder) / CONFIG_FILE).is_file() and SCHEMA_KEY in ModelConfig.read(folder).equimod
+    if not recorded and not any(key.startswith("g_eq.") for key in state):
+        return None  # no EquiMod module in our layout (SimCLR / BYOL heads, or a converted foreign checkpoint's)
     schema = read_heads_schema(folder, state)
     if not schema.equimod:
         return None  # SimCLR / BYOL heads only

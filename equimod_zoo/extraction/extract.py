@@ -30,9 +30,11 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
                            TimeRemainingColumn)
 from rich.text import Text
 
-from equimod_zoo.extraction.images import load_rgb
-from equimod_zoo.extraction.sources import IMAGE_EXTENSIONS, ImageSource, folder_source
+from equimod_zoo.data.images import IMAGE_EXTENSIONS, load_rgb
+from equimod_zoo.data.sources import ImageSource, folder_source
+from equimod_zoo.data.streams import ImageStream, OffsetSource
 from equimod_zoo.devices import resolve_device
+from equimod_zoo.errors import UserError
 from equimod_zoo.extraction.store import FORMAT_VERSION, FeatureStore, metadata_table
 from equimod_zoo.loading import ResolvedModel, resolve_model
 
@@ -68,7 +70,7 @@ class ExtractionSummary:
 
 
 def extract_features(
-    source: str | Path | ImageSource,
+    source: str | Path | ImageSource | ImageStream,
     *,
     out: str | Path,
     model: str | Path | torch.nn.Module | ResolvedModel = DEFAULT_MODEL,
@@ -87,8 +89,9 @@ def extract_features(
     """Extract pooled features of every image of `source` into the feature store `out`.
 
     Args:
-        source: a folder (scanned recursively for image files) or an `ImageSource`
-            (see `equimod_zoo.extraction.sources`, e.g. `dataset_source(...)`).
+        source: a folder (scanned recursively for image files), an `ImageSource` (see
+            `equimod_zoo.data`, e.g. `open_split(...)`), or an `ImageStream` (file lists, tar
+            shards, streamed datasets: `equimod_zoo.data.streams`), read one shard at a time.
         out: the output folder; a rerun with the same inputs resumes it.
         model: a zoo name or alias, a local model folder, a `ResolvedModel` (located, verified
             and built once by the caller), or a `torch.nn.Module` (a timm model gives its
@@ -132,15 +135,18 @@ def extract_features(
     if compile:
         network = torch.compile(network, dynamic=False, options={"freezing": True})
 
-    num_images = len(images)
+    streamed = isinstance(images, ImageStream)
+    num_images = images.count() if streamed else len(images)
     num_shards = math.ceil(num_images / shard_size)
-    has_labels = images.label(0) is not None
+    has_labels = images.labelled if streamed else images.label(0) is not None
+    # a stream is not read twice: its shards' fingerprints, not a hash of every key, say what it was
+    keys = {"streamed": True} if streamed else {"keys_sha256": _keys_sha256(images)}
     store = FeatureStore(out)
     store.begin({
         "format": FORMAT_VERSION,
         "model": model_name,
         "weights_sha256": weights_sha256,
-        "input": {"num_images": num_images, "keys_sha256": _keys_sha256(images), "source": repr(images)},
+        "input": {"num_images": num_images, **keys, "source": repr(images)},
         "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in data_config.items()},
         "decode": {"jpeg_draft_size": draft_size, "alpha": "composite on white"},
         "normalize": normalize,
@@ -151,38 +157,49 @@ def extract_features(
         "has_labels": has_labels,
         "label_names": images.label_names,
     })
-    fingerprints = _ShardFingerprints(images, shard_size)
-    pending = [k for k in range(num_shards) if not store.is_done(k, fingerprints.of(k))]
-    redone = sum(store.metadata_path(k).exists() for k in pending)
-
-    loader = torch.utils.data.DataLoader(
-        _DecodingDataset(images, transform, draft_size=draft_size, max_pixels=max_pixels),
-        batch_sampler=_ShardBatches(pending, shard_size, num_images, batch_size),
-        num_workers=num_workers,
-        collate_fn=_collate,
-        pin_memory=device.type == "cuda",
-    )
-    todo = sum(min(shard_size, num_images - k * shard_size) for k in pending)
-    shard_buffer = _ShardBuffer()
+    # An indexable source is one unit of work; a stream is one unit a chunk (one shard), read as it goes.
+    units = _stream_units(images, shard_size) if streamed else iter([(images, range(num_shards))])
+    skipped = redone = todo_shards = 0
     failed_now = 0
     with _progress_bar(progress) as bar, torch.inference_mode(), \
             torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-        task = bar.add_task("extracting", total=todo)
-        for batch in loader:
-            if batch.pixels is not None:
-                pixels = batch.pixels.to(device, non_blocking=True)
-                features = _forward(network, _padded(pixels, batch_size) if compile else pixels)[:len(pixels)]
-                if normalize:
-                    features = F.normalize(features, dim=1)
-                shard_buffer.add(batch, features.cpu().numpy())
-            else:
-                shard_buffer.add(batch, np.zeros((0, num_features), np.float32))
-            failed_now += len(batch.failures)
-            bar.update(task, advance=len(batch.indices),
-                       description=f"extracting ({failed_now} failed)" if failed_now else "extracting")
-            shard = batch.indices[0] // shard_size
-            if batch.indices[-1] + 1 == min((shard + 1) * shard_size, num_images):
-                shard_buffer.flush(store, shard, images, has_labels, fingerprints.of(shard))
+        task = bar.add_task("extracting", total=num_images)
+        for view, shards in units:
+            fingerprints = _ShardFingerprints(view, shard_size)
+            pending = [k for k in shards if not store.is_done(k, fingerprints.of(k))]
+            redone += sum(store.metadata_path(k).exists() for k in pending)
+            skipped += len(shards) - len(pending)
+            todo_shards += len(pending)
+            bar.update(task, advance=sum(min(shard_size, len(view) - k * shard_size) for k in shards if k not in pending))
+            if not pending:
+                continue
+            loader = torch.utils.data.DataLoader(
+                _DecodingDataset(view, transform, draft_size=draft_size, max_pixels=max_pixels,
+                                 resize_to=_resize_size(data_config)),
+                batch_sampler=_ShardBatches(pending, shard_size, len(view), batch_size),
+                num_workers=num_workers,
+                collate_fn=_collate,
+                pin_memory=device.type == "cuda",
+            )
+            shard_buffer = _ShardBuffer()
+            for batch in loader:
+                if batch.pixels is not None:
+                    pixels = batch.pixels.to(device, non_blocking=True)
+                    features = _forward(network, _padded(pixels, batch_size) if compile else pixels)[:len(pixels)]
+                    if normalize:
+                        features = F.normalize(features, dim=1)
+                    shard_buffer.add(batch, features.cpu().numpy())
+                else:
+                    shard_buffer.add(batch, np.zeros((0, num_features), np.float32))
+                failed_now += len(batch.failures)
+                bar.update(task, advance=len(batch.indices),
+                           description=f"extracting ({failed_now} failed)" if failed_now else "extracting")
+                shard = batch.indices[0] // shard_size
+                if batch.indices[-1] + 1 == min((shard + 1) * shard_size, len(view)):
+                    shard_buffer.flush(store, shard, view, has_labels, fingerprints.of(shard))
+    if streamed and skipped + todo_shards != num_shards:
+        raise UserError(f"{images!r}: gave {skipped + todo_shards} shards of images, not the {num_shards} it counted "
+                        f"before; did the input change during the run? Rerun to finish it")
 
     num_failed = store.write_failures_csv(num_shards)
     info = store.read_info() or {}
@@ -191,7 +208,7 @@ def extract_features(
     return ExtractionSummary(
         out=Path(out), model=model_name, weights_sha256=weights_sha256, num_images=num_images,
         num_extracted=num_images - num_failed, num_failed=num_failed, num_features=num_features,
-        num_shards=num_shards, shards_skipped=num_shards - len(pending), shards_redone=redone,
+        num_shards=num_shards, shards_skipped=skipped, shards_redone=redone,
         precision=str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32", device=str(device),
         seconds=time.perf_counter() - started, failures=store.failures(num_shards),
     )
@@ -214,18 +231,28 @@ def _state_sha256(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _resolve_source(source: str | Path | ImageSource) -> ImageSource:
+def _resolve_source(source: str | Path | ImageSource | ImageStream) -> ImageSource | ImageStream:
     if isinstance(source, (str, Path)):
         images = folder_source(source)
         if not len(images):
             raise ValueError(f"{source}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in this folder "
                              f"or below it")
         return images
+    if isinstance(source, ImageStream):
+        if not source.count():
+            raise ValueError(f"{source!r}: has no images")
+        return source
     if isinstance(source, ImageSource):
         if not len(source):
             raise ValueError(f"{source!r}: has no images")
         return source
-    raise TypeError(f"source: expected a folder or an ImageSource, got {type(source).__name__}")
+    raise TypeError(f"source: expected a folder, an ImageSource or an ImageStream, got {type(source).__name__}")
+
+
+def _stream_units(stream: ImageStream, shard_size: int) -> Iterator[tuple[ImageSource, range]]:
+    """(chunk addressed by input position, its one shard) for each chunk of the stream."""
+    for shard, chunk in enumerate(stream.chunks(shard_size)):
+        yield OffsetSource(chunk, shard * shard_size), range(shard, shard + 1)
 
 
 def _keys_sha256(images: ImageSource) -> str:
@@ -343,16 +370,19 @@ def _feature_dim(network: torch.nn.Module, data_config: dict[str, Any], device: 
 class _DecodingDataset(torch.utils.data.Dataset):
     """Decodes and transforms one image; a bad image becomes an error message, not an exception."""
 
-    def __init__(self, images: ImageSource, transform: Any, *, draft_size: int | None, max_pixels: int | None):
+    def __init__(self, images: ImageSource, transform: Any, *, draft_size: int | None, max_pixels: int | None,
+                 resize_to: int | None = None):
         self.images, self.transform = images, transform
         self.draft_size, self.max_pixels = draft_size, max_pixels
+        self.resize_to = resize_to  # the transform's resize: its size bounds the work too
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, int, int, str | None]:
         try:
-            decoded = load_rgb(lambda: self.images.open(i), draft_size=self.draft_size, max_pixels=self.max_pixels)
+            decoded = load_rgb(lambda: self.images.open(i), draft_size=self.draft_size, max_pixels=self.max_pixels,
+                               resize_to=self.resize_to)
             return i, self.transform(decoded.image), decoded.width, decoded.height, None
         except Exception as error:  # any bad file: record it and go on
             message = " ".join(f"{type(error).__name__}: {error}".split())

@@ -8,6 +8,13 @@ softmax cross-entropy objective and we did not apply data augmentation. [...] we
 
 The objective is ``mean cross-entropy + weight_decay / 2 * ||W||^2`` (the bias is not penalised),
 which is scikit-learn's ``LogisticRegression(C=1 / (weight_decay * n))`` on the same n samples.
+
+Fast where a plain scikit-learn sweep is slow: the grid is walked from the strongest to the
+weakest regularisation, each fit warm-started from the previous one; the sweep stops once the
+validation score has fallen for `patience` strengths in a row (the weak end converges slowest and
+rarely wins); the loss and its gradient are computed by hand, one matrix product each way, in
+float32 on features standardised once per fit. `bench/linear_probe.py` times it against the
+scikit-learn sweep on the same features.
 """
 from __future__ import annotations
 
@@ -58,6 +65,7 @@ class LogisticRegressionFit:
     bias: torch.Tensor  # (K,)
     mean: torch.Tensor  # (D,)
     std: torch.Tensor  # (D,)
+    iterations: int = 0  # L-BFGS iterations this fit took
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.weight)
@@ -78,7 +86,9 @@ def linear_probe(
     num_classes: int | None = None,
     seed: int = 0,
     max_iter: int = 1000,
-    dtype: torch.dtype = torch.float64,
+    tolerance_grad: float = 1e-4,
+    patience: int | None = 2,
+    dtype: torch.dtype = torch.float32,
     device: str | torch.device | None = None,
 ) -> LinearProbeResult:
     """Fit the linear probe with its regularisation chosen on a validation set; score it on the test set.
@@ -92,7 +102,13 @@ def linear_probe(
         select_metric: what the validation set maximises (ties go to the stronger regularisation).
         num_classes: defaults to the largest label + 1.
         max_iter: L-BFGS iterations per fit.
-        dtype: float64 (default) converges tightly; float32 is faster on GPUs.
+        tolerance_grad: each fit stops when no gradient entry exceeds this (scikit-learn's `tol`
+            default, on the same mean-loss scale).
+        patience: stop the sweep after this many weaker strengths in a row score below the best
+            on validation (the weak end, where fits are slowest, is only explored while it helps);
+            None tries the whole grid.
+        dtype: float32 (default; features are standardised, so it loses nothing that the choice
+            of lambda can see) or float64.
         device: defaults to CUDA when available.
 
     After the choice, the probe is refit on train + validation with the chosen lambda.
@@ -127,21 +143,25 @@ def linear_probe(
 
     val_scores: dict[float, float] = {}
     best_lambda, best_score, best_fit = None, -math.inf, None
-    previous = None
+    previous, worse = None, 0
+    options = dict(num_classes=k, max_iter=max_iter, tolerance_grad=tolerance_grad, dtype=dtype, device=device)
+    # strongest first, each fit warm-started from the previous one: the path is cheap to follow
     for lam in sorted((float(v) for v in grid), reverse=True):
-        fit = fit_logistic_regression(fit_x, fit_y, num_classes=k, weight_decay=lam, init=previous,
-                                      max_iter=max_iter, dtype=dtype, device=device)
+        fit = fit_logistic_regression(fit_x, fit_y, weight_decay=lam, init=previous, **options)
         predictions = fit.logits(val_x.to(device)).argmax(dim=1).cpu()
         score = (100.0 * (predictions == val_y).double().mean().item() if select_metric == "top1"
                  else mean_per_class_accuracy(predictions, val_y))
         val_scores[lam] = score
         if score > best_score:
-            best_lambda, best_score, best_fit = lam, score, fit
+            best_lambda, best_score, best_fit, worse = lam, score, fit, 0
+        elif score < best_score:
+            worse += 1
+            if patience is not None and worse >= patience:
+                break
         previous = fit
 
-    final = fit_logistic_regression(torch.cat([fit_x, val_x]), torch.cat([fit_y, val_y]), num_classes=k,
-                                    weight_decay=best_lambda, init=best_fit, max_iter=max_iter, dtype=dtype,
-                                    device=device)
+    final = fit_logistic_regression(torch.cat([fit_x, val_x]), torch.cat([fit_y, val_y]), weight_decay=best_lambda,
+                                    init=best_fit, **options)
     scores = classification_scores(final.logits(test_x.to(device)).cpu(), test_y)
     return LinearProbeResult(
         **scores.to_dict(),
@@ -180,31 +200,39 @@ def fit_logistic_regression(
     std = x.std(dim=0, unbiased=False)
     std = torch.where(std > 1e-12, std, torch.ones_like(std))  # constant features stay at zero
     z = (x - mean) / std
+    # the weight is held as (K, D), so both products below run on contiguous memory (several times
+    # faster on CPU than the transposed (D, K) product)
     if init is not None:
-        weight = init.weight.detach().to(device=device, dtype=dtype)[:, present].clone()
+        weight = init.weight.detach().to(device=device, dtype=dtype)[:, present].T.contiguous()
         bias = init.bias.detach().to(device=device, dtype=dtype)[present].clone()
         unfitted = torch.isinf(bias)  # a class the earlier fit did not see
-        weight[:, unfitted], bias[unfitted] = 0.0, 0.0
+        weight[unfitted], bias[unfitted] = 0.0, 0.0
     else:
-        weight = torch.zeros(x.shape[1], len(present), device=device, dtype=dtype)
+        weight = torch.zeros(len(present), x.shape[1], device=device, dtype=dtype)
         bias = torch.zeros(len(present), device=device, dtype=dtype)
-    weight.requires_grad_(True)
-    bias.requires_grad_(True)
     optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, history_size=20,
                                   tolerance_grad=tolerance_grad, tolerance_change=1e-9,
                                   line_search_fn="strong_wolfe")
+    rows = torch.arange(len(y), device=device)
 
     def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = F.cross_entropy(z @ weight + bias, y) + 0.5 * weight_decay * weight.pow(2).sum()
-        loss.backward()
+        # loss and gradient by hand: one product forward, one back, no autograd graph
+        logits = torch.addmm(bias, z, weight.T)
+        log_norm = torch.logsumexp(logits, dim=1, keepdim=True)
+        loss = (log_norm.squeeze(1) - logits[rows, y]).mean() + 0.5 * weight_decay * weight.pow(2).sum()
+        residual = logits.sub_(log_norm).exp_()  # softmax probabilities, in place
+        residual[rows, y] -= 1.0
+        residual.div_(len(y))
+        weight.grad = torch.addmm(weight, residual.T, z, beta=weight_decay)
+        bias.grad = residual.sum(dim=0)
         return loss
 
     optimizer.step(closure)
+    iterations = int(optimizer.state[optimizer._params[0]].get("n_iter", 0))
     full_weight = torch.zeros(x.shape[1], num_classes, device=device, dtype=dtype)
     full_bias = torch.full((num_classes,), -math.inf, device=device, dtype=dtype)
-    full_weight[:, present], full_bias[present] = weight.detach(), bias.detach()
-    return LogisticRegressionFit(weight=full_weight, bias=full_bias, mean=mean, std=std)
+    full_weight[:, present], full_bias[present] = weight.T, bias
+    return LogisticRegressionFit(weight=full_weight, bias=full_bias, mean=mean, std=std, iterations=iterations)
 
 
 def stratified_split(labels: ArrayLike, fraction: float, *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from equimod_zoo.atomic import atomic_path
+from equimod_zoo.optional import require
 from equimod_zoo.sensitivity.probes import BALANCED_ACCURACY, metric_of
 from equimod_zoo.sensitivity.run import report_parameters
 
@@ -19,7 +20,7 @@ def plot_sensitivity(reports: Sequence[dict[str, Any]], out: str | Path, *, titl
     accuracy (0.5: chance). Draws on its own `Figure` (no pyplot, no backend switch), so a
     notebook's plotting state is untouched.
     """
-    from matplotlib.figure import Figure
+    Figure = require("matplotlib.figure", "plots", "probe-augs' chart").Figure
 
     if not reports:
         raise ValueError("nothing to plot: no reports")

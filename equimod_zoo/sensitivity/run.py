@@ -55,9 +55,9 @@ def probe_augmentations(
     Args:
         model: a zoo name or alias, or a local model folder (its EquiMod heads, if any, give the
             equivariance metrics).
-        dataset: the dataset's name in the report; also where the images are when `data_dir` is
-            None (a parquet file or folder, an imagefolder tree, or a Hub id).
-        data_dir: a local copy of the dataset (e.g. ../shared/data/cifar10-jpeg).
+        dataset: a dataset spec (see `equimod_zoo.data`): a known name, a Hub id, a local
+            folder or parquet file; also the dataset's name in the report.
+        data_dir: a local copy of the named dataset (e.g. ../shared/data/cifar10-jpeg).
         split: the split the images come from; held-out images (test) by default.
         resolution: the crop size (default: the model's training crop size or input size).
         augmentations_per_image: views per image, cycling through the recipe's `views`
@@ -67,7 +67,7 @@ def probe_augmentations(
     import timm
 
     import equimod_zoo
-    from equimod_zoo.extraction.sources import dataset_source
+    from equimod_zoo.data.spec import open_split, resolve_spec
 
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     located = equimod_zoo.locate_weights(model)
@@ -75,7 +75,7 @@ def probe_augmentations(
     data_config = timm.data.resolve_model_data_config(backbone)
     augmentation = probe_augmentation(located.config, resolution=resolution, mean=data_config["mean"],
                                       std=data_config["std"])
-    source = dataset_source(data_dir if data_dir is not None else dataset, split=split)
+    source = open_split(resolve_spec(dataset, data_dir=data_dir), split=split)
     images, _ = load_images(source, num_images=num_images, size=augmentation.source_size, seed=seed, progress=progress)
     features = augmented_features(backbone, images, augmentation, augmentations_per_image=augmentations_per_image,
                                   views=views, seed=seed, batch_size=batch_size, device=device, progress=progress)

@@ -16,13 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from equimod_zoo.data.resize import resize_to_base
-from equimod_zoo.extraction.images import load_rgb
-from equimod_zoo.extraction.sources import ImageSource
+from equimod_zoo.data.images import pixels_at_base
+from equimod_zoo.data.sources import ImageSource
 from equimod_zoo.model_folder import ModelConfig
 from equimod_zoo.equimod.augment import AugmentConfig, BatchedAugment
 
@@ -103,11 +101,9 @@ def load_images(source: ImageSource, *, num_images: int, size: int, seed: int = 
         task = bar.add_task("decoding images", total=num_images)
         for row, index in enumerate(chosen.tolist()):
             try:
-                decoded = load_rgb(lambda index=index: source.open(index))
+                images[row] = pixels_at_base(lambda index=index: source.open(index), size)
             except Exception as error:  # name the image; a probe set must not silently shrink
                 raise ValueError(f"{source.key(index)}: cannot be decoded ({error})") from None
-            pixels = torch.from_numpy(np.asarray(decoded.image, dtype=np.uint8).copy()).permute(2, 0, 1)
-            images[row] = resize_to_base(pixels, size)
             keys.append(source.key(index))
             bar.advance(task)
     return images, keys

@@ -15,11 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from matplotlib.figure import Figure
-
 from equimod_zoo.atomic import atomic_path, atomic_write_text
 from equimod_zoo.loading import resolve_model
 from equimod_zoo.model_folder import ModelConfig
+from equimod_zoo.optional import require
 from equimod_zoo.registry import ZooEntry, catalogue
 from equimod_zoo.transfer.run import transfer
 from equimod_zoo.weights import local_folder
@@ -251,7 +250,8 @@ def plot_comparison(scores: Sequence[Score], pairing: Pairing, datasets: Sequenc
 
     Draws on its own `Figure` (no pyplot, no backend switch), so a notebook's plotting state is untouched.
     """
-    from matplotlib import colormaps
+    Figure = require("matplotlib.figure", "plots", "compare's bar chart").Figure
+    colormaps = require("matplotlib", "plots", "compare's bar chart").colormaps
 
     models = pairing.models
     cell = {(s.model, s.dataset): s.value for s in scores}

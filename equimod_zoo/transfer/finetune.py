@@ -18,8 +18,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torchvision import transforms
 
 from equimod_zoo.atomic import atomic_path
-from equimod_zoo.extraction.images import load_rgb
-from equimod_zoo.extraction.sources import ImageSource
+from equimod_zoo.data.images import load_rgb
+from equimod_zoo.data.sources import ImageSource
 from equimod_zoo.probes.metrics import ClassificationScores, classification_scores
 
 

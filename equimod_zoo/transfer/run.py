@@ -73,6 +73,7 @@ def transfer(
     num_workers: int = 2,
     device: str | None = None,
     progress: bool = True,
+    limit: int | None = None,
 ) -> TransferResult:
     """Measure `model` on `dataset` with `protocol`; see the module docstring.
 
@@ -86,6 +87,7 @@ def transfer(
         resolution: square input size; default: the model's data config.
         cache_dir: default `$EQUIMOD_ZOO_CACHE` or `~/.cache/equimod_zoo`.
         image_column, label_column: override the dataset's columns.
+        limit: a quick look: at most this many images of each split (see `load_splits`).
         reuse_result: return the cached result of an identical earlier run instead of measuring again.
 
     Features are cached per split, so only the first run of a model on a dataset extracts them.
@@ -101,12 +103,12 @@ def transfer(
     resolved = resolve_model(model)  # the one sha256 pass of this command; the network is built on first use
     located = resolved.located
     resolution = resolution or int(located.config.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
-    key = CacheKey(resolved.label, located.sha256, spec.name, data_source(spec, data_dir), resolution)
+    key = CacheKey(resolved.label, located.sha256, spec.name, data_source(spec, data_dir, limit=limit), resolution)
     if reuse_result:
         earlier = read_result(key.result_path(cache_dir, protocol))
         if earlier is not None and (protocol != "finetune" or _same_config(earlier, finetune_config)):
             return TransferResult.from_dict(earlier)
-    splits = load_splits(spec, data_dir=data_dir, cache_dir=cache_dir)
+    splits = load_splits(spec, data_dir=data_dir, cache_dir=cache_dir, limit=limit)
 
     cached: list[str] = []
     if protocol == "finetune":

@@ -1,10 +1,17 @@
-"""Robust image decoding: any image Pillow reads, as an upright 8-bit RGB image, or a clear error.
+"""The one image decoder: any image Pillow reads, as an upright 8-bit RGB image, or a clear error.
 
-Every kind ends the same way: CMYK, YCbCr and greyscale are converted; 16-bit and 32-bit
-greyscale are scaled to 8 bits (Pillow's own conversion would clip them); transparency
-(alpha, palette transparency, tRNS) is composited on white; animated files give their first
-frame; EXIF orientation is applied. Files that are empty, truncated, not images, or larger
-than the pixel limit (decompression bombs) raise, so the caller can record them and go on.
+Training, extraction, transfer and the augmentation probes all decode through `load_rgb`, so an
+image has the same pixels everywhere. Every kind ends the same way: CMYK, YCbCr and greyscale
+are converted; 16-bit and 32-bit greyscale are scaled to 8 bits (Pillow's own conversion would
+clip them); transparency (alpha, palette transparency, tRNS) is composited on white; animated
+files give their first frame; EXIF orientation is applied. Files that are empty, truncated, not
+images, or too large raise, so the caller can record them and go on.
+
+"Too large" counts the work an image causes, not only its file's pixels: the decoded size must
+stay under the pixel limit and, when the caller says what the short side is resized to, the
+resized size under that limit or 64 squares of the output, whichever is more. A 400000x1 PNG of
+a few hundred bytes decodes to 400000 pixels but would resize to 400000*S x S; it is refused
+before any pixel is decoded.
 """
 from __future__ import annotations
 
@@ -13,9 +20,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps
 
+from equimod_zoo.data.resize import resize_to_base
+
+# Every extension an image file may have: what a folder scan picks up.
+IMAGE_EXTENSIONS = frozenset({
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".gif", ".webp", ".bmp", ".dib", ".tif", ".tiff",
+    ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".avif",
+})
 _BACKGROUND = (255, 255, 255)
+_DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485  # Pillow's own default, read on import
+RESIZE_ALLOWANCE = 64  # squares of the resized output an image may cost, whatever the pixel limit
 _DRAFT_FORMATS = ("JPEG", "MPO")
 # EXIF orientations 5-8 turn the image a quarter, swapping width and height.
 _SWAPS_AXES = {5, 6, 7, 8}
@@ -35,7 +52,7 @@ class DecodedImage:
 
 
 def load_rgb(opener: Callable[[], Image.Image], *, draft_size: int | None = None,
-             max_pixels: int | None = None) -> DecodedImage:
+             max_pixels: int | None = None, resize_to: int | None = None) -> DecodedImage:
     """Open, check and decode one image as upright RGB.
 
     Args:
@@ -45,6 +62,8 @@ def load_rgb(opener: Callable[[], Image.Image], *, draft_size: int | None = None
             input. None decodes at full size.
         max_pixels: refuse images with more pixels (decompression bombs); None uses
             `PIL.Image.MAX_IMAGE_PIXELS`. Pillow's own bomb warning is an error here too.
+        resize_to: the short side the caller resizes to next; an image whose resized size
+            would exceed `max_pixels` (an extreme aspect ratio) is refused too.
     """
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     with warnings.catch_warnings():
@@ -54,9 +73,7 @@ def load_rgb(opener: Callable[[], Image.Image], *, draft_size: int | None = None
         except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
             raise ImageTooLargeError(str(error)) from None
         with raw:
-            if limit and raw.width * raw.height > limit:
-                raise ImageTooLargeError(f"{raw.width}x{raw.height} pixels is over the limit of {limit} "
-                                         f"(a possible decompression bomb)")
+            check_work(raw.width, raw.height, limit=limit, resize_to=resize_to)
             width, height = raw.size
             orientation = _orientation(raw)
             if orientation in _SWAPS_AXES:
@@ -69,6 +86,31 @@ def load_rgb(opener: Callable[[], Image.Image], *, draft_size: int | None = None
             if rgb is raw:  # the file closes with `raw`; keep an independent copy
                 rgb = rgb.copy()
     return DecodedImage(rgb, width, height)
+
+
+def resized_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """(width, height) after resizing the short side to `short_side`, keeping the aspect ratio."""
+    if width <= height:
+        return short_side, max(1, round(height * short_side / max(width, 1)))
+    return max(1, round(width * short_side / max(height, 1))), short_side
+
+
+def check_work(width: int, height: int, *, limit: int | None, resize_to: int | None = None) -> None:
+    """Raise ImageTooLargeError when decoding or resizing a `width` x `height` image is too much work.
+
+    Decoding may cost `limit` pixels (None or 0: no limit). Resizing the short side to
+    `resize_to` may cost that too, or `RESIZE_ALLOWANCE` squares of the output, whichever is
+    more: any aspect ratio up to 64:1 resizes, and only extreme strips are refused.
+    """
+    if limit and width * height > limit:
+        raise ImageTooLargeError(f"{width}x{height} pixels is over the limit of {limit} "
+                                 f"(a possible decompression bomb)")
+    if resize_to:
+        new_width, new_height = resized_size(width, height, resize_to)
+        allowed = max(limit or _DEFAULT_MAX_PIXELS, RESIZE_ALLOWANCE * resize_to * resize_to)
+        if new_width * new_height > allowed:
+            raise ImageTooLargeError(f"{width}x{height} pixels would resize to {new_width}x{new_height}, over the "
+                                     f"limit of {allowed} pixels (an extreme aspect ratio)")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -112,3 +154,15 @@ def _exif_transpose(image: Image.Image) -> Image.Image:
         return ImageOps.exif_transpose(image)
     except Exception:  # unreadable EXIF: the pixels are still good
         return image
+
+
+def pixels_at_base(opener: Callable[[], Image.Image], base_size: int, *,
+                   max_pixels: int | None = None) -> torch.Tensor:
+    """One image decoded by `load_rgb` and stored at `base_size`: uint8 [3, base_size, base_size].
+
+    Training and the augmentation probes keep images in this form. JPEGs decode at full scale,
+    so the pixels are those of extraction without its optional JPEG draft.
+    """
+    decoded = load_rgb(opener, max_pixels=max_pixels, resize_to=base_size)
+    pixels = torch.from_numpy(np.asarray(decoded.image).copy()).permute(2, 0, 1).contiguous()
+    return resize_to_base(pixels, base_size)

@@ -1,32 +1,32 @@
 """Image sources: a list of images that can be counted, named, opened and labelled by index.
 
-Extraction, probes and transfer all read images through one small protocol, so a folder of
-files, a class-per-folder tree and a Hugging Face dataset look the same to them:
+Training, extraction, probes and transfer all read images through one small protocol, so a
+folder of files, a list of files, a class-per-folder tree and a Hugging Face dataset look the
+same to them:
 
     source = folder_source("photos/")                     # every image file below a folder
     source = imagefolder_source("flowers/train")          # class sub-folders give the labels
-    source = dataset_source("../shared/data/flowers102", split="test")   # parquet, imagefolder or Hub id
+    source = open_split("../shared/data/flowers102", split="test")   # any dataset spec (equimod_zoo.data)
     len(source), source.key(0), source.open(0), source.label(0), source.label_names
 
 `open` returns the raw `PIL.Image` as stored (lazy, any mode) and may raise for a bad file;
-`equimod_zoo.extraction.images.load_rgb` turns it into a checked RGB image.
+`equimod_zoo.data.images.load_rgb` turns it into a checked RGB image. A path that is not a
+regular file (a FIFO, a device, a folder named like an image) raises without being opened, so
+nothing blocks on it. Keys are valid UTF-8: a file name that is not shows its undecodable
+bytes as `\\xNN` escapes in outputs, and still opens.
 """
 from __future__ import annotations
 
 import io
 import os
-import re
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from PIL import Image
 
-# Still-image formats Pillow reads; matched case-insensitively on the file name.
-IMAGE_EXTENSIONS = frozenset({
-    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".gif", ".webp", ".bmp", ".dib", ".tif", ".tiff",
-    ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".avif",
-})
+from equimod_zoo.data.images import IMAGE_EXTENSIONS
 
 
 @runtime_checkable
@@ -65,16 +65,98 @@ class FileListSource:
         return len(self.paths)
 
     def key(self, i: int) -> str:
-        return self.paths[i]
+        return printable_path(self.paths[i])
 
     def open(self, i: int) -> Image.Image:
-        return Image.open(self.paths[i])
+        return open_image_file(self.paths[i])
 
     def label(self, i: int) -> int | None:
         return None if self.labels is None else self.labels[i]
 
     def __repr__(self) -> str:
         return f"FileListSource({len(self)} files)"
+
+
+class FirstImages:
+    """The first `limit` images of another source (`--limit N`: a quick look)."""
+
+    def __init__(self, source: ImageSource, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"--limit must be at least 1, got {limit}")
+        self.source = source
+        self.count = min(limit, len(source))
+        self.label_names = source.label_names
+
+    def __len__(self) -> int:
+        return self.count
+
+    def _index(self, i: int) -> int:
+        if not 0 <= i < self.count:
+            raise IndexError(f"image {i} of {self.count}")
+        return i
+
+    def key(self, i: int) -> str:
+        return self.source.key(self._index(i))
+
+    def open(self, i: int) -> Image.Image:
+        return self.source.open(self._index(i))
+
+    def label(self, i: int) -> int | None:
+        return self.source.label(self._index(i))
+
+    def __repr__(self) -> str:
+        return f"FirstImages({self.source!r}, {self.count})"
+
+
+class SubsetSource:
+    """Some images of another source, by index, in the order given."""
+
+    def __init__(self, source: ImageSource, indices: Sequence[int]) -> None:
+        self.source, self.indices = source, [int(i) for i in indices]
+        self.label_names = source.label_names
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def key(self, i: int) -> str:
+        return self.source.key(self.indices[i])
+
+    def open(self, i: int) -> Image.Image:
+        return self.source.open(self.indices[i])
+
+    def label(self, i: int) -> int | None:
+        return self.source.label(self.indices[i])
+
+    def __repr__(self) -> str:
+        return f"SubsetSource({self.source!r}, {len(self)} images)"
+
+
+def evenly_spaced(source: ImageSource, count: int) -> ImageSource:
+    """At most `count` images spread evenly over `source` (a split sorted by class keeps its classes)."""
+    if count < 1:
+        raise ValueError(f"--limit must be at least 1, got {count}")
+    if count >= len(source):
+        return source
+    return SubsetSource(source, [i * len(source) // count for i in range(count)])
+
+
+def printable_path(path: str) -> str:
+    """`path` as valid UTF-8: bytes of a file name that do not decode appear as `\\xNN` escapes."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:  # os.fsdecode's surrogate escapes of undecodable bytes
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def open_image_file(path: str | os.PathLike[str]) -> Image.Image:
+    """`Image.open` of a regular file; anything else (FIFO, device, socket, folder) raises unopened."""
+    mode = os.stat(path).st_mode  # follows links; a dangling one raises FileNotFoundError
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                else "a socket" if stat.S_ISSOCK(mode) else "a folder" if stat.S_ISDIR(mode) else "not a file")
+        raise ValueError(f"not a regular file ({kind}); not opened")
+    return Image.open(path)
 
 
 def scan_images(root: str | os.PathLike[str]) -> list[Path]:
@@ -168,7 +250,7 @@ class HFDatasetSource:
         if value.get("bytes") is not None:
             return Image.open(io.BytesIO(value["bytes"]))
         if value.get("path"):
-            return Image.open(value["path"])
+            return open_image_file(value["path"])
         raise ValueError("image cell has neither bytes nor a path")
 
     def label(self, i: int) -> int | None:
@@ -176,51 +258,6 @@ class HFDatasetSource:
 
     def __repr__(self) -> str:
         return f"HFDatasetSource({self.split!r}, {len(self)} rows, image={self.image_column!r}, label={self.label_column!r})"
-
-
-def dataset_source(spec: str | os.PathLike[str], *, split: str | None = None, image_column: str | None = None,
-                   label_column: str | None = None, cache_dir: str | os.PathLike[str] | None = None) -> HFDatasetSource:
-    """The `--dataset` string as an image source.
-
-    `spec` is a local parquet file, a folder of parquet files (splits inferred from the file
-    names, as `datasets` does), an imagefolder tree (class sub-folders, optionally under
-    train/ test/ folders), or a Hugging Face Hub dataset id.
-    """
-    import datasets
-
-    path = Path(spec).expanduser()
-    options: dict[str, Any] = {"cache_dir": str(cache_dir) if cache_dir else None}
-    if path.is_file():
-        if path.suffix.lower() != ".parquet":
-            raise ValueError(f"{path}: a dataset file must be .parquet")
-        # the split is named after the file (test.parquet -> "test") unless given
-        split = split or (path.stem if re.fullmatch(r"\w+(\.\w+)*", path.stem) else "train")
-        loaded = datasets.load_dataset("parquet", data_files={split: str(path)}, **options)
-    elif path.is_dir():
-        builder = "parquet" if any(path.rglob("*.parquet")) else "imagefolder"
-        loaded = datasets.load_dataset(builder, data_dir=str(path), **options)
-    elif path.exists() or os.path.islink(path):
-        raise FileNotFoundError(f"{path}: not a readable file or folder")
-    elif _looks_like_path(str(spec)):
-        raise FileNotFoundError(f"{spec}: no such dataset file or folder")
-    else:
-        loaded = datasets.load_dataset(str(spec), **options)
-    return HFDatasetSource(_pick_split(loaded, split, spec), image_column, label_column)
-
-
-def _pick_split(loaded: Any, split: str | None, spec: Any) -> Any:
-    splits = list(loaded)
-    if split is None:
-        if len(splits) != 1:
-            raise ValueError(f"{spec}: has splits {splits}; choose one with --split")
-        split = splits[0]
-    if split not in loaded:
-        raise ValueError(f"{spec}: no split {split!r}; it has {splits}")
-    return loaded[split]
-
-
-def _looks_like_path(spec: str) -> bool:
-    return spec.startswith((".", "/", "~")) or spec.count("/") > 1 or spec.endswith(".parquet")
 
 
 def _first_feature(features: Any, kind: type) -> str | None:

@@ -1,0 +1,505 @@
+"""Image streams: inputs read in order, chunk by chunk, never listed whole in memory.
+
+A stream gives consecutive chunks of at most `size` images, each an ordinary indexable
+`ImageSource`, so a consumer holds one chunk at a time (extraction: one shard). Streams are
+
+    FileListStream("list.txt")            one path a line (relative to the list's folder; `#` comments)
+    TarShardStream("shards/{00000..00009}.tar")   webdataset tar shards: each sample's image member,
+                                          keyed by the sample's key (`__key__`: the member's path up
+                                          to the first dot of its name), read by offset, never unpacked
+    IterableSource(hf_iterable_dataset)   a Hugging Face dataset in streaming mode (parquet or Hub)
+    SourceStream(source)                  any indexable source, in chunks
+    ConcatStream([...])                   several of these, one after the other
+
+`image_inputs(values)` turns `--images` values (folders, image files, list files, tar shard
+patterns) into one source (when everything can be listed cheaply) or one stream.
+"""
+from __future__ import annotations
+
+import io
+import itertools
+import os
+import re
+import tarfile
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from PIL import Image
+
+from equimod_zoo.data.images import IMAGE_EXTENSIONS
+from equimod_zoo.data.sources import FileListSource, FirstImages, ImageSource, printable_path, scan_images
+
+# A tar member larger than this is not read into memory (no image file is this large).
+MAX_MEMBER_BYTES = 1 << 30
+LIST_SUFFIXES = (".txt", ".lst", ".list")
+
+
+@runtime_checkable
+class ImageStream(Protocol):
+    """Images in order, in chunks; `labelled` says whether they carry class labels."""
+
+    label_names: list[str] | None
+    labelled: bool
+
+    def count(self) -> int:
+        """How many images there are, found without reading them (list lines, tar headers, row counts)."""
+        ...
+
+    def chunks(self, size: int) -> Iterator[ImageSource]:
+        """Consecutive pieces of at most `size` images (only the last may be shorter)."""
+        ...
+
+
+def _batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    if size < 1:
+        raise ValueError(f"chunk size must be >= 1, got {size}")
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+class SourceStream:
+    """An indexable source, served in chunks."""
+
+    def __init__(self, source: ImageSource) -> None:
+        self.source = source
+        self.label_names = source.label_names
+        self.labelled = len(source) > 0 and source.label(0) is not None
+
+    def count(self) -> int:
+        return len(self.source)
+
+    def chunks(self, size: int) -> Iterator[ImageSource]:
+        for start in range(0, len(self.source), size):
+            yield _Slice(self.source, start, min(start + size, len(self.source)))
+
+    def __repr__(self) -> str:
+        return f"SourceStream({self.source!r})"
+
+
+class _Slice:
+    def __init__(self, source: ImageSource, start: int, stop: int) -> None:
+        self.source, self.start, self.stop = source, start, stop
+        self.label_names = source.label_names
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def key(self, i: int) -> str:
+        return self.source.key(self.start + i)
+
+    def open(self, i: int) -> Image.Image:
+        return self.source.open(self.start + i)
+
+    def label(self, i: int) -> int | None:
+        return self.source.label(self.start + i)
+
+
+class FileListStream:
+    """Image paths from a list file, one a line, read as the chunks are needed."""
+
+    def __init__(self, list_file: str | os.PathLike[str]) -> None:
+        self.list_file = Path(os.path.abspath(os.path.expanduser(list_file)))
+        if not self.list_file.is_file():
+            raise FileNotFoundError(f"{self.list_file}: no such list file")
+        self.label_names = None
+        self.labelled = False
+
+    def paths(self) -> Iterator[str]:
+        folder = os.fsencode(self.list_file.parent)
+        with open(self.list_file, "rb") as handle:  # bytes: a listed name need not be UTF-8
+            for line in handle:
+                line = line.rstrip(b"\r\n")
+                if not line.strip() or line.lstrip().startswith(b"#"):
+                    continue
+                path = line if os.path.isabs(line) else os.path.join(folder, line)
+                yield os.fsdecode(os.path.normpath(path))
+
+    def count(self) -> int:
+        return sum(1 for _ in self.paths())
+
+    def chunks(self, size: int) -> Iterator[ImageSource]:
+        for paths in _batched(self.paths(), size):
+            yield FileListSource(paths)
+
+    def __repr__(self) -> str:
+        return f"FileListStream({str(self.list_file)!r})"
+
+
+# --- webdataset tar shards ------------------------------------------------------------------------
+
+def expand_braces(pattern: str) -> list[str]:
+    """`shards/{00000..00002}.tar` -> shards/00000.tar, shards/00001.tar, shards/00002.tar (bash's brace
+    expansion: numeric ranges keep their zero padding; `{a,b}` lists; several groups multiply)."""
+    match = re.search(r"\{([^{}]*)\}", pattern)
+    if match is None:
+        return [pattern]
+    body = match.group(1)
+    numeric = re.fullmatch(r"(-?\d+)\.\.(-?\d+)", body)
+    if numeric:
+        first, last = numeric.groups()
+        width = len(first) if first.lstrip("-").startswith("0") or len(first) == len(last) else 0
+        step = 1 if int(last) >= int(first) else -1
+        options = [str(n).zfill(width) for n in range(int(first), int(last) + step, step)]
+    elif "," in body:
+        options = body.split(",")
+    else:  # not a brace expression ({x}): kept as written
+        return [pattern[:match.end()] + rest for rest in expand_braces(pattern[match.end():])]
+    head, tail = pattern[:match.start()], pattern[match.end():]
+    return [expanded for option in options for expanded in expand_braces(head + option + tail)]
+
+
+def is_tar_pattern(value: str) -> bool:
+    return value.endswith(".tar") or (value.endswith(".tar}") and "{" in value)
+
+
+class TarShardStream:
+    """webdataset shards: every sample's image, keyed by the sample's key, read from the tar by offset.
+
+    Members are grouped into samples as webdataset does: consecutive members sharing a key (the
+    member's path up to the first dot of its name). A sample's image is its member with an image
+    extension; a sample without one, or whose image is not a regular file, is kept as a row that
+    fails, so it is listed rather than lost. Tar headers are read as the chunks are needed, and
+    forgotten after (a shard of a million samples costs no more memory than one chunk).
+    """
+
+    def __init__(self, pattern: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> None:
+        patterns = [os.fspath(pattern)] if isinstance(pattern, (str, os.PathLike)) else [os.fspath(p) for p in pattern]
+        self.patterns = patterns
+        self.shards = [Path(os.path.abspath(os.path.expanduser(p))) for pat in patterns for p in expand_braces(pat)]
+        if not self.shards:
+            raise ValueError(f"{patterns}: no tar shards")
+        missing = [p for p in self.shards if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{missing[0]}: no such tar shard"
+                                    + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        self.label_names = None
+        self.labelled = False
+
+    def samples(self) -> Iterator[tuple[str, str, int, int, str | None]]:
+        """(key, shard, data offset, size, error) of each sample's image, in shard order."""
+        for shard in self.shards:
+            try:
+                tar = tarfile.open(shard, mode="r:")  # uncompressed: members are read back by offset
+            except tarfile.TarError as error:
+                raise ValueError(f"{shard}: not an uncompressed tar file ({error})") from None
+            with tar:
+                key, image, kinds = None, None, []
+                while True:
+                    member = tar.next()
+                    tar.members = []  # forget headers already read: memory stays flat
+                    if member is None:
+                        break
+                    if member.isdir():
+                        continue
+                    member_key, suffix = _split_key(member.name)
+                    if member_key != key:
+                        if key is not None:
+                            yield _sample(key, str(shard), image, kinds)
+                        key, image, kinds = member_key, None, []
+                    kinds.append(suffix)
+                    if image is None and "." + suffix.rsplit(".", 1)[-1].lower() in IMAGE_EXTENSIONS:
+                        image = member
+                if key is not None:
+                    yield _sample(key, str(shard), image, kinds)
+
+    def count(self) -> int:
+        return sum(1 for _ in self.samples())
+
+    def chunks(self, size: int) -> Iterator[ImageSource]:
+        for rows in _batched(self.samples(), size):
+            yield TarMembers(rows)
+
+    def __repr__(self) -> str:
+        return f"TarShardStream({self.patterns!r}, {len(self.shards)} shards)"
+
+
+def _split_key(name: str) -> tuple[str, str]:
+    folder, _, base = name.rpartition("/")
+    stem, _, suffix = base.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), suffix
+
+
+def _sample(key: str, shard: str, member: tarfile.TarInfo | None,
+            kinds: list[str]) -> tuple[str, str, int, int, str | None]:
+    if member is None:
+        return key, shard, 0, 0, f"no image member in the sample (it has {', '.join(kinds) or 'nothing'})"
+    if not member.isreg():
+        return key, shard, 0, 0, f"{member.name}: not a regular file in the tar; not opened"
+    if member.size > MAX_MEMBER_BYTES:
+        return key, shard, 0, 0, f"{member.name}: {member.size} bytes, over the limit of {MAX_MEMBER_BYTES}"
+    return key, shard, member.offset_data, member.size, None
+
+
+class TarMembers:
+    """One chunk of tar samples: (key, shard, offset, size, error) rows, opened by reading the bytes."""
+
+    def __init__(self, rows: Sequence[tuple[str, str, int, int, str | None]]) -> None:
+        self.rows = list(rows)
+        self.label_names = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def key(self, i: int) -> str:
+        return printable_path(self.rows[i][0])
+
+    def open(self, i: int) -> Image.Image:
+        _, shard, offset, size, error = self.rows[i]
+        if error is not None:
+            raise ValueError(error)
+        with open(shard, "rb") as handle:
+            handle.seek(offset)
+            data = handle.read(size)
+        if len(data) != size:
+            raise ValueError(f"{shard}: truncated at this member ({len(data)} of {size} bytes)")
+        return Image.open(io.BytesIO(data))
+
+    def label(self, i: int) -> int | None:
+        return None
+
+
+# --- Hugging Face streaming -----------------------------------------------------------------------
+
+class IterableSource:
+    """A Hugging Face `IterableDataset` (streaming mode) as a stream: rows come as they are read.
+
+    Keys are `split/index`, as for a loaded dataset. Labels need a `ClassLabel` or integer label
+    column; a chunk keeps its rows' encoded bytes, not decoded pixels.
+    """
+
+    def __init__(self, iterable: Any, image_column: str | None = None, label_column: str | None = None, *,
+                 name: str, num_rows: int | None = None) -> None:
+        import datasets
+
+        features = iterable.features
+        if features is None:
+            raise ValueError(f"split {name!r}: the streamed dataset declares no features; load it without streaming")
+        self.image_column = image_column or next(
+            (n for n, f in features.items() if isinstance(f, datasets.Image)), None)
+        if self.image_column is None or self.image_column not in features:
+            raise KeyError(f"image column {self.image_column!r} is not in the dataset; its columns are {list(features)}")
+        self.label_column = label_column or next(
+            (n for n, f in features.items() if isinstance(f, datasets.ClassLabel)), None)
+        if self.label_column is not None and self.label_column not in features:
+            raise KeyError(f"label column {self.label_column!r} is not in the dataset; its columns are {list(features)}")
+        label = features[self.label_column] if self.label_column else None
+        if label is not None and not (isinstance(label, datasets.ClassLabel) or
+                                      (isinstance(label, datasets.Value) and "int" in label.dtype)):
+            raise ValueError(f"label column {self.label_column!r} holds {label}; streaming needs class indices")
+        self.label_names = list(label.names) if isinstance(label, datasets.ClassLabel) else None
+        self.labelled = label is not None
+        self.split = name
+        splits = getattr(iterable.info, "splits", None) or {}
+        self.num_rows = num_rows if num_rows is not None else (
+            splits[name].num_examples if name in splits and splits[name].num_examples else None)
+        columns = [c for c in (self.image_column, self.label_column) if c]
+        self.dataset = iterable.select_columns(columns).cast_column(self.image_column, datasets.Image(decode=False))
+
+    def count(self) -> int:
+        if self.num_rows is None:  # counting would mean downloading every row
+            raise ValueError(f"split {self.split!r}: the streamed dataset does not say how many rows it has; "
+                             f"load it without --streaming")
+        return self.num_rows
+
+    def chunks(self, size: int) -> Iterator[ImageSource]:
+        start = 0
+        for rows in _batched(self.dataset, size):
+            yield RowsSource(self.split, start, [row[self.image_column] for row in rows],
+                             [row[self.label_column] for row in rows] if self.label_column else None,
+                             self.label_names)
+            start += len(rows)
+
+    def __repr__(self) -> str:
+        return f"IterableSource({self.split!r}, image={self.image_column!r}, label={self.label_column!r})"
+
+
+class RowsSource:
+    """A chunk of undecoded image cells ({bytes, path}) with their labels."""
+
+    def __init__(self, split: str, start: int, cells: list[Any], labels: list[Any] | None,
+                 label_names: list[str] | None) -> None:
+        self.split, self.start, self.cells = split, start, cells
+        self.labels = labels
+        self.label_names = label_names
+
+    def __len__(self) -> int:
+        return len(self.cells)
+
+    def key(self, i: int) -> str:
+        return f"{self.split}/{self.start + i}"
+
+    def open(self, i: int) -> Image.Image:
+        from equimod_zoo.data.sources import open_image_file
+
+        value = self.cells[i]
+        if value is None:
+            raise ValueError("empty image cell")
+        if value.get("bytes") is not None:
+            return Image.open(io.BytesIO(value["bytes"]))
+        if value.get("path"):
+            return open_image_file(value["path"])
+        raise ValueError("image cell has neither bytes nor a path")
+
+    def label(self, i: int) -> int | None:
+        return None if self.labels is None or self.labels[i] is None else int(self.labels[i])
+
+
+class OffsetSource:
+    """A chunk addressed by input position: image `start + i` of the whole input is the chunk's `i`.
+
+    Its length is `start + len(chunk)`; positions before `start` are not in it.
+    """
+
+    def __init__(self, chunk: ImageSource, start: int) -> None:
+        self.chunk, self.start = chunk, start
+        self.label_names = chunk.label_names
+        chunk_paths = getattr(chunk, "paths", None)
+        self.paths = _OffsetList(chunk_paths, start) if chunk_paths is not None else None
+
+    def __len__(self) -> int:
+        return self.start + len(self.chunk)
+
+    def _local(self, i: int) -> int:
+        if not self.start <= i < len(self):
+            raise IndexError(f"image {i} is outside this chunk ({self.start}..{len(self) - 1})")
+        return i - self.start
+
+    def key(self, i: int) -> str:
+        return self.chunk.key(self._local(i))
+
+    def open(self, i: int) -> Image.Image:
+        return self.chunk.open(self._local(i))
+
+    def label(self, i: int) -> int | None:
+        return self.chunk.label(self._local(i))
+
+    def __repr__(self) -> str:
+        return f"OffsetSource({self.chunk!r}, start={self.start})"
+
+
+class _OffsetList:
+    def __init__(self, items: Sequence[Any], start: int) -> None:
+        self.items, self.start = items, start
+
+    def __getitem__(self, i: int) -> Any:
+        return self.items[i - self.start]
+
+
+# --- several inputs, and a limit ------------------------------------------------------------------
+
+class ConcatStream:
+    """Several streams one after the other (chunks never straddle two of them)."""
+
+    def __init__(self, streams: Sequence[ImageStream]) -> None:
+        self.streams = list(streams)
+        names = {tuple(s.label_names) if s.label_names is not None else None for s in self.streams}
+        self.label_names = self.streams[0].label_names if len(names) == 1 else None
+        self.labelled = all(s.labelled for s in self.streams) and len(names) == 1
+
+    def count(self) -> int:
+        return sum(s.count() for s in self.streams)
+
+    def chunks(self, size: int) -> Iterator[ImageSource]:
+        """Chunks of exactly `size` images (the last may be shorter), whichever streams they come from."""
+        items = ((chunk, i) for stream in self.streams for chunk in stream.chunks(size) for i in range(len(chunk)))
+        for group in _batched(items, size):
+            yield _Joined(group, self.label_names)
+
+    def __repr__(self) -> str:
+        return f"ConcatStream({self.streams!r})"
+
+
+class _Joined:
+    """Images picked from several chunks: (chunk, index) pairs."""
+
+    def __init__(self, items: list[tuple[ImageSource, int]], label_names: list[str] | None) -> None:
+        self.items, self.label_names = items, label_names
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def key(self, i: int) -> str:
+        chunk, j = self.items[i]
+        return chunk.key(j)
+
+    def open(self, i: int) -> Image.Image:
+        chunk, j = self.items[i]
+        return chunk.open(j)
+
+    def label(self, i: int) -> int | None:
+        chunk, j = self.items[i]
+        return chunk.label(j)
+
+    @property
+    def paths(self) -> list[str] | None:
+        if not all(hasattr(chunk, "paths") for chunk, _ in self.items):
+            return None
+        return [chunk.paths[j] for chunk, j in self.items]
+
+
+class LimitedStream:
+    """The first `limit` images of a stream."""
+
+    def __init__(self, stream: ImageStream, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"--limit must be at least 1, got {limit}")
+        self.stream, self.limit = stream, limit
+        self.label_names, self.labelled = stream.label_names, stream.labelled
+
+    def count(self) -> int:
+        return min(self.limit, self.stream.count())
+
+    def chunks(self, size: int) -> Iterator[ImageSource]:
+        left = self.limit
+        for chunk in self.stream.chunks(size):
+            if left <= 0:
+                return
+            yield chunk if len(chunk) <= left else FirstImages(chunk, left)
+            left -= len(chunk)
+
+    def __repr__(self) -> str:
+        return f"LimitedStream({self.stream!r}, {self.limit})"
+
+
+def limited(images: ImageSource | ImageStream, limit: int | None) -> ImageSource | ImageStream:
+    """`images` cut to its first `limit` images (None: all of them)."""
+    if limit is None:
+        return images
+    return LimitedStream(images, limit) if isinstance(images, ImageStream) else FirstImages(images, limit)
+
+
+def image_inputs(values: Sequence[str | os.PathLike[str]], *, option: str = "--images") -> ImageSource | ImageStream:
+    """`--images` values as one input: folders (scanned), image files, list files, tar shard patterns.
+
+    Folders and image files become one indexable source; a list file or tar shards make the
+    whole input a stream, read chunk by chunk.
+    """
+    if not values:
+        raise ValueError(f"{option}: give a folder, image files, a list file or tar shards")
+    parts: list[ImageSource | ImageStream] = []
+    for value in values:
+        text = os.fspath(value)
+        if not text.strip():
+            raise ValueError(f"{option}: empty path; give a folder, a file or a tar pattern")
+        path = Path(os.path.abspath(os.path.expanduser(text)))
+        if is_tar_pattern(text) and (not path.is_dir()):
+            parts.append(TarShardStream(text))
+        elif path.is_dir():
+            parts.append(FileListSource(scan_images(path)))
+        elif path.suffix.lower() in LIST_SUFFIXES and path.is_file():
+            parts.append(FileListStream(path))
+        elif path.suffix.lower() in IMAGE_EXTENSIONS or path.exists() or os.path.islink(path):
+            parts.append(FileListSource([path]))  # a file given by name: even a bad one is listed, not skipped
+        else:
+            raise FileNotFoundError(f"{option} {text}: no such file or folder")
+    merged: list[ImageSource | ImageStream] = []
+    for part in parts:  # neighbouring file lists merge into one source
+        if isinstance(part, FileListSource) and merged and isinstance(merged[-1], FileListSource):
+            merged[-1] = FileListSource([*merged[-1].paths, *part.paths])
+        else:
+            merged.append(part)
+    if len(merged) == 1:
+        return merged[0]
+    return ConcatStream([p if isinstance(p, ImageStream) else SourceStream(p) for p in merged])
