@@ -3,10 +3,10 @@
     python bench/byol_short_cycle.py --data ../shared/data/cifar10-jpeg --steps 1000 --momentum 0.996 0.99
 
 Trains `byol_r18_cifar10` (LARS, its augmentations, the cosine momentum schedule base -> 1 over
-the run) for `--steps` steps on the first `--train-images` CIFAR-10 training images, once per
+the run) for `--steps` steps on `--train-images` CIFAR-10 training images, once per
 `--momentum` base, same seed and data, then reports the weighted kNN (k=200, T=0.1) top-1 of the
-backbone's features on the first `--test-images` test images, with those training images as the
-bank. To fit a CPU, the backbone and heads are narrowed (`--width`); the number of steps is the
+backbone's features on `--test-images` test images, with those training images as the bank (both
+drawn at random: the parquet files are sorted by class). To fit a CPU, the backbone and heads are narrowed (`--width`); the number of steps is the
 point, since a short GPU cycle (38 epochs of CIFAR-10 at batch 512: 3,700 steps) is what squeezes
 the schedule. A comparison, not a benchmark of speed: both runs share every other setting.
 """
@@ -37,6 +37,15 @@ def features(model: torch.nn.Module, images: torch.Tensor, mean, std, batch: int
     return torch.cat(out)
 
 
+def random_subset(parquet: Path, count: int, folder: Path, seed: int) -> Path:
+    """`count` rows of `parquet` drawn at random (seeded), as folder/train.parquet."""
+    table = pq.read_table(parquet)
+    rows = torch.randperm(len(table), generator=torch.Generator().manual_seed(seed))[:count].sort().values
+    folder.mkdir(parents=True)
+    pq.write_table(table.take(rows.tolist()), folder / "train.parquet")
+    return folder / "train.parquet"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="a CIFAR-10 parquet folder with train.parquet and test.parquet")
@@ -56,20 +65,21 @@ def main() -> None:
               "method.byol_proj_hidden": 64 * w, "method.byol_proj_out": 8 * w, "method.byol_pred_hidden": 64 * w,
               "precision": args.precision, "workers": 0, "log_every": 50, "checkpoint_every": 1000,
               "optim.warmup_epochs": max(1.0, epochs / 80)}  # the paper's 10 of 800 epochs, at least one
-    test_images = load_train_data(data / "test.parquet", base_size=32, limit=args.test_images, progress=False).images
-    test_labels = torch.tensor(pq.read_table(data / "test.parquet", columns=["label"])["label"]
-                               .to_pylist()[:args.test_images])
-    bank = load_train_data(data / "train.parquet", base_size=32, limit=args.train_images, progress=False).images
-    bank_labels = torch.tensor(pq.read_table(data / "train.parquet", columns=["label"])["label"]
-                               .to_pylist()[:args.train_images])
     results = []
     with tempfile.TemporaryDirectory() as tmp:
+        # Random subsets (the parquet files are sorted by class): the SSL training set, which is also
+        # the kNN bank, and the test images.
+        train_parquet = random_subset(data / "train.parquet", args.train_images, Path(tmp) / "train", args.seed)
+        test_parquet = random_subset(data / "test.parquet", args.test_images, Path(tmp) / "test", args.seed)
+        bank = load_train_data(train_parquet, base_size=32, progress=False).images
+        bank_labels = torch.tensor(pq.read_table(train_parquet, columns=["label"])["label"].to_pylist())
+        test_images = load_train_data(test_parquet, base_size=32, progress=False).images
+        test_labels = torch.tensor(pq.read_table(test_parquet, columns=["label"])["label"].to_pylist())
         for base in args.momentum:
             out = Path(tmp) / f"m{base}"
             started = time.perf_counter()
-            result = train("byol_r18_cifar10", data=data / "train.parquet", out=out, epochs=epochs,
-                           batch_size=args.batch_size, seed=args.seed, device="cpu",
-                           data_limit=args.train_images, progress=False,
+            result = train("byol_r18_cifar10", data=train_parquet, out=out, epochs=epochs,
+                           batch_size=args.batch_size, seed=args.seed, device="cpu", progress=False,
                            overrides={**narrow, "method.momentum_base": base})
             import equimod_zoo
 
