@@ -10,7 +10,7 @@ normalised views and their 18-number parameter vectors, with BYOL's CIFAR-10 pip
 - reference: `training/augment_reference.py`, torchvision.transforms on one PIL image at a
   time, in a DataLoader with `--workers` processes and batch `--batch-size`; the usual way;
 - batched (CPU): `BatchedAugment` on whole uint8 batches in the main process with `--threads`
-  torch threads;
+  torch threads (default: one per idle core, `equimod_zoo.runtime`, as the CLI chooses);
 - batched (GPU): the same on CUDA, when there is one (timed with synchronisation).
 
 Decoding is excluded from both (the images are decoded once before timing): this measures the
@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from equimod_zoo.runtime import num_threads_to_use
 
 SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg" / "test.parquet"
 
@@ -103,11 +105,14 @@ def main() -> None:
     parser.add_argument("--num-images", type=int, default=2048)
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference pipeline.")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="Torch threads of batched (CPU).")
+    parser.add_argument("--threads", type=int, help="Torch threads of batched (CPU) (default: one per idle core, "
+                                                    "as the CLI chooses).")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
 
     images = load_cifar(args.data, args.num_images)
+    if args.threads is None:
+        args.threads = num_threads_to_use()  # a thread per idle core: two threads on one free core wait on each other
     torch.set_num_threads(args.threads)
     rows = [(f"reference (PIL, {args.workers} workers)",
              time_reference(images, batch_size=args.batch_size, workers=args.workers, repeats=args.repeats))]

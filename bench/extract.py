@@ -1,54 +1,48 @@
-"""Feature extraction speed: `extract_features` against the plain loop a timm user writes.
+"""Feature extraction speed, whole process against whole process: `equimod-zoo extract` against the
+plain timm loop (bench/plain_timm_extract.py), on the same JPEG files and the same weights.
 
-    python bench/extract.py                       # 256 Flowers-102 test JPEGs from ../shared/data
-    python bench/extract.py --images DIR --num-images 1000 --batch-size 64 --workers 2
+    python bench/extract.py                                  # 1024 Flowers-102 test JPEGs, ResNet-50 at 224 px
+    python bench/extract.py --num-images 64 --arch resnet18  # a quick look
 
-Both pipelines run ResNet-50 (timm `resnet50`, random weights, headless) at 224 px on the same
-JPEG files, end to end (decode, preprocess, model), side by side in one run:
+Each pipeline runs as its own process, timed from launch to exit, so everything a user waits
+for counts: Python and torch start-up, model loading, our model preparation and
+`torch.compile` (on a fresh, empty inductor cache: the first run a user ever makes), decoding,
+the model, writing the output. Side by side in one run:
 
-- plain: fp32, `timm.data.create_transform(**data_config)`, a DataLoader with 2 workers and
-  batch 32, `model(x)` under `torch.no_grad()`;
-- ours: `equimod_zoo.extract_features` (BatchNorm folded, channels-last, bf16 autocast where
-  the CPU has AMX or AVX512-BF16, inference mode, batch 64, decoding in workers while the
-  model runs, JPEG draft decoding), including model preparation and writing the shards;
-- with --compile, also ours with `compile=True`, the compile time included.
+- plain: bench/plain_timm_extract.py: `timm.data.create_transform`, a DataLoader with 2 workers,
+  batch 32, fp32, `torch.no_grad()`, features saved to one .npy;
+- ours: `python -m equimod_zoo extract --images DIR --out OUT --model FOLDER` with its defaults;
+- ours, warm cache: the same command again with the inductor cache the first run filled (a
+  user's second extraction); with --eager, also ours with --no-compile; with --compiled, also
+  ours with --compile on an empty cache (the default compiles only on bf16 CPUs: AMX or
+  AVX512-BF16).
 
-The model-only rows run one preprocessed batch held in memory through each model with each
-pipeline's settings: the ceiling that decoding can at best reach. Besides images per second
-of wall time, the table gives images per CPU-second (this process and its DataLoader
-workers): on a machine shared with other jobs that column is the steadier one. It leaves out
-inductor's compile workers, so for the compiled row it flatters; read its wall time.
+The table gives seconds, images per second and the ratio to plain, and CPU seconds (the
+process and its children: DataLoader workers, compile workers). The two pipelines' features
+are compared (cosine similarity per image), so a speed-up never hides a different result.
+The machine's load is printed before and after: run it on an idle machine.
 """
 from __future__ import annotations
 
 import argparse
 import io
 import os
-import resource
+import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 SHARED_FLOWERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "flowers102" / "test.parquet"
+PLAIN_SCRIPT = Path(__file__).resolve().parent / "plain_timm_extract.py"
 
 
-class Timer:
-    """Wall time and CPU time (this process and its finished children, i.e. DataLoader workers)."""
-
-    def __enter__(self) -> Timer:
-        self.wall, self.cpu = time.perf_counter(), _cpu_seconds()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.wall, self.cpu = time.perf_counter() - self.wall, _cpu_seconds() - self.cpu
-
-
-def _cpu_seconds() -> float:
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+@dataclass
+class Run:
+    name: str
+    seconds: float
+    cpu_seconds: float
 
 
 def write_jpegs(parquet: Path, folder: Path, count: int) -> list[Path]:
@@ -67,135 +61,98 @@ def write_jpegs(parquet: Path, folder: Path, count: int) -> list[Path]:
             data = buffer.getvalue()
         path.write_bytes(data)
         paths.append(path)
+    if len(paths) < count:
+        sys.exit(f"{parquet}: has {len(paths)} images, fewer than --num-images {count}")
     return paths
 
 
-class PlainFolder(torch.utils.data.Dataset):
-    """What a timm user writes: open, convert to RGB, transform."""
+def write_model(folder: Path, arch: str) -> None:
+    """A model folder with seeded random weights: speed does not depend on what they learned."""
+    import timm
+    import torch
 
-    def __init__(self, paths: list[Path], transform) -> None:
-        self.paths, self.transform = paths, transform
+    from equimod_zoo.model_folder import write_model_folder
 
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        from PIL import Image
-
-        with Image.open(self.paths[i]) as image:
-            return self.transform(image.convert("RGB"))
+    torch.manual_seed(0)
+    write_model_folder(folder, timm.create_model(arch, pretrained=False, num_classes=0), arch=arch)
 
 
-def plain_loop(model: torch.nn.Module, paths: list[Path], *, batch_size: int = 32, workers: int = 2) -> Timer:
-    import timm.data
-
-    transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model))
-    loader = torch.utils.data.DataLoader(PlainFolder(paths, transform), batch_size=batch_size, num_workers=workers)
-    with Timer() as timer, torch.no_grad():
-        for x in loader:
-            model(x)
-    return timer
-
-
-def ours(model: torch.nn.Module, source, out: Path, *, batch_size: int, workers: int, compile: bool = False) -> Timer:
-    from equimod_zoo.extraction.extract import extract_features
-
-    with Timer() as timer:
-        summary = extract_features(source, model=model, out=out, batch_size=batch_size, num_workers=workers,
-                                   compile=compile, progress=False)
-    if summary.num_failed:
-        raise RuntimeError(f"{summary.num_failed} images failed; see {summary.failures_csv}")
-    return timer
+def timed(name: str, command: list[str], env: dict[str, str]) -> Run:
+    """Run `command` to its end; its wall time and the CPU time of it and its children."""
+    print(f"$ {' '.join(command)}", flush=True)
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode:
+        sys.exit(f"{name} failed (exit {process.returncode}):\n{output[-3000:]}")
+    if output.strip():
+        print(f"  {output.strip().splitlines()[-1]}", flush=True)  # ours says whether it compiled
+    return Run(name, seconds, usage.ru_utime + usage.ru_stime)
 
 
-def model_only(model: torch.nn.Module, batch: torch.Tensor, *, optimised: bool, repeats: int) -> Timer:
-    """The model alone on an in-memory batch, with plain or our settings."""
-    from equimod_zoo.extraction.extract import _amp_dtype, _forward, inference_network
+def cosine_agreement(plain_npy: Path, ours: Path) -> float:
+    """The lowest cosine similarity between the two pipelines' features of one image."""
+    import numpy as np
 
-    if optimised:
-        amp = _amp_dtype("auto", torch.device("cpu"))
-        model = inference_network(model).to(memory_format=torch.channels_last)
-        context = torch.autocast("cpu", dtype=amp or torch.float32, enabled=amp is not None)
+    from equimod_zoo.extraction.store import load_features
 
-        def step():
-            with torch.inference_mode(), context:
-                _forward(model, batch)
-    else:
-        def step():
-            with torch.no_grad():
-                model(batch)
-    step()  # warm-up: oneDNN builds its kernels on the first call
-    with Timer() as timer:
-        for _ in range(repeats):
-            step()
-    return timer
+    plain = np.load(plain_npy)
+    _, features = load_features(ours)
+    if plain.shape != features.shape:
+        sys.exit(f"plain gave {plain.shape} features, ours {features.shape}")
+    plain /= np.linalg.norm(plain, axis=1, keepdims=True)
+    features /= np.linalg.norm(features, axis=1, keepdims=True)
+    return float((plain * features).sum(axis=1).min())
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=Path, help="a folder of JPEGs (default: write some from Flowers-102)")
-    parser.add_argument("--parquet", type=Path, default=SHARED_FLOWERS, help="where to take the default JPEGs from")
-    parser.add_argument("--num-images", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=64, help="our batch size (the plain loop uses 32)")
-    parser.add_argument("--workers", type=int, default=2, help="our decoding workers (the plain loop uses 2)")
-    parser.add_argument("--repeats", type=int, default=2, help="batches timed for the model-only rows")
+    parser.add_argument("--parquet", type=Path, default=SHARED_FLOWERS, help="where the JPEGs come from")
+    parser.add_argument("--num-images", type=int, default=1024)
     parser.add_argument("--arch", default="resnet50")
-    parser.add_argument("--compile", action="store_true",
-                        help="also time extract_features(compile=True), compile time included")
+    parser.add_argument("--eager", action="store_true", help="also time ours with --no-compile")
+    parser.add_argument("--compiled", action="store_true",
+                        help="also time ours with --compile (on an empty cache), where the default does not compile")
+    parser.add_argument("--no-warm", dest="warm", action="store_false", help="skip the warm-cache rerun")
+    parser.add_argument("--extract-args", default="", help="extra options for our command, e.g. '--batch-size 32'")
     args = parser.parse_args(argv)
+    if not args.parquet.is_file():
+        sys.exit(f"{args.parquet}: missing; pass --parquet FILE (a Hugging Face image parquet)")
 
-    import timm
-
-    import equimod_zoo  # noqa: F401
-    from equimod_zoo.data.sources import FileListSource, scan_images
-
+    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:
-        if args.images:
-            paths = scan_images(args.images)[: args.num_images]
-        elif args.parquet.is_file():
-            folder = Path(tmp) / "images"
-            folder.mkdir()
-            paths = write_jpegs(args.parquet, folder, args.num_images)
-        else:
-            sys.exit(f"{args.parquet}: missing; pass --images DIR or --parquet FILE")
-        print(f"{len(paths)} images, {args.arch} at 224 px, {torch.get_num_threads()} threads, "
-              f"load average {os.getloadavg()[0]:.1f}")
+        tmp = Path(tmp)
+        (tmp / "images").mkdir()
+        write_jpegs(args.parquet, tmp / "images", args.num_images)
+        write_model(tmp / "model", args.arch)
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp / "inductor")}  # empty: the first-ever run
+        ours = [sys.executable, "-m", "equimod_zoo", "extract", "--images", str(tmp / "images"),
+                "--model", str(tmp / "model"), *args.extract_args.split()]
+        runs = [timed("plain timm loop (fp32, batch 32, 2 workers)",
+                      [sys.executable, str(PLAIN_SCRIPT), "--images", str(tmp / "images"), "--out",
+                       str(tmp / "plain.npy"), "--model-folder", str(tmp / "model")], env),
+                timed("equimod-zoo extract (defaults, empty compile cache)", [*ours, "--out", str(tmp / "ours")], env)]
+        if args.warm:
+            runs.append(timed("equimod-zoo extract (defaults, warm compile cache)", [*ours, "--out", str(tmp / "warm")], env))
+        if args.eager:
+            runs.append(timed("equimod-zoo extract --no-compile", [*ours, "--no-compile", "--out", str(tmp / "eager")],
+                              env))
+        if args.compiled:
+            env_compiled = {**env, "TORCHINDUCTOR_CACHE_DIR": str(tmp / "inductor_compiled")}
+            runs.append(timed("equimod-zoo extract --compile (empty compile cache)",
+                              [*ours, "--compile", "--out", str(tmp / "compiled")], env_compiled))
+        agreement = cosine_agreement(tmp / "plain.npy", tmp / "ours")
 
-        torch.manual_seed(0)
-        plain_model = timm.create_model(args.arch, pretrained=False, num_classes=0).eval()
-        our_model = timm.create_model(args.arch, pretrained=False, num_classes=0).eval()
-        our_model.load_state_dict(plain_model.state_dict())
-
-        import timm.data
-
-        config = timm.data.resolve_model_data_config(plain_model)
-        transform = timm.data.create_transform(**config)
-        warm = PlainFolder(paths[: args.batch_size], transform)
-        batch = torch.stack([warm[i] for i in range(len(warm))])
-
-        rows: list[tuple[str, int, Timer]] = []
-        with torch.no_grad():
-            plain_model(batch[:2])  # both pipelines start warm
-        rows.append(("plain loop (fp32, batch 32, 2 workers)", len(paths), plain_loop(plain_model, paths)))
-        rows.append((f"extract_features (batch {args.batch_size}, {args.workers} workers)", len(paths),
-                     ours(our_model, FileListSource(paths), Path(tmp) / "out", batch_size=args.batch_size,
-                          workers=args.workers)))
-        if args.compile:
-            rows.append((f"extract_features, compiled (batch {args.batch_size})", len(paths),
-                         ours(our_model, FileListSource(paths), Path(tmp) / "out_compiled", batch_size=args.batch_size,
-                              workers=args.workers, compile=True)))
-        timed = args.repeats * len(batch)
-        rows.append(("model only, plain settings", timed,
-                     model_only(plain_model, batch, optimised=False, repeats=args.repeats)))
-        rows.append(("model only, our settings", timed,
-                     model_only(our_model, batch, optimised=True, repeats=args.repeats)))
-
-    base_wall, base_cpu = rows[0][1] / rows[0][2].wall, rows[0][1] / rows[0][2].cpu
-    width = max(len(name) for name, _, _ in rows)
-    print(f"{'pipeline':<{width}}  {'images/s':>9}  {'vs plain':>8}  {'img/CPU-s':>9}  {'vs plain':>8}")
-    for name, count, timer in rows:
-        wall, cpu = count / timer.wall, count / timer.cpu
-        print(f"{name:<{width}}  {wall:>9.1f}  {wall / base_wall:>7.2f}x  {cpu:>9.2f}  {cpu / base_cpu:>7.2f}x")
+    print(f"\n{args.num_images} JPEGs, {args.arch} at its own resolution, whole processes")
+    width = max(len(run.name) for run in runs)
+    print(f"{'pipeline':<{width}}  {'seconds':>8}  {'images/s':>8}  {'vs plain':>8}  {'CPU s':>7}")
+    for run in runs:
+        print(f"{run.name:<{width}}  {run.seconds:>8.1f}  {args.num_images / run.seconds:>8.1f}  "
+              f"{runs[0].seconds / run.seconds:>7.2f}x  {run.cpu_seconds:>7.1f}")
+    print(f"lowest cosine similarity between plain and our features of one image: {agreement:.5f}")
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import warnings
 
+import torch
 import typer
 
 from equimod_zoo import __version__
 from equimod_zoo.cli import extract, probe_augs, probes, publish, train, transfer, zoo
+from equimod_zoo.runtime import num_threads_to_use
 
 app = typer.Typer(
     name="equimod-zoo",
@@ -42,4 +44,5 @@ def _one_line_warning(message: Warning | str, category: type[Warning], *_: objec
 def main() -> None:
     # The command line is this process: its warnings are one line, like its errors.
     warnings.formatwarning = _one_line_warning
+    torch.set_num_threads(num_threads_to_use())  # one per idle core: a busy machine slows us by its share only
     app()

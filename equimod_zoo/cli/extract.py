@@ -44,16 +44,17 @@ def extract_command(
     resolution: Optional[int] = typer.Option(None, "--resolution", min=1, help="Square input size instead of the model's own."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: CUDA if available)."),
     precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 or fp16."),
-    compile_model: bool = typer.Option(
-        False, "--compile", help="torch.compile the model: several times faster on CPU after a compile of about "
-                                 "a minute; worth it for thousands of images."),
+    compile_model: Optional[bool] = typer.Option(
+        None, "--compile/--no-compile", show_default="on a bf16 CPU from 512 images",
+        help="torch.compile the model: faster on CPUs with AMX or AVX512-BF16, once there are enough images "
+             "to pay for the compile."),
     jpeg_draft: bool = typer.Option(True, "--jpeg-draft/--no-jpeg-draft",
                                     help="Decode large JPEGs at a reduced scale that still exceeds the resize size."),
 ) -> None:
     """Extract one pooled feature vector per image with a zoo backbone (or any timm model folder)."""
-    from equimod_zoo.extraction.extract import extract_features
     from equimod_zoo.data.spec import open_split, resolve_spec
     from equimod_zoo.data.streams import image_inputs, is_tar_pattern, limited
+    from equimod_zoo.extraction.distributed import extract_features_distributed, is_main_rank
 
     with user_errors(network_hint="download the dataset on a connected machine (its Hugging Face cache works "
                                   "here), or pass a local copy: --dataset DIR (parquet, imagefolder or CUB_200_2011)"):
@@ -76,16 +77,21 @@ def extract_command(
             source = limited(source, limit)
         if out is None:
             out = default_out(images[0] if images is not None else dataset, split, model)
-            Console().print(f"output folder: {out} (the default; --out to choose)", highlight=False, soft_wrap=True)
-        summary = extract_features(
+            if is_main_rank():
+                Console().print(f"output folder: {out} (the default; --out to choose)", highlight=False,
+                                soft_wrap=True)
+        summary = extract_features_distributed(  # plain extract_features outside torchrun
             source, out=out, model=model, batch_size=batch_size, num_workers=workers, normalize=normalize,
             shard_size=shard_size, resolution=resolution, device=device, precision=precision, jpeg_draft=jpeg_draft,
-            compile=compile_model,
+            compile="auto" if compile_model is None else compile_model,
         )
+    if not is_main_rank():
+        return
     console = Console()
     resumed = f", {summary.shards_skipped} of {summary.num_shards} shards already done" if summary.shards_skipped else ""
     console.print(f"{summary.num_extracted} of {summary.num_images} images -> {summary.out} "
-                  f"({summary.num_features}-d, {summary.model}, {summary.precision} on {summary.device}{resumed})",
+                  f"({summary.num_features}-d, {summary.model}, {summary.precision} on {summary.device}"
+                  f"{', compiled' if summary.compiled else ''}{resumed})",
                   highlight=False, soft_wrap=True)
     if summary.num_failed:
         console.print(f"[yellow]{summary.num_failed} images failed to decode[/yellow]; see {summary.failures_csv}",

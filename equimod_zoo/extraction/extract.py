@@ -4,10 +4,9 @@ The pipeline is the one timm prescribes (the model's own data config through
 `timm.data.create_transform`), run fast: DataLoader workers decode and resize while the model
 computes, a timm model runs as its pre-logits with BatchNorm folded into the convolutions,
 channels-last, under inference mode and mixed precision (bf16 on CPUs with AMX or
-AVX512-BF16, fp16/bf16 on GPUs), and large JPEGs decode at a reduced DCT scale. With
-`compile=True` the network also goes through `torch.compile` (several times faster on CPU,
-after a compile of about a minute). Bad images are recorded in OUT/failures.csv and never stop
-the run.
+AVX512-BF16, fp16/bf16 on GPUs), and large JPEGs decode at a reduced DCT scale. On a bf16
+CPU, when there are enough images to pay for it, the network also goes through `torch.compile`.
+Bad images are recorded in OUT/failures.csv and never stop the run.
 """
 from __future__ import annotations
 
@@ -41,6 +40,10 @@ from equimod_zoo.loading import ResolvedModel, resolve_model
 # The zoo's embedded default: what `equimod-zoo extract` uses without --model.
 DEFAULT_MODEL = "simclr_equimod_r18_cifar10"
 DEFAULT_SHARD_SIZE = 8192
+# compile="auto" compiles on a bf16 CPU from this many images to extract, where inductor's bf16
+# kernels repay the compile (bench/extract.py measures it, counted in, against the eager path).
+# On fp32-only CPUs (AVX2) the compiled ResNet-50 ran no faster than the eager one, so never there.
+AUTO_COMPILE_MIN_IMAGES = 512
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
@@ -63,6 +66,7 @@ class ExtractionSummary:
     device: str
     seconds: float
     failures: list[tuple[str, str]] = field(default_factory=list, repr=False)
+    compiled: bool = False  # the network went through torch.compile
 
     @property
     def failures_csv(self) -> Path:
@@ -83,8 +87,9 @@ def extract_features(
     precision: Precision = "auto",
     jpeg_draft: bool = True,
     max_pixels: int | None = None,
-    compile: bool = False,
+    compile: bool | Literal["auto"] = "auto",
     progress: bool = True,
+    coordinator: ShardCoordinator | None = None,
 ) -> ExtractionSummary:
     """Extract pooled features of every image of `source` into the feature store `out`.
 
@@ -106,11 +111,15 @@ def extract_features(
             other GPUs, else fp32.
         jpeg_draft: decode large JPEGs at a reduced scale that still exceeds the resize size.
         max_pixels: refuse larger images (decompression bombs); default PIL.Image.MAX_IMAGE_PIXELS.
-        compile: `torch.compile` the network (inductor, weights frozen). On CPU it runs several
-            times faster after a compile of about a minute (less once inductor's cache is
-            warm): worth it for thousands of images. Batches are padded to `batch_size` so it
-            compiles once.
+        compile: `torch.compile` the network (inductor, weights frozen; batches padded to
+            `batch_size` so it compiles once). "auto" compiles on a CPU that runs bf16 (AMX or
+            AVX512-BF16) when at least `AUTO_COMPILE_MIN_IMAGES` images remain to extract: the
+            compile (tens of seconds, less once inductor's cache holds this model) then pays
+            for itself; on fp32-only CPUs and GPUs it gains too little.
         progress: show a progress bar.
+        coordinator: which shards this process extracts and who writes the manifest; by default
+            this process does everything (`equimod_zoo.extraction.distributed` gives each rank
+            of a torchrun job its own).
 
     Features are float16 on disk. Images that fail to decode are listed in OUT/failures.csv.
     """
@@ -132,8 +141,6 @@ def extract_features(
     amp_dtype = _amp_dtype(precision, device)
     network = inference_network(network).to(device, memory_format=torch.channels_last)
     num_features = _feature_dim(network, data_config, device, amp_dtype)
-    if compile:
-        network = torch.compile(network, dynamic=False, options={"freezing": True})
 
     streamed = isinstance(images, ImageStream)
     num_images = images.count() if streamed else len(images)
@@ -142,7 +149,8 @@ def extract_features(
     # a stream is not read twice: its shards' fingerprints, not a hash of every key, say what it was
     keys = {"streamed": True} if streamed else {"keys_sha256": _keys_sha256(images)}
     store = FeatureStore(out)
-    store.begin({
+    coordinator = coordinator or ShardCoordinator()
+    coordinator.begin(store, {
         "format": FORMAT_VERSION,
         "model": model_name,
         "weights_sha256": weights_sha256,
@@ -161,18 +169,26 @@ def extract_features(
     units = _stream_units(images, shard_size) if streamed else iter([(images, range(num_shards))])
     skipped = redone = todo_shards = 0
     failed_now = 0
+    compiled: bool | None = None  # decided at the first shard to extract: a finished run never compiles
     with _progress_bar(progress) as bar, torch.inference_mode(), \
             torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         task = bar.add_task("extracting", total=num_images)
         for view, shards in units:
             fingerprints = _ShardFingerprints(view, shard_size)
-            pending = [k for k in shards if not store.is_done(k, fingerprints.of(k))]
+            mine = [k for k in shards if coordinator.owns(k)]
+            pending = [k for k in mine if not store.is_done(k, fingerprints.of(k))]
             redone += sum(store.metadata_path(k).exists() for k in pending)
-            skipped += len(shards) - len(pending)
-            todo_shards += len(pending)
+            skipped += len(mine) - len(pending)
+            todo_shards += len(shards) - len(mine) + len(pending)
             bar.update(task, advance=sum(min(shard_size, len(view) - k * shard_size) for k in shards if k not in pending))
             if not pending:
                 continue
+            if compiled is None:
+                done_images = 0 if streamed else sum(min(shard_size, num_images - k * shard_size)
+                                                     for k in range(num_shards) if k not in pending)
+                compiled = _compile_pays(compile, device, amp_dtype, num_images - done_images)
+                if compiled:
+                    network = torch.compile(network, dynamic=False, options={"freezing": True})
             loader = torch.utils.data.DataLoader(
                 _DecodingDataset(view, transform, draft_size=draft_size, max_pixels=max_pixels,
                                  resize_to=_resize_size(data_config)),
@@ -185,7 +201,7 @@ def extract_features(
             for batch in loader:
                 if batch.pixels is not None:
                     pixels = batch.pixels.to(device, non_blocking=True)
-                    features = _forward(network, _padded(pixels, batch_size) if compile else pixels)[:len(pixels)]
+                    features = _forward(network, _padded(pixels, batch_size) if compiled else pixels)[:len(pixels)]
                     if normalize:
                         features = F.normalize(features, dim=1)
                     shard_buffer.add(batch, features.cpu().numpy())
@@ -201,17 +217,51 @@ def extract_features(
         raise UserError(f"{images!r}: gave {skipped + todo_shards} shards of images, not the {num_shards} it counted "
                         f"before; did the input change during the run? Rerun to finish it")
 
-    num_failed = store.write_failures_csv(num_shards)
-    info = store.read_info() or {}
-    info.update(complete=True, num_failed=num_failed, num_extracted=num_images - num_failed)
-    store.write_info(info)
+    skipped, redone = coordinator.finish(store, num_shards, skipped, redone)
+    num_failed = (store.read_info() or {})["num_failed"]
     return ExtractionSummary(
         out=Path(out), model=model_name, weights_sha256=weights_sha256, num_images=num_images,
         num_extracted=num_images - num_failed, num_failed=num_failed, num_features=num_features,
         num_shards=num_shards, shards_skipped=skipped, shards_redone=redone,
         precision=str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32", device=str(device),
-        seconds=time.perf_counter() - started, failures=store.failures(num_shards),
+        seconds=time.perf_counter() - started, failures=store.failures(num_shards), compiled=bool(compiled),
     )
+
+
+class ShardCoordinator:
+    """Who extracts which shard and who writes the manifest (OUT/extraction.json).
+
+    This one is a single process doing everything; `equimod_zoo.extraction.distributed`
+    shares the shards among the ranks of a torchrun job.
+    """
+
+    def begin(self, store: FeatureStore, info: dict[str, Any]) -> None:
+        """Check OUT (refusing a different extraction) and record `info`."""
+        store.begin(info)
+
+    def owns(self, shard: int) -> bool:
+        """Whether this process extracts `shard` (unless it is done already)."""
+        return True
+
+    def finish(self, store: FeatureStore, num_shards: int, skipped: int, redone: int) -> tuple[int, int]:
+        """Once every shard is written: gather the failures and mark the manifest complete.
+
+        Returns the shards skipped (done before) and redone, counted over every process.
+        """
+        info = store.complete_info()  # refuses to mark complete an extraction with a shard missing
+        num_failed = store.write_failures_csv(num_shards)
+        info.update(complete=True, num_failed=num_failed, num_extracted=info["input"]["num_images"] - num_failed)
+        store.write_info(info)
+        return skipped, redone
+
+
+def _compile_pays(compile: bool | Literal["auto"], device: torch.device, amp_dtype: torch.dtype | None,
+                  num_images: int) -> bool:
+    if compile == "auto":
+        return device.type == "cpu" and amp_dtype == torch.bfloat16 and num_images >= AUTO_COMPILE_MIN_IMAGES
+    if not isinstance(compile, bool):
+        raise ValueError(f"compile: {compile!r} is not True, False or 'auto'")
+    return compile
 
 
 def _resolve_model(model: str | Path | torch.nn.Module | ResolvedModel) -> tuple[torch.nn.Module, str, str]:
