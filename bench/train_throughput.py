@@ -128,13 +128,17 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile our model")
+    parser.add_argument("--compile", choices=("off", "model", "step"), default="off",
+                        help="torch.compile our method (model) or our whole training step (step)")
+    parser.add_argument("--compile-mode", default="default",
+                        help="torch.compile mode: default, reduce-overhead (CUDA graphs), max-autotune-no-cudagraphs")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     cuda = args.device.startswith("cuda")
     batch_size = args.batch_size or (512 if cuda else 64)
     recipe = load_recipe(args.recipe, overrides={"batch_size": batch_size, "compile": args.compile,
+                                                  "compile_mode": args.compile_mode,
                                                   "workers": args.workers, "optim.warmup_epochs": 0})
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -159,7 +163,8 @@ def main() -> None:
     table.add_row(f"reference (per-image PIL, {args.workers} workers, fp32)", f"{reference:,.1f}", "1.00x")
     precision = "AMP" if cuda else "bf16 autocast"
     table.add_row(f"ours (batched on {args.device}, {precision}, channels_last"
-                  f"{', compiled' if args.compile else ''})", f"{ours:,.1f}", f"{ours / reference:.2f}x")
+                  f"{'' if args.compile == 'off' else f', compile {args.compile} ({args.compile_mode})'})",
+                  f"{ours:,.1f}", f"{ours / reference:.2f}x")
     console = Console()
     console.print(table)
     if cuda:

@@ -337,10 +337,19 @@ def _cell(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
+def epochs_in_cycles(meta: dict[str, Any]) -> str | None:
+    """"N epochs in K cycles" from a model's `equimod` metadata (`cycles`: one row per training cycle)."""
+    if meta.get("epochs") is None:
+        return None
+    cycles = len(meta.get("cycles") or [None])  # a model from before cycles were recorded: one
+    return f"{meta['epochs']} epochs in {cycles} cycle{'s' if cycles != 1 else ''}"
+
+
 def _provenance(config: ModelConfig) -> str:
     meta = config.equimod
     data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
     rows = [
+        ("Training", epochs_in_cycles(meta)),
         ("Source commit", meta.get("source_commit")),
         ("Training data", data.get("description") or _data_name(meta) or None),
         ("Training data sha256", data.get("sha256")),

@@ -183,6 +183,15 @@ def _training_time(entry: ZooEntry, models_dir: Path) -> str:
     return f", {compute['seconds_per_epoch']:.2f} s/ep on {compute.get('hardware')}"
 
 
+def _cycles(entry: ZooEntry, models_dir: Path) -> str:
+    """" in K cycles" for a bundled model trained in more than one cycle (`--init-from`), else ""."""
+    config = models_dir / entry.folder / CONFIG_FILE if entry.folder else None
+    if config is None or not config.is_file():
+        return ""
+    cycles = len(ModelConfig.read(config.parent).equimod.get("cycles") or [None])
+    return f" in {cycles} cycles" if cycles > 1 else ""
+
+
 def _pairs(catalogue: Catalogue, models_dir: Path) -> str:
     settings: dict[tuple[str, str, str], dict[str, ZooEntry]] = {}
     for entry in catalogue.entries:
@@ -198,7 +207,8 @@ def _pairs(catalogue: Catalogue, models_dir: Path) -> str:
                 rows.append(f"| {setting} | {METHOD_TITLES[method]} | no entry |" + " — |" * len(PAIR_COLUMNS)
                             + f" {_paper(method, data, arch)} |")
                 continue
-            budget = (f"{entry.epochs} ep on {entry.num_train_images:,} images{_training_time(entry, models_dir)}"
+            budget = (f"{entry.epochs} ep{_cycles(entry, models_dir)} on {entry.num_train_images:,} images"
+                      f"{_training_time(entry, models_dir)}"
                       if entry.status == "available" else f"{entry.epochs} ep planned (recipe-only)")
             measured = " | ".join(_measured(entry, *column[1:]) for column in PAIR_COLUMNS)
             rows.append(f"| {setting} | {METHOD_TITLES[method]} | {budget} | {measured} | {_paper(method, data, arch)} |")

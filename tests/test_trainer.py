@@ -6,12 +6,12 @@ import csv
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
-import datasets
 import numpy as np
-import PIL.Image
 import pytest
 import safetensors.torch
 import torch
@@ -26,35 +26,12 @@ from equimod_zoo.equimod.heads_file import read_heads_schema
 from equimod_zoo.training.methods import SSLMethod
 from equimod_zoo.training.recipe import load_recipe
 from equimod_zoo.training.trainer import NonFiniteLossError, train
-
-# A toy scale: 8 px images, 1/8-width ResNet-18, 16-wide heads; milder augmentations and a larger
-# LARS trust coefficient so that a few steps visibly lower the loss.
-TINY = {
-    "model_args": {"channels": [8, 16, 32, 64], "stem_width": 8},
-    "data_size": 8, "eval_size": 8, "augment.size": 8, "augment.crop_scale": [0.5, 1.0],
-    "augment.jitter_p": 0.0, "augment.grayscale_p": 0.0,
-    "method.proj_hidden": 32, "method.proj_out": 16, "method.eq_hidden": 32, "method.eq_out": 16,
-    "method.param_embed": 16, "method.byol_proj_hidden": 32, "method.byol_proj_out": 16,
-    "method.byol_pred_hidden": 32,
-    "batch_size": 16, "epochs": 2, "optim.lr": 4.0, "optim.reference_batch_size": 64, "optim.eta": 0.02,
-    "optim.warmup_epochs": 0, "param_stats_samples": 512, "workers": 0, "log_every": 1, "checkpoint_every": 1,
-}
-METHODS = ("simclr", "simclr_equimod", "byol", "byol_equimod")
-
-
-def tiny_recipe(method: str, **overrides):
-    return load_recipe(f"{method}_r18_cifar10", overrides={**TINY, **overrides})
+from toy_training import METHODS, tiny_recipe, write_toy_parquet
 
 
 @pytest.fixture(scope="module")
 def toy_data(tmp_path_factory):
-    """64 blocky 8 px images (random 4x4 colour patterns) as a CIFAR-style train.parquet."""
-    folder = tmp_path_factory.mktemp("toy")
-    patterns = np.random.default_rng(0).integers(0, 256, (64, 4, 4, 3), dtype=np.uint8).repeat(2, 1).repeat(2, 2)
-    features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(num_classes=10)})
-    datasets.Dataset.from_dict({"img": [PIL.Image.fromarray(p) for p in patterns], "label": [0] * 64},
-                               features=features).to_parquet(str(folder / "train.parquet"))
-    return folder
+    return write_toy_parquet(tmp_path_factory.mktemp("toy"))
 
 
 @pytest.fixture
@@ -156,16 +133,7 @@ def test_resume_refuses_what_would_change_the_run(run, tmp_path, toy_data):
 def test_sigterm_checkpoints_at_the_next_step_and_resumes(run, tmp_path):
     folder = tmp_path / "run"
     previous = signal.signal(signal.SIGTERM, lambda *args: None)  # a late signal must not kill pytest
-
-    def terminate_after_first_row():
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if (folder / "log.csv").is_file() and len(read_rows(folder)) >= 1:
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
-            time.sleep(0.005)
-
-    killer = threading.Thread(target=terminate_after_first_row)
+    killer = threading.Thread(target=_terminate_after_first_row, args=(folder,))
     try:
         killer.start()
         result = run(tiny_recipe("simclr", epochs=10), "run")
@@ -227,3 +195,49 @@ def test_cli_data_limit_and_recipe_overrides_reach_the_run(toy_data, tmp_path):
     assert meta["data"]["num_images"] == 32
     bad = CliRunner().invoke(app, [*args[:-4], "--set", "no-equals-sign"])
     assert bad.exit_code == 2 and "KEY=VALUE" in bad.output
+
+
+def _terminate_after_first_row(folder):
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if (folder / "log.csv").is_file() and len(read_rows(folder)) >= 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        time.sleep(0.005)
+
+
+def test_cli_exits_non_zero_after_a_sigterm_checkpoint(toy_data, tmp_path):
+    recipe = tiny_recipe("simclr", epochs=10).to_dict()
+    recipe.pop("name")
+    (tmp_path / "toy.yaml").write_text(yaml.safe_dump(recipe))
+    folder = tmp_path / "run"
+    args = ["train", "--recipe", str(tmp_path / "toy.yaml"), "--data", str(toy_data), "--out", str(folder),
+            "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]
+    previous = signal.signal(signal.SIGTERM, lambda *args: None)  # a late signal must not kill pytest
+    killer = threading.Thread(target=_terminate_after_first_row, args=(folder,))
+    try:
+        killer.start()
+        result = CliRunner().invoke(app, args)
+        killer.join()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert result.exit_code == 128 + signal.SIGTERM, result.output
+    assert "stopped by SIGTERM" in result.output
+    step = load_checkpoint(folder / "checkpoint.pt")["state"]["step"]
+    assert 1 <= step < 40
+
+
+def test_a_new_attempt_removes_what_a_killed_checkpoint_write_left(run, tmp_path):
+    folder = tmp_path / "run"
+    run(tiny_recipe("simclr", epochs=3), "run", max_steps=2)
+    # kill -9 in the middle of an atomic checkpoint write, as a dead run leaves it.
+    script = ("import os, signal, sys\nfrom equimod_zoo.atomic import atomic_path\n"
+              "with atomic_path(sys.argv[1]) as tmp:\n    tmp.write_bytes(b'x' * 1_000_000)\n"
+              "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    killed = subprocess.run([sys.executable, "-c", script, str(folder / "checkpoint.pt")])
+    assert killed.returncode == -signal.SIGKILL
+    debris = [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+    assert len(debris) == 1 and debris[0].name.startswith(".checkpoint.pt.")
+    assert load_checkpoint(folder / "checkpoint.pt")["state"]["step"] == 2  # the previous one is intact
+    resumed = run(None, "run", resume=True)
+    assert resumed.finished and not [p for p in folder.iterdir() if p.name.endswith(".tmp")]

@@ -8,6 +8,7 @@ exactly: the next loss equals the one an uninterrupted run computes.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,22 @@ def save_checkpoint(path: str | Path, *, state: TrainingState, method: torch.nn.
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
+
+
+def remove_debris(folder: str | Path) -> list[Path]:
+    """Delete the temporary files a killed process left in a run folder; returns what it removed.
+
+    Every output of a run is written through `equimod_zoo.atomic` as `.NAME.XXXXXXXX.tmp` beside
+    NAME and renamed at the end; kill -9 in between leaves the temporary file (a checkpoint's is
+    ~100 MB). One run owns its folder, so any such file a new attempt finds is a dead one's.
+    """
+    removed = []
+    for path in Path(folder).glob(".*.tmp"):
+        if path.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return removed
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import torch
 from equimod_zoo.equimod.heads_file import SCHEMA_KEY
 from equimod_zoo.model_folder import ModelConfig, default_pretrained_cfg, write_model_folder
 from equimod_zoo.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from equimod_zoo.training.cycles import cycle_record
 from equimod_zoo.training.methods import SSLMethod, build_method
 from equimod_zoo.training.recipe import Recipe, recipe_from_dict
 
@@ -54,19 +55,25 @@ def compute_record(state: dict[str, Any], epochs_completed: int) -> dict[str, An
 
 
 def export_run(out: str | Path, method: SSLMethod, recipe: Recipe, *, data: dict[str, Any], epochs_completed: int,
-               steps: int, compute: dict[str, Any] | None = None) -> ModelConfig:
+               steps: int, compute: dict[str, Any] | None = None, history: list[dict[str, Any]] | None = None,
+               init_from_sha256: str | None = None) -> ModelConfig:
     """Write `method`'s backbone and heads into the model folder `out` (the run folder).
 
+    `history` holds the cycles of the model this run started from (`--init-from`, whose weights
+    had `init_from_sha256`); `epochs` and `steps` are totals over every cycle, this run's last.
     Results already recorded in `out` survive only if they were measured on identical weights.
     """
     out = Path(out)
     previous = ModelConfig.read(out).equimod.get("results", []) if (out / "config.json").is_file() else []
+    cycles = [*(history or []), cycle_record(recipe=recipe.name, epochs=epochs_completed, steps=steps,
+                                             compute=compute, init_from_sha256=init_from_sha256)]
     metadata = {
         "method": recipe.method.name,
         "recipe": recipe.name,
         "recipe_config": recipe.to_dict(),
-        "epochs": epochs_completed,
-        "steps": steps,
+        "epochs": sum(cycle["epochs"] or 0 for cycle in cycles),
+        "steps": sum(cycle["steps"] or 0 for cycle in cycles),
+        "cycles": cycles,
         "batch_size": recipe.batch_size,
         "seed": recipe.seed,
         "data": dict(data),
@@ -117,4 +124,5 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None) -> 
     state = payload["state"]
     return export_run(out if out is not None else checkpoint.parent, method, recipe, data=payload["data"],
                       epochs_completed=state["epochs_completed"], steps=state["step"],
-                      compute=compute_record(state, state["epochs_completed"]))
+                      compute=compute_record(state, state["epochs_completed"]), history=state.get("history"),
+                      init_from_sha256=state.get("init_from_sha256"))

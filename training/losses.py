@@ -53,7 +53,10 @@ class NTXentLoss(nn.Module):
         offset = get_rank() * 2 * n
         rows = torch.arange(2 * n, device=anchors.device)
         positive = offset + (rows + n) % (2 * n)
-        logits = logits.index_put((rows, offset + rows), torch.tensor(float("-inf"), device=anchors.device))
+        # Mask each anchor's own similarity; the fill value is a kernel argument, not a tensor
+        # copied from the host every step.
+        columns = torch.arange(logits.shape[1], device=anchors.device)
+        logits = logits.masked_fill(columns.unsqueeze(0) == (offset + rows).unsqueeze(1), float("-inf"))
         return F.cross_entropy(logits, positive)
 
 

@@ -93,6 +93,12 @@ def byol_momentum(step: int, total_steps: int, base: float = 0.996) -> float:
     return 1.0 - (1.0 - base) * (math.cos(math.pi * progress) + 1.0) / 2.0
 
 
+def momentum_schedule(total_steps: int, base: float, *, device: torch.device | str = "cpu") -> Tensor:
+    """`byol_momentum` for steps 0..total_steps as one float32 tensor on `device` (built once per run)."""
+    return torch.tensor([byol_momentum(step, total_steps, base) for step in range(total_steps + 1)],
+                        dtype=torch.float32, device=device)
+
+
 class EquiModModule(nn.Module):
     """EquiMod's equivariance branch (Devillers & Lefort 2023): g_eq, g_t, u and their loss.
 
@@ -236,18 +242,31 @@ class SSLMethod(nn.Module):
         return self.inv_loss(q1, t2) + self.inv_loss(q2, t1)
 
     @torch.no_grad()
-    def update_target(self, momentum: float) -> None:
-        """BYOL: target <- momentum * target + (1 - momentum) * online; buffers copied. No-op for SimCLR."""
+    def update_target(self, momentum: float | Tensor) -> None:
+        """BYOL: target <- momentum * target + (1 - momentum) * online; buffers copied. No-op for SimCLR.
+
+        `momentum` may be a 0-dim device tensor (the trainer's precomputed schedule): then the
+        update never waits for the host. A Python number is checked to lie in [0, 1].
+        """
         if self.config.base != "byol":
             return
-        if not 0.0 <= momentum <= 1.0:
+        if not isinstance(momentum, Tensor) and not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1], got {momentum}")
         for online, target in ((self.backbone, self.target_backbone), (self.projection, self.target_projection)):
             online_params = [p.detach() for p in online.parameters()]
             target_params = list(target.parameters())
-            torch._foreach_lerp_(target_params, online_params, 1.0 - momentum)
-            for b_online, b_target in zip(online.buffers(), target.buffers()):
-                b_target.copy_(b_online)
+            # mul + add rather than lerp: _foreach_mul_ takes a device tensor as is, while lerp's
+            # tensor weight is read on the host.
+            torch._foreach_mul_(target_params, momentum)
+            torch._foreach_add_(target_params, torch._foreach_mul(online_params, 1.0 - momentum))
+            torch._foreach_copy_(list(target.buffers()), list(online.buffers()))
+
+    @torch.no_grad()
+    def reset_target(self) -> None:
+        """BYOL: the target network becomes a copy of the online one (a new training cycle starts)."""
+        if self.config.base == "byol":
+            self.target_backbone.load_state_dict(self.backbone.state_dict())
+            self.target_projection.load_state_dict(self.projection.state_dict())
 
     def heads_state_dict(self) -> dict[str, Tensor]:
         """Every trained head (projection, predictor, g_eq, g_t, u) and, for EquiMod, `param_mean`

@@ -5,6 +5,11 @@ learning rate scales linearly with the batch size; a linear warm-up, then a cosi
 BatchNorm parameters and biases (every parameter with at most one dimension) get neither weight
 decay nor the LARS trust ratio: they sit in their own group with weight_decay=0 and
 always_adapt=False, which timm's Lars reads per group as "plain SGD with momentum".
+
+Nothing here waits for the device: the learning rate of every step is computed once into a
+device tensor (`lr_schedule`), the optimiser reads its rate from one 0-dim device tensor that the
+step overwrites in place, and the optimisers run their `foreach` path, which takes a tensor rate
+(timm's per-tensor path would turn it into a Python number with a sync every step).
 """
 from __future__ import annotations
 
@@ -68,10 +73,10 @@ def build_optimizer(model: nn.Module, config: OptimConfig, *, batch_size: int) -
     lr = config.peak_lr(batch_size)
     groups = parameter_groups(model, weight_decay=config.weight_decay)
     if config.optimizer == "lars":
-        return Lars(groups, lr=lr, momentum=config.momentum, trust_coeff=config.eta)
+        return Lars(groups, lr=lr, momentum=config.momentum, trust_coeff=config.eta, foreach=True)
     for group in groups:
         group.pop("always_adapt")
-    return torch.optim.SGD(groups, lr=lr, momentum=config.momentum)
+    return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, foreach=True)
 
 
 def lr_at(step: int, *, total_steps: int, warmup_steps: int, peak_lr: float) -> float:
@@ -90,7 +95,19 @@ def lr_at(step: int, *, total_steps: int, warmup_steps: int, peak_lr: float) -> 
     return peak_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Set every parameter group's learning rate (both groups follow the same schedule)."""
+def lr_schedule(*, total_steps: int, warmup_steps: int, peak_lr: float,
+                device: torch.device | str = "cpu") -> torch.Tensor:
+    """`lr_at` for steps 0..total_steps, as one float32 tensor on `device` (built once per run)."""
+    values = [lr_at(step, total_steps=total_steps, warmup_steps=warmup_steps, peak_lr=peak_lr)
+              for step in range(total_steps + 1)]
+    return torch.tensor(values, dtype=torch.float32, device=device)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float | torch.Tensor) -> None:
+    """Set every parameter group's learning rate (both groups follow the same schedule).
+
+    A 0-dim tensor is shared by the groups: writing the next rate into it (`lr.copy_(...)`) then
+    updates the optimiser without a host round trip, and a compiled step sees the same object.
+    """
     for group in optimizer.param_groups:
         group["lr"] = lr

@@ -30,7 +30,10 @@ from equimod_zoo.training.optim import OptimConfig
 RECIPES_DIR = Path(__file__).parent / "recipes"
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 # Fields that change how a run executes, not what it computes: a resumed run may change them.
-EXECUTION_FIELDS = ("workers", "compile", "log_every", "checkpoint_every")
+EXECUTION_FIELDS = ("workers", "compile", "compile_mode", "log_every", "checkpoint_every")
+# What `compile` puts through torch.compile: nothing, the method (forward and backward), or the
+# whole training step (augmentations, forward, backward, optimiser, EMA).
+COMPILE_SCOPES = ("off", "model", "step")
 
 
 @dataclass
@@ -55,7 +58,9 @@ class Recipe:
     param_stats_samples: int = 100_000  # augmentation draws for the parameter standardisation stats
     precision: str = "auto"  # auto: bf16 on CPU and on GPUs that support it, else fp16; or bf16/fp16/fp32
     channels_last: bool = True
-    compile: bool = False  # torch.compile the method
+    compile: bool | str = "off"  # off, model or step (COMPILE_SCOPES); true/false read as model/off
+    compile_mode: str = "default"  # torch.compile's mode: reduce-overhead uses CUDA graphs, or
+    # max-autotune-no-cudagraphs
     workers: int = 8  # DataLoader workers (decoding only; augmentations run batched on the device)
     checkpoint_every: int = 10  # epochs
     log_every: int = 50  # steps
@@ -67,6 +72,11 @@ class Recipe:
                 raise ValueError(f"recipe {self.name}: {name} must be >= 1, got {getattr(self, name)}")
         if self.workers < 0:
             raise ValueError(f"recipe {self.name}: workers must be >= 0, got {self.workers}")
+        if isinstance(self.compile, bool):  # recipes and checkpoints from before the scopes
+            self.compile = "model" if self.compile else "off"
+        if self.compile not in COMPILE_SCOPES:
+            raise ValueError(f"recipe {self.name}: compile must be one of {', '.join(COMPILE_SCOPES)}, "
+                             f"got {self.compile!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"recipe {self.name}: precision must be one of {', '.join(PRECISIONS)}, "
                              f"got {self.precision!r}")

@@ -5,6 +5,16 @@ and two augmented views (x1, p1), (x2, p2) with `BatchedAugment`; the method ret
 under autocast (bf16 on CPU and on GPUs that have it, else fp16 with a GradScaler); LARS steps
 with the learning rate of this step; BYOL's target follows with this step's momentum.
 
+The step never waits for the device: the learning rate and momentum of every step are computed
+once into device tensors and indexed by a device step counter, the losses stay on the device,
+and the host reads them (and checks them for NaN) only at logging and checkpoint steps. So the
+whole step can go through torch.compile (recipe `compile: step`, with `compile_mode`
+reduce-overhead for CUDA graphs) as well as the method alone (`compile: model`).
+
+A run may start from a trained model instead of random weights (`init_from`): a new cycle with
+its own warm-up and cosine, fresh optimiser state, BYOL's target copied from the online network
+(training/cycles.py); the exported model then lists every cycle it went through.
+
 A run lives in one folder RUN: recipe.yaml, log.csv, tb/, checkpoint.pt and, at the end, the
 exported model folder (config.json, model.safetensors, equimod_heads.safetensors). Checkpoints
 are atomic, written every `checkpoint_every` epochs, at `max_steps`, and on SIGTERM (at the next
@@ -32,11 +42,13 @@ from equimod_zoo.training.checkpoint import (
     CHECKPOINT_FILE,
     TrainingState,
     load_checkpoint,
+    remove_debris,
     restore_rng,
     rng_state,
     save_checkpoint,
     training_state,
 )
+from equimod_zoo.training.cycles import SourceModel, initialise_from, load_source
 from equimod_zoo.training.data import BatchLoader, EpochSampler, load_train_data
 from equimod_zoo.training.distributed import (
     DistInfo,
@@ -48,8 +60,8 @@ from equimod_zoo.training.distributed import (
     setup_distributed,
 )
 from equimod_zoo.training.export import build_backbone, compute_record, export_run
-from equimod_zoo.training.methods import SSLMethod, build_method, byol_momentum
-from equimod_zoo.training.optim import build_optimizer, lr_at, set_lr
+from equimod_zoo.training.methods import SSLMethod, build_method, byol_momentum, momentum_schedule
+from equimod_zoo.training.optim import build_optimizer, lr_at, lr_schedule, set_lr
 from equimod_zoo.training.recipe import EXECUTION_FIELDS, Recipe, load_recipe, recipe_from_dict
 from equimod_zoo.training.run_log import RunLog
 
@@ -83,8 +95,9 @@ def train(
     max_steps: int | None = None,
     seed: int | None = None,
     resume: bool = False,
+    init_from: str | Path | None = None,
     device: str | torch.device | None = None,
-    compile: bool | None = None,
+    compile: bool | str | None = None,
     workers: int | None = None,
     overrides: Mapping[str, Any] | None = None,
     cache_dir: str | Path | None = None,
@@ -99,11 +112,14 @@ def train(
         data: a parquet file or folder (e.g. ../shared/data/cifar10-jpeg), an image folder, or a
             Hugging Face dataset id.
         out: the run folder.
-        epochs, batch_size, seed, compile, workers: override the recipe's values.
+        epochs, batch_size, seed, compile, workers: override the recipe's values (compile: "off",
+            "model" or "step"; True means "model").
         max_steps: stop after this many optimiser steps in total (a resumable checkpoint and an
             export are still written).
         resume: continue from out/checkpoint.pt. Execution settings (workers, compile, log and
             checkpoint intervals) may change; anything that changes the computation may not.
+        init_from: a zoo name or model folder (with its heads) of the recipe's method and
+            architecture: start a new cycle from its weights instead of random ones.
         device: "cpu", "cuda", "cuda:1"...; default: this process's GPU if there is one.
         overrides: further recipe overrides, dotted keys allowed (`{"optim.lr": 1.0}`).
         cache_dir: where decoded datasets are cached (default: $EQUIMOD_ZOO_CACHE or ~/.cache/equimod_zoo).
@@ -114,7 +130,7 @@ def train(
     info = setup_distributed(device=device)
     try:
         return _Trainer(
-            recipe, info=info, data=data, out=Path(out), max_steps=max_steps, resume=resume,
+            recipe, info=info, data=data, out=Path(out), max_steps=max_steps, resume=resume, init_from=init_from,
             overrides={**(overrides or {}), **_flag_overrides(epochs=epochs, batch_size=batch_size, seed=seed,
                                                               compile=compile, workers=workers)},
             cache_dir=cache_dir, data_limit=data_limit, progress=progress,
@@ -192,12 +208,19 @@ class _StopRequest:
             signal.signal(signal.SIGTERM, self._previous)
 
 
+def _at(table: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    """table[step] for a 0-dim device step (`table[step]` itself would read the index on the host)."""
+    return table.index_select(0, step.view(1)).view(())
+
+
 class _Trainer:
     def __init__(self, recipe: str | Path | Recipe | None, *, info: DistInfo, data: str | Path, out: Path,
                  max_steps: int | None, resume: bool, overrides: Mapping[str, Any], cache_dir: str | Path | None,
-                 data_limit: int | None, progress: bool) -> None:
+                 data_limit: int | None, progress: bool, init_from: str | Path | None = None) -> None:
         if max_steps is not None and max_steps < 1:
             raise ValueError(f"--max-steps must be >= 1, got {max_steps}")
+        if resume and init_from is not None:
+            raise ValueError("--init-from starts a new cycle and --resume continues one: give one of them")
         self.info = info
         self.device = info.device
         self.out = out
@@ -205,6 +228,7 @@ class _Trainer:
         self.progress = progress
         self.recipe, self.payload = resolve_run_recipe(recipe, out=out, resume=resume, overrides=overrides)
         recipe = self.recipe
+        self.source: SourceModel | None = None if init_from is None else load_source(init_from, recipe)
 
         self.data = load_train_data(data, base_size=recipe.data_size, cache_dir=cache_dir, limit=data_limit,
                                     workers=recipe.workers, progress=progress and info.is_main)
@@ -229,6 +253,8 @@ class _Trainer:
         torch.manual_seed(recipe.seed)  # the same initial weights on every rank
         stats = {"param_mean": self.param_mean, "param_std": self.param_std} if recipe.method.equimod else {}
         self.method: SSLMethod = build_method(recipe.method, build_backbone(recipe), **stats)
+        if self.source is not None:
+            initialise_from(self.method, self.source)
         self.method = convert_sync_batchnorm(self.method, info).to(self.device)
         if recipe.channels_last:
             self.method = self.method.to(memory_format=torch.channels_last)
@@ -239,21 +265,40 @@ class _Trainer:
         seed_everything(recipe.seed, rank=info.rank)
         self.generator = torch.Generator(device=self.device).manual_seed(recipe.seed * 1_000_003 + info.rank)
         self.state = TrainingState()
+        if self.source is not None:
+            self.state.extra.update(history=self.source.history, init_from_sha256=self.source.weights_sha256)
         if self.payload is not None:
             self._restore(self.payload)
         self.saved_step = self.state.step if self.payload is not None else -1
+
+        # Built once on the device: every step's rate and momentum, the rate the optimiser reads,
+        # the step counter that indexes them, and the first non-finite loss's step (-1: none).
+        self.lr_table = lr_schedule(total_steps=self.total_steps, warmup_steps=self.warmup_steps,
+                                    peak_lr=self.peak_lr, device=self.device)
+        self.momentum_table = (momentum_schedule(self.total_steps, recipe.method.momentum_base, device=self.device)
+                               if recipe.method.base == "byol" else None)
+        self.lr_now = self.lr_table[self.state.step].clone()  # set up once: a Python index is fine here
+        set_lr(self.optimizer, self.lr_now)
+        self.step_t = torch.full((), self.state.step, dtype=torch.long, device=self.device)
+        self.bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
+
         self.model: torch.nn.Module = self.method
         if info.is_distributed:
             self.model = DistributedDataParallel(
                 self.method, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        if recipe.compile:
-            self.model.compile()  # in place: state_dict keys stay those of the plain module
+        self.train_step = self._train_step
+        if recipe.compile == "model":
+            self.model.compile(mode=recipe.compile_mode)  # in place: state_dict keys stay the plain module's
+        elif recipe.compile == "step":
+            self.train_step = torch.compile(self._train_step, mode=recipe.compile_mode)
 
     # ---- setup -----------------------------------------------------------------------------
     def _parameter_statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
         """EquiMod's standardisation statistics: the checkpoint's on resume, else sampled now."""
         if self.payload is not None:
             return self.payload["param_mean"], self.payload["param_std"]
+        if self.source is not None and self.recipe.method.equimod:  # the statistics the heads learnt with
+            return self.source.heads["param_mean"], self.source.heads["param_std"]
         if not self.recipe.method.equimod:  # only EquiMod reads the parameters: neutral statistics
             dim = self.recipe.method.param_dim
             return torch.zeros(dim), torch.ones(dim)
@@ -279,6 +324,7 @@ class _Trainer:
         stop_at = self.total_steps if self.max_steps is None else min(self.total_steps, self.max_steps)
         if info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
+            remove_debris(self.out)  # what a killed attempt left half-written
             atomic_write_text(self.out / RECIPE_FILE, recipe.to_yaml())
         log = RunLog(self.out, start_step=self.state.step, total_steps=stop_at, enabled=info.is_main,
                      progress=self.progress, description=recipe.name)
@@ -298,7 +344,9 @@ class _Trainer:
         if not interrupted and info.is_main:
             export_run(self.out, self.method, recipe, data=self.data.info.to_dict(),
                        epochs_completed=self.state.epochs_completed, steps=self.state.step,
-                       compute=compute_record(self.state.extra, self.state.epochs_completed))
+                       compute=compute_record(self.state.extra, self.state.epochs_completed),
+                       history=self.state.extra.get("history"),
+                       init_from_sha256=self.state.extra.get("init_from_sha256"))
             exported = True
         if info.is_distributed:
             dist.barrier()
@@ -307,71 +355,84 @@ class _Trainer:
                            exported=exported)
 
     def _loop(self, stop: _StopRequest, *, stop_at: int, log: RunLog) -> bool:
-        """Train until `stop_at` steps; True if SIGTERM cut it short."""
+        """Train until `stop_at` steps; True if SIGTERM cut it short.
+
+        The host reads the device only at boundaries: logged steps, epoch ends (checkpoints) and
+        `stop_at`. Under torchrun the ranks also agree on a SIGTERM only there (a collective).
+        """
         recipe = self.recipe
         self.model.train()
-        # The first non-finite loss's step, kept on the device so the check costs no sync per step.
-        self.bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
-        sync_every_step = self.device.type == "cpu" or self.info.is_distributed
         last_time, last_step = time.perf_counter(), self.state.step
         self.state.extra["hardware"] = hardware_name(self.device, self.info.world_size)
         self.timed_since = last_time
         while self.state.step < stop_at:
-            epoch = self.state.epoch
-            for images in self.loader.epoch(epoch, start_step=self.state.step_in_epoch):
-                output, lr, momentum = self._step(images)
-                step = self.state.step + 1
-                self.bad_step = torch.where((self.bad_step < 0) & ~torch.isfinite(output.loss.detach()),
-                                            torch.full_like(self.bad_step, step), self.bad_step)
+            for images in self.loader.epoch(self.state.epoch, start_step=self.state.step_in_epoch):
+                loss, logs = self.train_step(images)
                 self._advance()
+                step = self.state.step
                 due_log = step % recipe.log_every == 0 or step == stop_at
-                if sync_every_step or due_log:
-                    self._check_finite()
+                epoch_end = self.state.step_in_epoch == 0
                 if due_log:
+                    self._check_finite()
                     now = time.perf_counter()
                     images_per_s = (step - last_step) * recipe.batch_size / max(now - last_time, 1e-9)
                     last_time, last_step = now, step
-                    # One collective for every logged scalar: the mean over the ranks.
-                    names = ["loss", *output.logs]
-                    values = reduce_mean(torch.stack([output.loss.detach().float(),
-                                                      *(v.float() for v in output.logs.values())])).tolist()
-                    self.state.last_loss = values[0]
-                    row = {"step": step, "epoch": round(step / self.steps_per_epoch, 4), "lr": lr,
-                           **dict(zip(names, values))}
-                    if momentum is not None:
-                        row["momentum"] = momentum
-                    row["images_per_s"] = round(images_per_s, 1)
-                    log.log(row)
-                    log.update(step, status=f"loss {self.state.last_loss:.4f}  {images_per_s:,.0f} img/s")
-                if self.state.step_in_epoch == 0 and self.state.epochs_completed % recipe.checkpoint_every == 0:
+                    self._log(log, step, loss, logs, images_per_s)
+                if epoch_end and self.state.epochs_completed % recipe.checkpoint_every == 0:
                     self._check_finite()
                     self._save()
-                if self._should_stop(stop) or self.state.step >= stop_at:
+                if step >= stop_at:
                     break
-            if self._should_stop(stop):
-                return True
+                if (due_log or epoch_end or not self.info.is_distributed) and self._should_stop(stop):
+                    return True
         return False
 
-    def _step(self, images: torch.Tensor) -> tuple[Any, float, float | None]:
-        recipe, method = self.recipe, self.method
-        step = self.state.step
-        lr = lr_at(step, total_steps=self.total_steps, warmup_steps=self.warmup_steps, peak_lr=self.peak_lr)
-        set_lr(self.optimizer, lr)
+    def _train_step(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One optimiser step on a batch; returns the detached loss and the method's logs, on the device.
+
+        No host synchronisation: the schedules are indexed with the device step counter and the
+        rate is written into the optimiser's own tensor, so this whole function can be compiled.
+        """
+        method = self.method
+        self.lr_now.copy_(_at(self.lr_table, self.step_t))
         x1, p1 = self.augment(images, view=0, generator=self.generator)
         x2, p2 = self.augment(images, view=1, generator=self.generator)
         extra = {"x0": self.augment.identity(images), "p1": p1, "p2": p2} if method.uses_params else {}
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
                             enabled=self.autocast_dtype is not None):
             output = self.model(x1, x2, **extra)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(output.loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        momentum = None
-        if recipe.method.base == "byol":
-            momentum = byol_momentum(step, self.total_steps, recipe.method.momentum_base)
-            method.update_target(momentum)
-        return output, lr, momentum
+        for group in self.optimizer.param_groups:  # zero_grad(set_to_none=True), without its profiler hook
+            for param in group["params"]:
+                param.grad = None
+        if self.scaler.is_enabled():  # fp16 only; its inf check reads found_inf on the host
+            self.scaler.scale(output.loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            output.loss.backward()
+            self.optimizer.step()
+        if self.momentum_table is not None:
+            method.update_target(_at(self.momentum_table, self.step_t))
+        self.step_t.add_(1)
+        loss = output.loss.detach()
+        self.bad_step.copy_(torch.where((self.bad_step < 0) & ~torch.isfinite(loss), self.step_t, self.bad_step))
+        return loss, output.logs
+
+    def _log(self, log: RunLog, step: int, loss: torch.Tensor, logs: dict[str, torch.Tensor],
+             images_per_s: float) -> None:
+        """One log row for step `step` (the steps done): the only place the losses come to the host."""
+        recipe = self.recipe
+        # One collective for every logged scalar: the mean over the ranks.
+        names = ["loss", *logs]
+        values = reduce_mean(torch.stack([loss.float(), *(v.float() for v in logs.values())])).tolist()
+        self.state.last_loss = values[0]
+        lr = lr_at(step - 1, total_steps=self.total_steps, warmup_steps=self.warmup_steps, peak_lr=self.peak_lr)
+        row = {"step": step, "epoch": round(step / self.steps_per_epoch, 4), "lr": lr, **dict(zip(names, values))}
+        if self.momentum_table is not None:
+            row["momentum"] = byol_momentum(step - 1, self.total_steps, recipe.method.momentum_base)
+        row["images_per_s"] = round(images_per_s, 1)
+        log.log(row)
+        log.update(step, status=f"loss {self.state.last_loss:.4f}  {images_per_s:,.0f} img/s")
 
     def _advance(self) -> None:
         state = self.state

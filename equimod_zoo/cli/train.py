@@ -1,6 +1,7 @@
 """`equimod-zoo train`: pre-train a backbone with a recipe; one call to `equimod_zoo.training.trainer.train`."""
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Any, Optional
 
@@ -25,9 +26,13 @@ def train_command(
                                                                       "(resumable)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Override the recipe's seed."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint."),
+    init_from: Optional[str] = typer.Option(None, "--init-from", help="Start a new cycle (own warm-up and cosine, "
+                                                                      "fresh optimiser) from this model's backbone "
+                                                                      "and heads: a zoo name or a model folder."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1... (default: the GPU if any)."),
-    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model "
-                                                                               "(default: the recipe's)."),
+    compile: Optional[str] = typer.Option(None, "--compile", help="torch.compile: off, model (forward and "
+                                                                  "backward) or step (the whole training step); "
+                                                                  "default: the recipe's."),
     workers: Optional[int] = typer.Option(None, "--workers", "--num-workers", help="DataLoader workers (default: the recipe's)."),
     data_limit: Optional[int] = typer.Option(None, "--data-limit", min=1, help="Train on the first N images only."),
     set_values: Optional[list[str]] = typer.Option(None, "--set", help="Override a recipe value, KEY=YAML (dotted "
@@ -45,13 +50,15 @@ def train_command(
         check_device(device)  # a missing GPU or a typo: one line, before any work
         try:
             result = train(recipe, data=data, out=out, epochs=epochs, batch_size=batch_size, max_steps=max_steps,
-                           seed=seed, resume=resume, device=device, compile=compile, workers=workers,
+                           seed=seed, resume=resume, init_from=init_from, device=device, compile=compile,
+                           workers=workers,
                            cache_dir=cache_dir, data_limit=data_limit, overrides=_overrides(set_values or []))
         except NonFiniteLossError as error:
             err_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=1) from None
-    if result.interrupted:
+    if result.interrupted:  # checkpointed, but not done: a scheduler must not read it as success
         typer.echo(f"stopped by SIGTERM at step {result.step}; continue with --resume --out {result.out}")
+        raise typer.Exit(code=128 + signal.SIGTERM)
     elif result.finished:
         typer.echo(f"finished {result.epochs_completed} epochs ({result.step} steps); model folder: {result.out}")
     else:
