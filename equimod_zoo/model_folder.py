@@ -51,6 +51,8 @@ MODEL_ARGS: dict[str, tuple[Any, str]] = {
     "in_chans": _POSITIVE_INT,
     "channels": ((lambda v: isinstance(v, (list, tuple)) and len(v) == 4 and all(_POSITIVE_INT[0](c) for c in v)),
                  "four positive integers"),
+    "layers": ((lambda v: isinstance(v, (list, tuple)) and len(v) == 4 and all(_POSITIVE_INT[0](c) for c in v)),
+               "four positive integers (blocks per stage)"),
     "stem_width": _POSITIVE_INT,
     "stem_type": ((lambda v: v in ("", "deep", "deep_tiered")), "'', 'deep' or 'deep_tiered'"),
     "global_pool": ((lambda v: v in ("", "avg", "max", "avgmax", "catavgmax")), "'', avg, max, avgmax or catavgmax"),
