@@ -4,7 +4,7 @@
     python bench/train_throughput.py --synthetic --steps 3 --batch-size 64
 
 Ours is the real trainer (`equimod_zoo.training.trainer.train`): CIFAR decoded once into a uint8
-tensor on the device, batched augmentations on the device, bf16 autocast on the CPU / AMP on the
+tensor on the device, batched augmentations on the device, bf16 autocast on CPUs with native bf16 (else fp32) / AMP on the
 GPU, channels_last. The reference-style step is how such training is usually written: per-image
 PIL augmentations (training/augment_reference.py, the same distribution and parameter vector) in
 DataLoader workers that decode each JPEG, then the same model, method, loss and LARS in fp32.
@@ -25,6 +25,7 @@ from rich.table import Table
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
+from equimod_zoo.devices import cpu_has_fast_bf16
 from equimod_zoo.training.augment_reference import ReferenceAugment
 from equimod_zoo.training.export import build_backbone
 from equimod_zoo.training.methods import build_method
@@ -161,7 +162,7 @@ def main() -> None:
     table.add_column("images/s", justify="right")
     table.add_column("ratio", justify="right")
     table.add_row(f"reference (per-image PIL, {args.workers} workers, fp32)", f"{reference:,.1f}", "1.00x")
-    precision = "AMP" if cuda else "bf16 autocast"
+    precision = "AMP" if cuda else ("bf16 autocast" if cpu_has_fast_bf16() else "fp32")
     table.add_row(f"ours (batched on {args.device}, {precision}, channels_last"
                   f"{'' if args.compile == 'off' else f', compile {args.compile} ({args.compile_mode})'})",
                   f"{ours:,.1f}", f"{ours / reference:.2f}x")

@@ -31,3 +31,8 @@ def resolve_device(device: str | torch.device | None = None, *, argument: str = 
     elif resolved.type not in ("cpu", "cuda", "mps"):
         raise DeviceError(f"{argument} {device!r}: equimod-zoo runs on cpu, cuda or mps")
     return resolved
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AMX or AVX512-BF16); elsewhere bf16 is emulated and slower than fp32."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()

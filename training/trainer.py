@@ -2,7 +2,7 @@
 
 One step: a uint8 batch (already on the device) becomes x0 (the un-augmented view, EquiMod only)
 and two augmented views (x1, p1), (x2, p2) with `BatchedAugment`; the method returns its loss
-under autocast (bf16 on CPU and on GPUs that have it, else fp16 with a GradScaler); LARS steps
+under autocast (bf16 on CPUs with native bf16 and on GPUs that have it, else fp16 with a GradScaler); LARS steps
 with the learning rate of this step; BYOL's target follows with this step's momentum.
 
 The step never waits for the device: the learning rate and momentum of every step are computed
@@ -37,6 +37,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from equimod_zoo.atomic import atomic_write_text
+from equimod_zoo.devices import cpu_has_fast_bf16
 from equimod_zoo.equimod.augment import BatchedAugment, parameter_statistics
 from equimod_zoo.training.checkpoint import (
     CHECKPOINT_FILE,
@@ -181,9 +182,9 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
             raise ValueError(f"precision bf16: {torch.cuda.get_device_name(device)} does not support bfloat16; "
                              f"use fp16 or auto")
         return torch.bfloat16
-    if device.type == "cpu" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
+    if device.type == "cpu":
+        return torch.bfloat16 if cpu_has_fast_bf16() else None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 class _StopRequest:

@@ -32,7 +32,7 @@ from rich.text import Text
 from equimod_zoo.data.images import IMAGE_EXTENSIONS, load_rgb
 from equimod_zoo.data.sources import ImageSource, folder_source
 from equimod_zoo.data.streams import ImageStream, OffsetSource
-from equimod_zoo.devices import resolve_device
+from equimod_zoo.devices import cpu_has_fast_bf16, resolve_device
 from equimod_zoo.errors import UserError
 from equimod_zoo.extraction.store import FORMAT_VERSION, FeatureStore, metadata_table
 from equimod_zoo.loading import ResolvedModel, resolve_model
@@ -364,7 +364,7 @@ def _amp_dtype(precision: Precision, device: torch.device) -> torch.dtype | None
         raise ValueError(f"precision: {precision!r} is not one of auto, fp32, bf16, fp16")
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
+    if device.type == "cpu" and cpu_has_fast_bf16():
         return torch.bfloat16
     return None
 
