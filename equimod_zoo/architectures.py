@@ -16,6 +16,7 @@ import torch.nn as nn
 from timm.models import build_model_with_cfg, generate_default_cfgs, is_model, register_model
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
+from equimod_zoo.errors import UserError
 from equimod_zoo.model_folder import PAPER_ID, WEIGHTS_FILE
 from equimod_zoo.registry import ZooEntry, list_models
 
@@ -112,8 +113,8 @@ def _zoo_entry(variant: str, pretrained_cfg: Any) -> ZooEntry | None:
     tag = pretrained_cfg or UNTRAINED_TAG
     if tag == UNTRAINED_TAG:
         tagged = sorted(t for t in zoo_tags() if t.startswith(f"{variant}."))
-        raise ValueError(f"{variant} has no default weights; name them with a tag: {', '.join(tagged) or 'none yet'}"
-                         f" (or pretrained=False)")
+        raise UserError(f"{variant} has no default weights; name them with a tag: {', '.join(tagged) or 'none yet'}"
+                        f" (or pretrained=False)")
     return zoo_tags().get(f"{variant}.{tag}")
 
 

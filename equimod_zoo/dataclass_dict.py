@@ -12,6 +12,8 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
+from equimod_zoo.errors import UserError
+
 
 def build_dataclass(cls: type, data: Mapping[str, Any], *, source: str, prefix: str = "") -> Any:
     """Instantiate dataclass `cls` from `data`, recursing into nested dataclass fields."""
@@ -26,17 +28,17 @@ def plain(value: Any) -> Any:
 def _build(cls: type, data: Mapping[str, Any], *, source: str, prefix: str) -> Any:
     """Instantiate dataclass `cls` from `data`, recursing into nested dataclass fields."""
     if not isinstance(data, Mapping):
-        raise ValueError(f"{source}: {prefix.rstrip('.') or 'recipe'} must be a mapping, got {data!r}")
+        raise UserError(f"{source}: {prefix.rstrip('.') or 'recipe'} must be a mapping, got {data!r}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ValueError(f"{source}: unknown key {prefix}{unknown[0]} (known in this section: {', '.join(fields)})")
+        raise UserError(f"{source}: unknown key {prefix}{unknown[0]} (known in this section: {', '.join(fields)})")
     hints = typing.get_type_hints(cls)
     kwargs = {name: _coerce(hints[name], value, source=source, key=f"{prefix}{name}") for name, value in data.items()}
     try:
         return cls(**kwargs)
     except TypeError as error:  # a missing required field
-        raise ValueError(f"{source}: {prefix.rstrip('.') or 'recipe'}: {error}") from None
+        raise UserError(f"{source}: {prefix.rstrip('.') or 'recipe'}: {error}") from None
 
 
 def _coerce(hint: Any, value: Any, *, source: str, key: str) -> Any:
@@ -48,31 +50,31 @@ def _coerce(hint: Any, value: Any, *, source: str, key: str) -> Any:
         return _coerce(options[0], value, source=source, key=key) if len(options) == 1 else value
     if origin is typing.Literal:
         if value not in typing.get_args(hint):
-            raise ValueError(f"{source}: {key} must be one of {', '.join(map(str, typing.get_args(hint)))}, "
-                             f"got {value!r}")
+            raise UserError(f"{source}: {key} must be one of {', '.join(map(str, typing.get_args(hint)))}, "
+                            f"got {value!r}")
         return value
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, source=source, prefix=f"{key}.")
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{source}: {key} must be a list, got {value!r}")
+            raise UserError(f"{source}: {key} must be a list, got {value!r}")
         args = typing.get_args(hint)
         item = args[0] if args else Any
         return tuple(_coerce(item, v, source=source, key=key) for v in value)
     if hint is bool:
         if not isinstance(value, bool):
-            raise ValueError(f"{source}: {key} must be true or false, got {value!r}")
+            raise UserError(f"{source}: {key} must be true or false, got {value!r}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{source}: {key} must be an integer, got {value!r}")
+            raise UserError(f"{source}: {key} must be an integer, got {value!r}")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{source}: {key} must be a number, got {value!r}")
+            raise UserError(f"{source}: {key} must be a number, got {value!r}")
         return float(value)
     if hint is str and not isinstance(value, str):
-        raise ValueError(f"{source}: {key} must be a string, got {value!r}")
+        raise UserError(f"{source}: {key} must be a string, got {value!r}")
     return value
 
 

@@ -2,7 +2,7 @@
 
 The command line turns it (and missing files, folders and permissions) into one line and exit
 status 2; every other exception is a bug and keeps its traceback. It is a ValueError, so code
-that catches bad values still catches it.
+that catches bad values still catches it; an unknown name is also a KeyError.
 """
 from __future__ import annotations
 
@@ -13,3 +13,10 @@ class UserError(ValueError):
 
 class NetworkError(UserError):
     """Something had to be downloaded and could not be: the message says what and how to work offline."""
+
+
+class UnknownNameError(UserError, KeyError):
+    """A name that is none of the known ones (a recipe, dataset, column, parameter, override key)."""
+
+    def __str__(self) -> str:  # the message as written, not KeyError's quoted repr of it
+        return str(self.args[0]) if self.args else ""

@@ -19,6 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+from equimod_zoo.errors import UnknownNameError, UserError
 from equimod_zoo.records import Record, read_records
 
 ZOO_DIR = Path(__file__).parent / "zoo"
@@ -111,13 +112,12 @@ class ZooEntry:
         data["aliases"] = tuple(data.get("aliases", ()))
         data["metrics"] = tuple(Metric.from_dict(m) for m in data.get("metrics", ()))
         if data["method"] not in METHODS:
-            raise ValueError(f"{CATALOGUE_FILE}: entry {data['name']!r} has unknown method {data['method']!r}")
+            raise UserError(f"{CATALOGUE_FILE}: entry {data['name']!r} has unknown method {data['method']!r}")
         return cls(**data)
 
 
-class UnknownModelError(KeyError):
-    def __str__(self) -> str:  # KeyError quotes its message; show it plainly
-        return str(self.args[0])
+class UnknownModelError(UnknownNameError):
+    """A model name that is no zoo name, alias or arch.tag."""
 
 
 @dataclass
@@ -130,7 +130,7 @@ class Catalogue:
         for entry in self.entries:
             for key in (entry.name, entry.arch_tag, *entry.aliases):
                 if key in self._index and self._index[key] is not entry:
-                    raise ValueError(f"{CATALOGUE_FILE}: {key!r} names both {self._index[key].name} and {entry.name}")
+                    raise UserError(f"{CATALOGUE_FILE}: {key!r} names both {self._index[key].name} and {entry.name}")
                 self._index[key] = entry
         for alias, entry in self.short_aliases().items():
             self._index.setdefault(alias, entry)
@@ -144,8 +144,8 @@ class Catalogue:
         entries = []
         for row in rows:
             if "metrics" in row:
-                raise ValueError(f"{path}: entry {row.get('name')!r} writes metrics by hand; measured numbers "
-                                 f"live only in the records ({records_dir})")
+                raise UserError(f"{path}: entry {row.get('name')!r} writes metrics by hand; measured numbers "
+                                f"live only in the records ({records_dir})")
             records = read_records(records_dir, row["sha256"]) if row.get("sha256") else []
             entries.append(ZooEntry.from_dict({**row, "metrics": [asdict(Metric.from_record(r)) for r in records]}))
         return cls(tuple(entries))

@@ -20,6 +20,7 @@ import timm
 import torch
 
 import equimod_zoo  # also registers the CIFAR-stem architectures with timm
+from equimod_zoo.errors import UserError
 from equimod_zoo.hub.staging import check_output, move_into_place, staging_dir
 from equimod_zoo.model_folder import (CONFIG_FILE, HEADS_FILE, WEIGHTS_FILE, check_model_args, sha256_file,
                                       write_model_folder)
@@ -93,48 +94,48 @@ def read_checkpoint(path: str | Path, *, max_bytes: int = MAX_CHECKPOINT_BYTES) 
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint")
     if path.stat().st_size == 0:
-        raise ValueError(f"{path}: empty file, not a checkpoint")
+        raise UserError(f"{path}: empty file, not a checkpoint")
     if path.suffix == ".safetensors":
         try:
             return safetensors.torch.load_file(str(path))
         except Exception as error:  # safetensors raises several types for a corrupt file
-            raise ValueError(f"{path}: not a readable safetensors file ({error})") from None
+            raise UserError(f"{path}: not a readable safetensors file ({error})") from None
     _check_inflated_size(path, max_bytes)
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         reason = str(error).strip().splitlines()[0]
-        raise ValueError(f"{path}: refused: it holds objects that only arbitrary code could rebuild, and "
-                         f"checkpoints are read with weights_only=True ({reason})") from None
+        raise UserError(f"{path}: refused: it holds objects that only arbitrary code could rebuild, and "
+                        f"checkpoints are read with weights_only=True ({reason})") from None
     except (RuntimeError, EOFError, KeyError, IndexError, ValueError, zipfile.BadZipFile) as error:
         # torch.load's failures on a damaged archive are as varied as the damage
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ValueError(f"{path}: not a readable torch checkpoint ({type(error).__name__}: {reason})") from None
+        raise UserError(f"{path}: not a readable torch checkpoint ({type(error).__name__}: {reason})") from None
     if not isinstance(content, dict):
-        raise ValueError(f"{path}: expected a dict checkpoint, found {type(content).__name__}")
+        raise UserError(f"{path}: expected a dict checkpoint, found {type(content).__name__}")
     return content
 
 
 def _check_inflated_size(path: Path, max_bytes: int) -> None:
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path}: not a torch checkpoint in torch.save's zip format (a text file, a damaged file, "
-                         f"or the pre-1.6 format, whose tensor sizes cannot be checked before they are allocated: "
-                         f"re-save it with torch.save, or as safetensors)")
+        raise UserError(f"{path}: not a torch checkpoint in torch.save's zip format (a text file, a damaged file, "
+                        f"or the pre-1.6 format, whose tensor sizes cannot be checked before they are allocated: "
+                        f"re-save it with torch.save, or as safetensors)")
     try:
         with zipfile.ZipFile(path) as archive:
             inflated = sum(info.file_size for info in archive.infolist())
     except (zipfile.BadZipFile, OSError) as error:
-        raise ValueError(f"{path}: not a readable torch checkpoint ({error})") from None
+        raise UserError(f"{path}: not a readable torch checkpoint ({error})") from None
     if inflated > max_bytes:
-        raise ValueError(f"{path}: its tensors would take {inflated / 2**30:.1f} GiB once inflated, over the "
-                         f"{max_bytes / 2**30:.1f} GiB limit for a checkpoint; refused before inflating")
+        raise UserError(f"{path}: its tensors would take {inflated / 2**30:.1f} GiB once inflated, over the "
+                        f"{max_bytes / 2**30:.1f} GiB limit for a checkpoint; refused before inflating")
 
 
 def check_finite(tensors: dict[str, torch.Tensor], path: Path | str) -> None:
     """Refuse weights holding NaN or inf: they would give non-finite features to every user."""
     for key, value in tensors.items():
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise ValueError(f"{path}: tensor {key!r} holds NaN or inf values; refusing to convert it")
+            raise UserError(f"{path}: tensor {key!r} holds NaN or inf values; refusing to convert it")
 
 
 def split_checkpoint(content: dict[str, Any], layout: CheckpointLayout, *, path: Path | str = "checkpoint",
@@ -158,8 +159,8 @@ def split_checkpoint(content: dict[str, Any], layout: CheckpointLayout, *, path:
             inner = f"{layout.children.get(first, first)}.{rest}" if rest else inner
         backbone[inner] = value
     if not backbone:
-        raise ValueError(f"{path}: no backbone keys (expected keys starting with "
-                         f"{layout.backbone_prefix or 'conv1.'!r}); is --from right?")
+        raise UserError(f"{path}: no backbone keys (expected keys starting with "
+                        f"{layout.backbone_prefix or 'conv1.'!r}); is --from right?")
     return backbone, heads, ignored
 
 
@@ -168,7 +169,7 @@ def detect_architecture(backbone: dict[str, torch.Tensor], *, path: Path | str =
     """The timm architecture and constructor arguments that fit a ResNet backbone's keys and shapes."""
     conv1 = backbone.get("conv1.weight")
     if conv1 is None or conv1.ndim != 4:
-        raise ValueError(f"{path}: no conv1.weight in the backbone; not a ResNet checkpoint, or the wrong --from")
+        raise UserError(f"{path}: no conv1.weight in the backbone; not a ResNet checkpoint, or the wrong --from")
     block = "bottleneck" if "layer1.0.conv3.weight" in backbone else "basic"
     counts = []
     for stage in range(1, 5):
@@ -176,12 +177,12 @@ def detect_architecture(backbone: dict[str, torch.Tensor], *, path: Path | str =
         counts.append(max(indices) + 1 if indices else 0)
     depth = _DEPTHS.get((block, tuple(counts)))
     if depth is None:
-        raise ValueError(f"{path}: a ResNet with {block} blocks {tuple(counts)} per stage matches no known depth; "
-                         "pass --arch")
+        raise UserError(f"{path}: a ResNet with {block} blocks {tuple(counts)} per stage matches no known depth; "
+                        "pass --arch")
     cifar = conv1.shape[-1] == 3
     arch = f"{depth}_cifar" if cifar else depth
     if not timm.is_model(arch):
-        raise ValueError(f"{path}: a CIFAR-stem {depth} is not an available architecture; pass --arch")
+        raise UserError(f"{path}: a CIFAR-stem {depth} is not an available architecture; pass --arch")
     return arch, infer_model_args(backbone, path=path)
 
 
@@ -189,8 +190,8 @@ def infer_model_args(backbone: dict[str, torch.Tensor], *, path: Path | str = "c
     """Per-stage `channels` that differ from the standard ResNet's, read from each stage's first conv."""
     stem = int(backbone["conv1.weight"].shape[0])
     if stem != 64:  # timm's single-conv stem always has 64 channels (stem_width only shapes deep stems)
-        raise ValueError(f"{path}: conv1 has {stem} output channels; timm's ResNet stem has 64, so this "
-                         "backbone has no timm architecture")
+        raise UserError(f"{path}: conv1 has {stem} output channels; timm's ResNet stem has 64, so this "
+                        "backbone has no timm architecture")
     channels = tuple(int(backbone[f"layer{s}.0.conv1.weight"].shape[0]) for s in range(1, 5)
                      if f"layer{s}.0.conv1.weight" in backbone)
     return {"channels": channels} if len(channels) == 4 and channels != _DEFAULT_CHANNELS else {}
@@ -221,11 +222,11 @@ def convert_checkpoint(
         overwrite: replace an existing `out` that an earlier conversion wrote; anything else is refused.
     """
     if source not in LAYOUTS:
-        raise ValueError(f"--from {source!r}: expected one of {', '.join(LAYOUTS)}")
+        raise UserError(f"--from {source!r}: expected one of {', '.join(LAYOUTS)}")
     if model_args is not None:
         model_args = check_model_args(model_args, "--model-args")
     if method is not None and method not in METHODS:
-        raise ValueError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
+        raise UserError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
     path, out = Path(checkpoint), Path(out)
     check_output(out, kind=WRITTEN_BY, files=CONVERT_FILES, sources=[path], overwrite=overwrite)
     layout = LAYOUTS[source]
@@ -237,7 +238,7 @@ def convert_checkpoint(
     arch = arch or detected_arch
     model_args = detected_args if model_args is None else model_args
     if not timm.is_model(arch):
-        raise ValueError(f"--arch {arch!r}: not a timm architecture")
+        raise UserError(f"--arch {arch!r}: not a timm architecture")
     model = timm.create_model(arch, pretrained=False, num_classes=0, **model_args).eval()
     _load_strict(model, backbone, arch, path)
     method = method or _official_method(content, source)
@@ -252,7 +253,7 @@ def convert_checkpoint(
                                     model_args=model_args)
         reloaded = equimod_zoo.load(stage)  # the folder must load the way users load it
         if sum(p.numel() for p in reloaded.parameters()) != sum(p.numel() for p in model.parameters()):
-            raise ValueError(f"{stage}: the written folder does not rebuild the converted {arch}")
+            raise UserError(f"{stage}: the written folder does not rebuild the converted {arch}")
         move_into_place(stage, out)
     return ConversionReport(folder=out, arch=arch, model_args=dict(model_args),
                             weights_sha256=config.equimod["weights_sha256"], backbone_keys=len(backbone),
@@ -266,8 +267,8 @@ def _state_dict(content: dict[str, Any], layout: CheckpointLayout, path: Path | 
             break
     tensors = {k: v for k, v in content.items() if isinstance(v, torch.Tensor)}
     if not tensors:
-        raise ValueError(f"{path}: no tensors found (looked in {', '.join(layout.containers) or 'the top level'}); "
-                         "is --from right?")
+        raise UserError(f"{path}: no tensors found (looked in {', '.join(layout.containers) or 'the top level'}); "
+                        "is --from right?")
     return tensors
 
 
@@ -287,7 +288,7 @@ def _load_strict(model: torch.nn.Module, backbone: dict[str, torch.Tensor], arch
     missing = sorted(expected - set(backbone))
     unexpected = sorted(set(backbone) - expected)
     if missing or unexpected:
-        raise ValueError(
+        raise UserError(
             f"{path}: the backbone does not fit {arch}: {len(missing)} missing keys {missing[:4]}, "
             f"{len(unexpected)} unexpected keys {unexpected[:4]}; refusing "
             f"{'a partial' if missing else 'a mismatched'} backbone (check --from, --arch, --model-args)")
@@ -295,8 +296,8 @@ def _load_strict(model: torch.nn.Module, backbone: dict[str, torch.Tensor], arch
         model.load_state_dict(backbone, strict=True)
     except RuntimeError as error:
         sizes = [line.strip() for line in str(error).splitlines() if "size mismatch" in line]
-        raise ValueError(f"{path}: the backbone does not fit {arch}: {(sizes or [str(error)])[0]}; pass --arch "
-                         "or --model-args") from None
+        raise UserError(f"{path}: the backbone does not fit {arch}: {(sizes or [str(error)])[0]}; pass --arch "
+                        "or --model-args") from None
 
 
 def _official_method(content: dict[str, Any], source: str) -> str | None:

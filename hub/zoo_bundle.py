@@ -19,6 +19,7 @@ from typing import Any
 
 from equimod_zoo import registry
 from equimod_zoo.atomic import atomic_write_text
+from equimod_zoo.errors import UserError
 from equimod_zoo.hub.export import EXPORT_FILES, PROBE_FILE, WRITTEN_BY, folder_card, probe_report_for
 from equimod_zoo.hub.staging import check_output, move_into_place, staging_dir
 from equimod_zoo.model_folder import CARD_FILE, CONFIG_FILE, HEADS_FILE, WEIGHTS_FILE, ModelConfig, sha256_file
@@ -52,15 +53,15 @@ def add_to_zoo(
     """
     folder, catalogue_path, models_dir = Path(folder), Path(catalogue_path), Path(models_dir)
     if not name or Path(name).name != name or name.startswith("."):
-        raise ValueError(f"--name {name!r}: expected a plain name such as simclr_equimod_r18_cifar10")
+        raise UserError(f"--name {name!r}: expected a plain name such as simclr_equimod_r18_cifar10")
     config = ModelConfig.read(folder)
     sha = sha256_file(folder / WEIGHTS_FILE)
     if config.equimod.get("weights_sha256") != sha:
-        raise ValueError(f"{folder / CONFIG_FILE}: weights_sha256 does not match {folder / WEIGHTS_FILE} ({sha})")
+        raise UserError(f"{folder / CONFIG_FILE}: weights_sha256 does not match {folder / WEIGHTS_FILE} ({sha})")
     size_mb = sum((folder / f).stat().st_size for f in (WEIGHTS_FILE, HEADS_FILE) if (folder / f).is_file()) / 2**20
     if size_mb > max_weights_mb:
-        raise ValueError(f"{folder}: {size_mb:.0f} MB of weights is over the {max_weights_mb:.0f} MB a bundled "
-                         "model may track; export with --dtype fp16 or --no-heads, or publish it to the Hub only")
+        raise UserError(f"{folder}: {size_mb:.0f} MB of weights is over the {max_weights_mb:.0f} MB a bundled "
+                        "model may track; export with --dtype fp16 or --no-heads, or publish it to the Hub only")
     probe = probe_report_for(Path(probe_report), sha) if probe_report is not None else None
     records = [r for d in records_dirs for r in read_records(d, sha)]
     rows = json.loads(catalogue_path.read_text())
@@ -90,8 +91,8 @@ def bundled_card(entry: ZooEntry, folder: Path, records_dir: Path) -> str:
     config = ModelConfig.read(folder)
     sha = sha256_file(folder / WEIGHTS_FILE)
     if sha != entry.sha256:
-        raise ValueError(f"{folder / WEIGHTS_FILE}: sha256 {sha} is not the catalogue's {entry.sha256} for "
-                         f"{entry.name}")
+        raise UserError(f"{folder / WEIGHTS_FILE}: sha256 {sha} is not the catalogue's {entry.sha256} for "
+                        f"{entry.name}")
     return folder_card(folder, config, repo_id=entry.hf_hub_id or f"{HUB_ORG}/{entry.name}", zoo_name=entry.name,
                        published=entry.hf_hub_id is not None, records=read_records(records_dir, sha))
 
@@ -103,12 +104,12 @@ def _entry_row(config: ModelConfig, name: str, sha: str, current: dict[str, Any]
     if current is not None:
         for key, value in (("arch", config.architecture), ("method", method)):
             if value is not None and current[key] != value:
-                raise ValueError(f"{folder / CONFIG_FILE}: {key} {value!r} differs from zoo entry {name!r} "
-                                 f"({current[key]!r}); choose another --name")
+                raise UserError(f"{folder / CONFIG_FILE}: {key} {value!r} differs from zoo entry {name!r} "
+                                f"({current[key]!r}); choose another --name")
         row = dict(current)
     else:
         if method is None:
-            raise ValueError(f"{folder / CONFIG_FILE}: no equimod.method, needed for a new zoo entry {name!r}")
+            raise UserError(f"{folder / CONFIG_FILE}: no equimod.method, needed for a new zoo entry {name!r}")
         data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
         row = {
             "name": name, "arch": config.architecture, "tag": name, "method": method,

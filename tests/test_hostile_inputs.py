@@ -79,8 +79,8 @@ def test_a_fifo_named_like_an_image_is_listed_never_opened(tmp_path, tiny_resnet
                                progress=False)
     assert (summary.num_extracted, summary.num_failed) == (1, 2)
     failures = (tmp_path / "out" / "failures.csv").read_text()
-    assert "pipe.jpg,ValueError: not a regular file (a FIFO); not opened" in failures
-    assert "zero.png,ValueError: not a regular file (a device); not opened" in failures
+    assert "pipe.jpg,UserError: not a regular file (a FIFO); not opened" in failures
+    assert "zero.png,UserError: not a regular file (a device); not opened" in failures
 
 
 @pytest.mark.skipif(sys.platform == "darwin", reason="macOS refuses file names that are not UTF-8")

@@ -219,6 +219,18 @@ def test_real_bugs_keep_their_traceback():
             raise UserError("--flag: bad value")
 
 
+def test_an_unknown_name_is_a_key_error_and_one_plain_line(capsys):
+    from equimod_zoo.training.recipe import load_recipe
+
+    with pytest.raises(KeyError) as caught:  # code that looks names up catches it as before
+        load_recipe("simclr_r18")
+    assert isinstance(caught.value, UserError) and str(caught.value).startswith("unknown recipe 'simclr_r18'")
+    with pytest.raises(typer.Exit):
+        with user_errors():
+            load_recipe("simclr_r18")
+    assert capsys.readouterr().err.startswith("error: unknown recipe 'simclr_r18'")
+
+
 @pytest.mark.parametrize("setting, needle", [
     ("model_args={checkpoint_path: /etc/passwd}", "'checkpoint_path' is not a constructor argument"),
     ("model_args={channels: wide}", "channels = 'wide' is not four positive integers"),

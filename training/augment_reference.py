@@ -28,6 +28,7 @@ from equimod_zoo.equimod.augment import (
     SOLARIZE,
     AugmentConfig,
 )
+from equimod_zoo.errors import UserError
 
 _JITTER_OPS = (F.adjust_brightness, F.adjust_contrast, F.adjust_saturation, F.adjust_hue)
 
@@ -42,7 +43,7 @@ class ReferenceAugment:
     def __init__(self, config: AugmentConfig | None = None, *, view: int) -> None:
         self.config = config or AugmentConfig()
         if not 0 <= view < len(self.config.views):
-            raise ValueError(f"view must be in [0, {len(self.config.views) - 1}], got {view}")
+            raise UserError(f"view must be in [0, {len(self.config.views) - 1}], got {view}")
         self.view = self.config.views[view]
         cfg = self.config
         self._jitter_ranges = (

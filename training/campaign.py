@@ -59,6 +59,7 @@ if __name__ == "__main__" and not __package__:
         setattr(equimod_zoo, _name, sys.modules[_spec.name])
 
 from equimod_zoo.atomic import atomic_write_text
+from equimod_zoo.errors import UserError
 from equimod_zoo.model_folder import WEIGHTS_FILE, sha256_file
 from equimod_zoo.training.run_log import LOG_FILE, read_log
 
@@ -103,7 +104,7 @@ def read_queue(path: str | Path = QUEUE_FILE) -> list[QueueItem]:
     for row in data.get("items", []):
         unknown = set(row) - {"id", "models", "epochs", "init_from", "overrides", "status", "done"}
         if unknown:
-            raise ValueError(f"{path}: item {row.get('id')!r} has unknown key {sorted(unknown)[0]!r}")
+            raise UserError(f"{path}: item {row.get('id')!r} has unknown key {sorted(unknown)[0]!r}")
         items.append(QueueItem(**row))
     return items
 
@@ -111,7 +112,7 @@ def read_queue(path: str | Path = QUEUE_FILE) -> list[QueueItem]:
 def next_item(path: str | Path = QUEUE_FILE) -> QueueItem:
     item = next((i for i in read_queue(path) if i.status == "todo"), None)
     if item is None:
-        raise ValueError(f"{path}: no item left to train (every status is done)")
+        raise UserError(f"{path}: no item left to train (every status is done)")
     return item
 
 
@@ -126,7 +127,7 @@ def mark_done(path: str | Path, item_id: str, done: dict[str, Any]) -> None:
             row["status"], row["done"] = "done", done
             break
     else:
-        raise ValueError(f"{path}: no item {item_id!r}")
+        raise UserError(f"{path}: no item {item_id!r}")
     atomic_write_text(path, header + yaml.safe_dump(data, sort_keys=False, width=120))
 
 
@@ -135,7 +136,7 @@ def seconds_per_epoch(run_folder: Path, *, batch_size: int) -> float:
     """One epoch's wall time, from the median throughput of a run's log after its first interval."""
     rows = read_log(run_folder)
     if not rows:
-        raise ValueError(f"{run_folder / LOG_FILE}: no logged steps to time")
+        raise UserError(f"{run_folder / LOG_FILE}: no logged steps to time")
     timed = rows[1:] or rows
     steps_per_epoch = rows[-1]["step"] / rows[-1]["epoch"]
     return steps_per_epoch * batch_size / statistics.median(row["images_per_s"] for row in timed)
@@ -171,7 +172,7 @@ def run(*, out: str | Path, minutes: float, data: str | Path, work: str | Path, 
     deadline = started + minutes * 60
     out, work = Path(out), Path(work)
     if out.exists() and any(out.iterdir()):
-        raise ValueError(f"--out {out}: not empty; a run writes only what it brings back into an empty folder")
+        raise UserError(f"--out {out}: not empty; a run writes only what it brings back into an empty folder")
     item = next_item(queue)
     common: dict[str, Any] = dict(data=data, device="cpu" if dry_run else device, progress=False)
     batch_size = DRY_RUN_BATCH_SIZE if dry_run else BATCH_SIZE
@@ -199,8 +200,8 @@ def run(*, out: str | Path, minutes: float, data: str | Path, work: str | Path, 
         left = deadline - time.monotonic() - reserve
         epochs = 1 if dry_run else math.floor(left / sum(timings.values()))
         if epochs < 1:
-            raise ValueError(f"{minutes} minutes leave {left:.0f} s for training; one epoch of each model takes "
-                             f"{sum(timings.values()):.0f} s: give more --minutes")
+            raise UserError(f"{minutes} minutes leave {left:.0f} s for training; one epoch of each model takes "
+                            f"{sum(timings.values()):.0f} s: give more --minutes")
 
     manifest: dict[str, Any] = {"item": item.id, "epochs": epochs, "minutes": minutes, "dry_run": dry_run,
                                 "overrides": item.overrides,
@@ -280,10 +281,10 @@ def collect(outs: list[str | Path], *, work: str | Path, evaluate: bool = True, 
     manifests = [json.loads((o / MANIFEST_FILE).read_text()) for o in outs]
     manifest = manifests[0]
     if any(m["parts"] != manifest["parts"] or m["item"] != manifest["item"] for m in manifests):
-        raise ValueError("the OUT folders hold parts of different GPU runs (their manifests differ)")
+        raise UserError("the OUT folders hold parts of different GPU runs (their manifests differ)")
     if manifest["interrupted"]:
-        raise ValueError(f"{outs[0] / MANIFEST_FILE}: the run was stopped at its time limit before every model was "
-                         f"trained; rerun item {manifest['item']} with more --minutes")
+        raise UserError(f"{outs[0] / MANIFEST_FILE}: the run was stopped at its time limit before every model was "
+                        f"trained; rerun item {manifest['item']} with more --minutes")
     work.mkdir(parents=True, exist_ok=True)
     archive = work / ARCHIVE
     with open(archive, "wb") as joined:
@@ -294,7 +295,7 @@ def collect(outs: list[str | Path], *, work: str | Path, evaluate: bool = True, 
                                         f"back with `campaign send` on the GPU machine")
             chunk = found.read_bytes()
             if hashlib.sha256(chunk).hexdigest() != part["sha256"]:
-                raise ValueError(f"{found}: sha256 differs from the GPU machine's manifest (a damaged copy)")
+                raise UserError(f"{found}: sha256 differs from the GPU machine's manifest (a damaged copy)")
             joined.write(chunk)
     models = work / "models"
     with tarfile.open(archive) as tar:
@@ -305,7 +306,7 @@ def collect(outs: list[str | Path], *, work: str | Path, evaluate: bool = True, 
         folder = models / name
         sha = sha256_file(folder / WEIGHTS_FILE)
         if sha != facts["weights_sha256"]:
-            raise ValueError(f"{folder / WEIGHTS_FILE}: sha256 {sha} is not the GPU machine's {facts['weights_sha256']}")
+            raise UserError(f"{folder / WEIGHTS_FILE}: sha256 {sha} is not the GPU machine's {facts['weights_sha256']}")
         load(folder)  # loads, with its own recorded sha256 checked
         folders[name] = folder
     if evaluate:
@@ -349,7 +350,7 @@ def prepare(travel: str | Path, *, data: str | Path, queue: str | Path = QUEUE_F
                         "-d", str(travel / "wheels"), *TRAVEL_WHEELS], check=True)
     size = sum(p.stat().st_size for p in travel.rglob("*") if p.is_file())
     if size > 64 * 2**20:
-        raise ValueError(f"{travel}: {size / 2**20:.1f} MiB, over the 64 MiB that travels")
+        raise UserError(f"{travel}: {size / 2**20:.1f} MiB, over the 64 MiB that travels")
     return size
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from equimod_zoo.atomic import atomic_path
+from equimod_zoo.errors import UserError
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FORMAT_VERSION = 1
@@ -85,9 +86,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a truncated or foreign file
-        raise ValueError(f"{path}: not a readable training checkpoint ({error})") from None
+        raise UserError(f"{path}: not a readable training checkpoint ({error})") from None
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: not an equimod-zoo training checkpoint (format {FORMAT_VERSION})")
+        raise UserError(f"{path}: not an equimod-zoo training checkpoint (format {FORMAT_VERSION})")
     return payload
 
 
@@ -110,8 +111,8 @@ def rng_state(augment_generator: torch.Generator, device: torch.device) -> dict[
 def restore_rng(state: dict[str, Any], augment_generator: torch.Generator, device: torch.device) -> None:
     """Put back one process's random states, as `rng_state` returned them."""
     if state["augment_device"] != augment_generator.device.type:
-        raise ValueError(f"the checkpoint's augmentations ran on {state['augment_device']}, this run's on "
-                         f"{augment_generator.device.type}: resume on the same kind of device")
+        raise UserError(f"the checkpoint's augmentations ran on {state['augment_device']}, this run's on "
+                        f"{augment_generator.device.type}: resume on the same kind of device")
     torch.set_rng_state(state["torch"])
     if state["cuda"] is not None and device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda"], device)

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from equimod_zoo.equimod.heads_file import read_heads_schema, read_heads_state
+from equimod_zoo.errors import UserError
 from equimod_zoo.model_folder import HEADS_FILE
 from equimod_zoo.training.methods import SSLMethod
 from equimod_zoo.training.recipe import Recipe
@@ -43,22 +44,22 @@ def load_source(name_or_path: str | Path, recipe: Recipe) -> SourceModel:
     where = f"--init-from {name_or_path}"
     method = meta.get("method")
     if method != recipe.method.name:
-        raise ValueError(f"{where}: a {method or 'non-equimod-zoo'} model; recipe {recipe.name} trains "
-                         f"{recipe.method.name}")
+        raise UserError(f"{where}: a {method or 'non-equimod-zoo'} model; recipe {recipe.name} trains "
+                        f"{recipe.method.name}")
     if (located.config.architecture, _plain(located.config.model_args)) != (recipe.arch, _plain(recipe.model_args)):
-        raise ValueError(f"{where}: architecture {located.config.architecture} {located.config.model_args or ''}; "
-                         f"recipe {recipe.name} trains {recipe.arch} {recipe.model_args or ''}".replace(" ;", ";"))
+        raise UserError(f"{where}: architecture {located.config.architecture} {located.config.model_args or ''}; "
+                        f"recipe {recipe.name} trains {recipe.arch} {recipe.model_args or ''}".replace(" ;", ";"))
     heads_path = located.weights.parent / HEADS_FILE
     if not heads_path.is_file():
-        raise ValueError(f"{where}: no {HEADS_FILE} beside {located.weights.name}; a cycle continues the heads "
-                         f"too (export the model with its heads)")
+        raise UserError(f"{where}: no {HEADS_FILE} beside {located.weights.name}; a cycle continues the heads "
+                        f"too (export the model with its heads)")
     heads = read_heads_state(heads_path)
     if recipe.method.equimod:
         names, wanted = read_heads_schema(heads_path.parent, heads).param_names, tuple(recipe.augment.params)
         if names != wanted:
             first = next((f"{a} vs {b}" for a, b in zip(names, wanted) if a != b), f"{len(names)} vs {len(wanted)}")
-            raise ValueError(f"{where}: g_t was trained on another augmentation parameter list than recipe "
-                             f"{recipe.name}'s ({first})")
+            raise UserError(f"{where}: g_t was trained on another augmentation parameter list than recipe "
+                            f"{recipe.name}'s ({first})")
     return SourceModel(name=str(name_or_path), weights_sha256=located.sha256, backbone=load_state_dict(located),
                        heads=heads, history=cycles_of(meta))
 
@@ -74,15 +75,15 @@ def initialise_from(method: SSLMethod, source: SourceModel) -> None:
     for key in sorted(set(expected) | set(source.heads)):
         if key not in source.heads or key not in expected:
             side = "lacks" if key not in source.heads else "has an extra"
-            raise ValueError(f"{where}: its heads {side} {key}; it was trained with other heads or another "
-                             f"augmentation parameter list than recipe {method.config.name}'s")
+            raise UserError(f"{where}: its heads {side} {key}; it was trained with other heads or another "
+                            f"augmentation parameter list than recipe {method.config.name}'s")
         if tuple(source.heads[key].shape) != tuple(expected[key].shape):
-            raise ValueError(f"{where}: head {key} is {tuple(source.heads[key].shape)}, the recipe's is "
-                             f"{tuple(expected[key].shape)} (another augmentation parameter list or head size)")
+            raise UserError(f"{where}: head {key} is {tuple(source.heads[key].shape)}, the recipe's is "
+                            f"{tuple(expected[key].shape)} (another augmentation parameter list or head size)")
     missing, unexpected = method.backbone.load_state_dict(source.backbone, strict=False)
     if missing or unexpected:
-        raise ValueError(f"{where}: backbone keys differ from the recipe's "
-                         f"({(missing or unexpected)[0]} {'missing' if missing else 'unexpected'})")
+        raise UserError(f"{where}: backbone keys differ from the recipe's "
+                        f"({(missing or unexpected)[0]} {'missing' if missing else 'unexpected'})")
     with torch.no_grad():
         for key, value in source.heads.items():
             _tensor_at(method, key).copy_(value)

@@ -31,6 +31,7 @@ from equimod_zoo.cache import default_cache_dir
 from equimod_zoo.data.images import pixels_at_base
 from equimod_zoo.data.sources import FirstImages, ImageSource
 from equimod_zoo.data.spec import DataSpec, choose_split, open_split, parquet_files, resolve_spec
+from equimod_zoo.errors import UserError
 from equimod_zoo.model_folder import sha256_file
 
 DEFAULT_MEMORY_BUDGET = 8 << 30  # bytes of decoded uint8 images kept in memory (and on the GPU)
@@ -66,7 +67,7 @@ class ImageDataset(Dataset):
         try:
             return pixels_at_base(lambda: self.source.open(int(index)), self.base_size)
         except Exception as error:  # name the image: a training set with a bad file is the user's to fix
-            raise ValueError(f"training image {self.source.key(int(index))}: {type(error).__name__}: {error}") from None
+            raise UserError(f"training image {self.source.key(int(index))}: {type(error).__name__}: {error}") from None
 
 
 @dataclass
@@ -112,12 +113,12 @@ def load_train_data(
     source, info = _open(spec, cache)
     if limit is not None:
         if limit < 1:
-            raise ValueError(f"limit must be >= 1, got {limit}")
+            raise UserError(f"limit must be >= 1, got {limit}")
         source = FirstImages(source, limit)
         info = DataInfo(info.name, f"{info.description}; first {len(source)} images", len(source), info.sha256)
     images = ImageDataset(source, base_size=base_size)
     if len(images) == 0:
-        raise ValueError(f"--data {spec.spec}: no training images")
+        raise UserError(f"--data {spec.spec}: no training images")
     if len(images) * 3 * base_size * base_size > memory_budget:
         return TrainData(info=info, base_size=base_size, dataset=images)
     npy = cache / "decoded" / f"{spec.layout}-{info.sha256[:24]}-n{len(images)}-{base_size}px-v{_CACHE_VERSION}.npy"
@@ -208,9 +209,9 @@ class EpochSampler:
 
     def __init__(self, num_images: int, *, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
         if batch_size % world_size:
-            raise ValueError(f"batch size {batch_size} is not divisible by the {world_size} processes")
+            raise UserError(f"batch size {batch_size} is not divisible by the {world_size} processes")
         if num_images < batch_size:
-            raise ValueError(f"batch size {batch_size} is larger than the dataset ({num_images} images)")
+            raise UserError(f"batch size {batch_size} is larger than the dataset ({num_images} images)")
         self.num_images = num_images
         self.batch_size = batch_size
         self.local_batch_size = batch_size // world_size

@@ -17,6 +17,8 @@ import torch.distributed.nn.functional as dist_fn
 import torch.nn as nn
 from torch import Tensor
 
+from equimod_zoo.errors import UserError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -57,7 +59,7 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(value)
     except ValueError:
-        raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
+        raise UserError(f"environment variable {name}={value!r} is not an integer") from None
 
 
 def setup_distributed(
@@ -77,7 +79,7 @@ def setup_distributed(
     rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", 0)
     if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"RANK={rank} is not in [0, WORLD_SIZE={world_size})")
+        raise UserError(f"RANK={rank} is not in [0, WORLD_SIZE={world_size})")
 
     if device is None:
         device = torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")

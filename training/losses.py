@@ -12,12 +12,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from equimod_zoo.errors import UserError
 from equimod_zoo.training.distributed import gather_with_grad, get_rank
 
 
 def _check_pair(a: Tensor, b: Tensor, names: str) -> None:
     if a.ndim != 2 or a.shape != b.shape:
-        raise ValueError(f"{names} must both be (N, D) with the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise UserError(f"{names} must both be (N, D) with the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
 
 
 class NTXentLoss(nn.Module):
@@ -35,7 +36,7 @@ class NTXentLoss(nn.Module):
     def __init__(self, temperature: float = 0.5) -> None:
         super().__init__()
         if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
+            raise UserError(f"temperature must be positive, got {temperature}")
         self.temperature = temperature
 
     def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:

@@ -30,6 +30,7 @@ from equimod_zoo.equimod.heads import (
 )
 from equimod_zoo.equimod.augment import NUM_PARAMS
 from equimod_zoo.equimod.heads_file import HeadsSchema
+from equimod_zoo.errors import UserError
 from equimod_zoo.training.losses import BYOLLoss, EquiModLoss, NTXentLoss, equivariance_gain
 
 METHODS = ("simclr", "byol", "simclr_equimod", "byol_equimod")
@@ -61,11 +62,11 @@ class MethodConfig:
 
     def __post_init__(self) -> None:
         if self.name not in METHODS:
-            raise ValueError(f"unknown method {self.name!r}; expected one of {', '.join(METHODS)}")
+            raise UserError(f"unknown method {self.name!r}; expected one of {', '.join(METHODS)}")
         if not 0.0 <= self.momentum_base <= 1.0:
-            raise ValueError(f"momentum_base must be in [0, 1], got {self.momentum_base}")
+            raise UserError(f"momentum_base must be in [0, 1], got {self.momentum_base}")
         if self.eq_weight < 0:
-            raise ValueError(f"eq_weight must be >= 0, got {self.eq_weight}")
+            raise UserError(f"eq_weight must be >= 0, got {self.eq_weight}")
 
     @property
     def base(self) -> str:
@@ -88,7 +89,7 @@ class StepOutput:
 def byol_momentum(step: int, total_steps: int, base: float = 0.996) -> float:
     """BYOL's target momentum at step k of K: 1 - (1 - base) (cos(pi k / K) + 1) / 2, base -> 1."""
     if total_steps <= 0:
-        raise ValueError(f"total_steps must be positive, got {total_steps}")
+        raise UserError(f"total_steps must be positive, got {total_steps}")
     progress = min(max(step, 0), total_steps) / total_steps
     return 1.0 - (1.0 - base) * (math.cos(math.pi * progress) + 1.0) / 2.0
 
@@ -123,7 +124,7 @@ class EquiModModule(nn.Module):
         mean = torch.zeros(config.param_dim) if param_mean is None else _param_stat(param_mean, "param_mean", config)
         std = torch.ones(config.param_dim) if param_std is None else _param_stat(param_std, "param_std", config)
         if not bool((std > 0).all()):
-            raise ValueError("param_std must be positive in every entry (a constant parameter has std 0: use 1)")
+            raise UserError("param_std must be positive in every entry (a constant parameter has std 0: use 1)")
         self.register_buffer("param_mean", mean)
         self.register_buffer("param_std", std)
 
@@ -146,7 +147,7 @@ def _with_param_dim(config: MethodConfig) -> MethodConfig:
 def _param_stat(value: Tensor, name: str, config: MethodConfig) -> Tensor:
     value = torch.as_tensor(value, dtype=torch.float32).detach().clone()
     if value.shape != (config.param_dim,):
-        raise ValueError(f"{name} must have shape ({config.param_dim},), got {tuple(value.shape)}")
+        raise UserError(f"{name} must have shape ({config.param_dim},), got {tuple(value.shape)}")
     return value
 
 
@@ -169,9 +170,9 @@ class SSLMethod(nn.Module):
         super().__init__()
         feature_dim = getattr(backbone, "num_features", None)
         if not isinstance(feature_dim, int):
-            raise ValueError("backbone must expose .num_features (a timm model built with num_classes=0)")
+            raise UserError("backbone must expose .num_features (a timm model built with num_classes=0)")
         if not config.equimod and (param_mean is not None or param_std is not None):
-            raise ValueError(f"param_mean / param_std are for EquiMod methods, not {config.name!r}")
+            raise UserError(f"param_mean / param_std are for EquiMod methods, not {config.name!r}")
         config = _with_param_dim(config)
         self.config = config
         self.backbone = backbone
@@ -206,16 +207,16 @@ class SSLMethod(nn.Module):
         p2: Tensor | None = None,
     ) -> StepOutput:
         if x1.shape != x2.shape:
-            raise ValueError(f"x1 and x2 must have the same shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
+            raise UserError(f"x1 and x2 must have the same shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
         n = x1.shape[0]
         if self.uses_params:
             if x0 is None or p1 is None or p2 is None:
-                raise ValueError(f"{self.config.name} needs x0, p1 and p2 besides x1 and x2")
+                raise UserError(f"{self.config.name} needs x0, p1 and p2 besides x1 and x2")
             if x0.shape != x1.shape:
-                raise ValueError(f"x0 must have the shape of x1 {tuple(x1.shape)}, got {tuple(x0.shape)}")
+                raise UserError(f"x0 must have the shape of x1 {tuple(x1.shape)}, got {tuple(x0.shape)}")
             expected = (n, self.config.param_dim)
             if p1.shape != expected or p2.shape != expected:
-                raise ValueError(f"p1 and p2 must be {expected}, got {tuple(p1.shape)} and {tuple(p2.shape)}")
+                raise UserError(f"p1 and p2 must be {expected}, got {tuple(p1.shape)} and {tuple(p2.shape)}")
             h1, h2, h0 = self.backbone(torch.cat([x1, x2, x0])).split(n)
         else:
             h1, h2 = self.backbone(torch.cat([x1, x2])).split(n)
@@ -251,7 +252,7 @@ class SSLMethod(nn.Module):
         if self.config.base != "byol":
             return
         if not isinstance(momentum, Tensor) and not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+            raise UserError(f"momentum must be in [0, 1], got {momentum}")
         for online, target in ((self.backbone, self.target_backbone), (self.projection, self.target_projection)):
             online_params = [p.detach() for p in online.parameters()]
             target_params = list(target.parameters())
@@ -291,8 +292,8 @@ class SSLMethod(nn.Module):
         """The schema of `heads_state_dict()`: every head's layer widths and g_t's parameter names."""
         eq = self.equimod
         if eq is not None and len(param_names) != self.config.param_dim:
-            raise ValueError(f"{self.config.name} reads {self.config.param_dim} augmentation parameters, "
-                             f"got {len(param_names)} names")
+            raise UserError(f"{self.config.name} reads {self.config.param_dim} augmentation parameters, "
+                            f"got {len(param_names)} names")
         return HeadsSchema(
             method=self.config.name,
             projection=self.projection.widths,

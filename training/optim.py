@@ -20,6 +20,8 @@ import torch
 import torch.nn as nn
 from timm.optim import Lars
 
+from equimod_zoo.errors import UserError
+
 OPTIMIZERS = ("lars", "sgd")
 
 
@@ -37,18 +39,18 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
+            raise UserError(f"unknown optimizer {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
         if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+            raise UserError(f"lr must be positive, got {self.lr}")
         if self.reference_batch_size <= 0:
-            raise ValueError(f"reference_batch_size must be positive, got {self.reference_batch_size}")
+            raise UserError(f"reference_batch_size must be positive, got {self.reference_batch_size}")
         if self.weight_decay < 0 or self.momentum < 0 or self.eta <= 0 or self.warmup_epochs < 0:
-            raise ValueError("weight_decay, momentum and warmup_epochs must be >= 0 and eta > 0")
+            raise UserError("weight_decay, momentum and warmup_epochs must be >= 0 and eta > 0")
 
     def peak_lr(self, batch_size: int) -> float:
         """The linearly scaled peak rate: lr * batch_size / reference_batch_size (global batch)."""
         if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+            raise UserError(f"batch_size must be positive, got {batch_size}")
         return self.lr * batch_size / self.reference_batch_size
 
 
@@ -82,9 +84,9 @@ def build_optimizer(model: nn.Module, config: OptimConfig, *, batch_size: int) -
 def lr_at(step: int, *, total_steps: int, warmup_steps: int, peak_lr: float) -> float:
     """Linear warm-up from 0 to `peak_lr` over `warmup_steps`, then a cosine decay to 0 at `total_steps`."""
     if total_steps <= 0:
-        raise ValueError(f"total_steps must be positive, got {total_steps}")
+        raise UserError(f"total_steps must be positive, got {total_steps}")
     if not 0 <= warmup_steps <= total_steps:
-        raise ValueError(f"warmup_steps must be in [0, total_steps={total_steps}], got {warmup_steps}")
+        raise UserError(f"warmup_steps must be in [0, total_steps={total_steps}], got {warmup_steps}")
     step = min(max(step, 0), total_steps)
     if step < warmup_steps:
         return peak_lr * step / warmup_steps

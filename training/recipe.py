@@ -23,6 +23,7 @@ import yaml
 
 from equimod_zoo.dataclass_dict import build_dataclass, plain
 from equimod_zoo.equimod.augment import AugmentConfig
+from equimod_zoo.errors import UnknownNameError, UserError
 from equimod_zoo.model_folder import check_architecture, check_model_args
 from equimod_zoo.training.methods import MethodConfig
 from equimod_zoo.training.optim import OptimConfig
@@ -69,22 +70,22 @@ class Recipe:
         for name in ("epochs", "batch_size", "data_size", "eval_size", "checkpoint_every",
                      "log_every", "param_stats_samples"):
             if getattr(self, name) < 1:
-                raise ValueError(f"recipe {self.name}: {name} must be >= 1, got {getattr(self, name)}")
+                raise UserError(f"recipe {self.name}: {name} must be >= 1, got {getattr(self, name)}")
         if self.workers < 0:
-            raise ValueError(f"recipe {self.name}: workers must be >= 0, got {self.workers}")
+            raise UserError(f"recipe {self.name}: workers must be >= 0, got {self.workers}")
         if isinstance(self.compile, bool):  # recipes and checkpoints from before the scopes
             self.compile = "model" if self.compile else "off"
         if self.compile not in COMPILE_SCOPES:
-            raise ValueError(f"recipe {self.name}: compile must be one of {', '.join(COMPILE_SCOPES)}, "
-                             f"got {self.compile!r}")
+            raise UserError(f"recipe {self.name}: compile must be one of {', '.join(COMPILE_SCOPES)}, "
+                            f"got {self.compile!r}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"recipe {self.name}: precision must be one of {', '.join(PRECISIONS)}, "
-                             f"got {self.precision!r}")
+            raise UserError(f"recipe {self.name}: precision must be one of {', '.join(PRECISIONS)}, "
+                            f"got {self.precision!r}")
         if self.data_size < self.augment.size:
-            raise ValueError(f"recipe {self.name}: data_size {self.data_size} is below the crop size "
-                             f"augment.size {self.augment.size}")
+            raise UserError(f"recipe {self.name}: data_size {self.data_size} is below the crop size "
+                            f"augment.size {self.augment.size}")
         if not 0 < self.eval_crop_pct <= 1:
-            raise ValueError(f"recipe {self.name}: eval_crop_pct must be in (0, 1], got {self.eval_crop_pct}")
+            raise UserError(f"recipe {self.name}: eval_crop_pct must be in (0, 1], got {self.eval_crop_pct}")
         # what reaches timm.create_model: a registered name and constructor arguments, never a path
         check_architecture(self.arch, f"recipe {self.name}")
         check_model_args(self.model_args, f"recipe {self.name}")
@@ -93,8 +94,8 @@ class Recipe:
         if self.method.param_dim is None:
             self.method = dataclasses.replace(self.method, param_dim=num_params)
         elif self.method.param_dim != num_params:
-            raise ValueError(f"recipe {self.name}: method.param_dim {self.method.param_dim} differs from the "
-                             f"{num_params} entries of augment.params")
+            raise UserError(f"recipe {self.name}: method.param_dim {self.method.param_dim} differs from the "
+                            f"{num_params} entries of augment.params")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain containers only (YAML, JSON and `torch.load(weights_only=True)` all read it)."""
@@ -142,7 +143,7 @@ def recipe_from_dict(data: Mapping[str, Any], *, source: str = "recipe") -> Reci
     """Build a Recipe, checking every key and type; errors name `source` and the dotted key."""
     data = {k: v for k, v in data.items() if k != "base"}
     if "name" not in data:
-        raise ValueError(f"{source}: no 'name'")
+        raise UserError(f"{source}: no 'name'")
     return build_dataclass(Recipe, data, source=source)
 
 
@@ -155,19 +156,19 @@ def _recipe_path(name_or_path: str | Path) -> Path:
     candidate = RECIPES_DIR / f"{name_or_path}.yaml"
     if candidate.is_file() and not str(name_or_path).startswith("_"):
         return candidate
-    raise KeyError(f"unknown recipe {str(name_or_path)!r}; the recipes are: {', '.join(list_recipes())} "
-                   f"(or pass a .yaml file)")
+    raise UnknownNameError(f"unknown recipe {str(name_or_path)!r}; the recipes are: {', '.join(list_recipes())} "
+                           f"(or pass a .yaml file)")
 
 
 def _read_with_bases(path: Path, *, seen: tuple[Path, ...]) -> dict[str, Any]:
     if path.resolve() in seen:
-        raise ValueError(f"{path}: recipe bases form a cycle ({' -> '.join(p.name for p in (*seen, path))})")
+        raise UserError(f"{path}: recipe bases form a cycle ({' -> '.join(p.name for p in (*seen, path))})")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML ({error})") from None
+        raise UserError(f"{path}: not valid YAML ({error})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: a recipe is a mapping of keys to values")
+        raise UserError(f"{path}: a recipe is a mapping of keys to values")
     bases = data.pop("base", None) or []
     merged: dict[str, Any] = {}
     for base in [bases] if isinstance(bases, str) else bases:  # several bases merge left to right
@@ -196,8 +197,8 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any, *, source: str) -> N
     node = data
     for part in parents:
         if not isinstance(node.get(part), dict):
-            raise KeyError(f"{source}: cannot override {key!r}: {part!r} is not a section")
+            raise UnknownNameError(f"{source}: cannot override {key!r}: {part!r} is not a section")
         node = node[part]
     if leaf not in node:
-        raise KeyError(f"{source}: cannot override {key!r}: no such key (known: {', '.join(node)})")
+        raise UnknownNameError(f"{source}: cannot override {key!r}: no such key (known: {', '.join(node)})")
     node[leaf] = value

@@ -39,6 +39,7 @@ from torch.nn.parallel import DistributedDataParallel
 from equimod_zoo.atomic import atomic_write_text
 from equimod_zoo.devices import cpu_has_fast_bf16
 from equimod_zoo.equimod.augment import BatchedAugment, parameter_statistics
+from equimod_zoo.errors import UserError
 from equimod_zoo.training.checkpoint import (
     CHECKPOINT_FILE,
     TrainingState,
@@ -151,23 +152,23 @@ def resolve_run_recipe(recipe: str | Path | Recipe | None, *, out: Path, resume:
     checkpoint = out / CHECKPOINT_FILE
     if not resume:
         if recipe is None:
-            raise ValueError("a recipe is needed to start a run (--recipe NAME)")
+            raise UserError("a recipe is needed to start a run (--recipe NAME)")
         if checkpoint.exists():
-            raise ValueError(f"{out}: already holds a run ({CHECKPOINT_FILE}); pass --resume to continue it, "
-                             f"or choose another --out")
+            raise UserError(f"{out}: already holds a run ({CHECKPOINT_FILE}); pass --resume to continue it, "
+                            f"or choose another --out")
         return load_recipe(recipe, overrides=overrides), None
     payload = load_checkpoint(checkpoint)
     saved = recipe_from_dict(payload["recipe"], source=str(checkpoint))
     if recipe is not None:
         name = recipe.name if isinstance(recipe, Recipe) else load_recipe(recipe).name
         if name != saved.name:
-            raise ValueError(f"{out}: the run was started with recipe {saved.name!r}, not {name!r}")
+            raise UserError(f"{out}: the run was started with recipe {saved.name!r}, not {name!r}")
     requested = saved.override(overrides)
     before, after = saved.to_dict(), requested.to_dict()
     changed = [key for key in after if key not in EXECUTION_FIELDS and after[key] != before[key]]
     if changed:
-        raise ValueError(f"{out}: --resume cannot change {changed[0]} ({before[changed[0]]!r} -> "
-                         f"{after[changed[0]]!r}); only {', '.join(EXECUTION_FIELDS)} may change on resume")
+        raise UserError(f"{out}: --resume cannot change {changed[0]} ({before[changed[0]]!r} -> "
+                        f"{after[changed[0]]!r}); only {', '.join(EXECUTION_FIELDS)} may change on resume")
     return requested, payload
 
 
@@ -179,8 +180,8 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
         return torch.float16
     if precision == "bf16":
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise ValueError(f"precision bf16: {torch.cuda.get_device_name(device)} does not support bfloat16; "
-                             f"use fp16 or auto")
+            raise UserError(f"precision bf16: {torch.cuda.get_device_name(device)} does not support bfloat16; "
+                            f"use fp16 or auto")
         return torch.bfloat16
     if device.type == "cpu":
         return torch.bfloat16 if cpu_has_fast_bf16() else None
@@ -219,9 +220,9 @@ class _Trainer:
                  max_steps: int | None, resume: bool, overrides: Mapping[str, Any], cache_dir: str | Path | None,
                  data_limit: int | None, progress: bool, init_from: str | Path | None = None) -> None:
         if max_steps is not None and max_steps < 1:
-            raise ValueError(f"--max-steps must be >= 1, got {max_steps}")
+            raise UserError(f"--max-steps must be >= 1, got {max_steps}")
         if resume and init_from is not None:
-            raise ValueError("--init-from starts a new cycle and --resume continues one: give one of them")
+            raise UserError("--init-from starts a new cycle and --resume continues one: give one of them")
         self.info = info
         self.device = info.device
         self.out = out
@@ -235,9 +236,9 @@ class _Trainer:
                                     workers=recipe.workers, progress=progress and info.is_main)
         if self.payload is not None and (self.payload["data"]["sha256"], self.payload["data"]["num_images"]) != (
                 self.data.info.sha256, self.data.info.num_images):
-            raise ValueError(f"--data {data}: not the data this run was trained on "
-                             f"({self.payload['data']['name']}, {self.payload['data']['num_images']} images, "
-                             f"sha256 {self.payload['data']['sha256'][:12]}...)")
+            raise UserError(f"--data {data}: not the data this run was trained on "
+                            f"({self.payload['data']['name']}, {self.payload['data']['num_images']} images, "
+                            f"sha256 {self.payload['data']['sha256'][:12]}...)")
         self.sampler = EpochSampler(len(self.data), batch_size=recipe.batch_size, seed=recipe.seed,
                                     rank=info.rank, world_size=info.world_size)
         self.loader = BatchLoader(self.data, self.sampler, device=self.device, workers=recipe.workers)
@@ -314,8 +315,8 @@ class _Trainer:
             self.scaler.load_state_dict(payload["scaler"])
         rng = payload["rng"]
         if len(rng) != self.info.world_size:
-            raise ValueError(f"{self.out / CHECKPOINT_FILE}: saved by {len(rng)} processes; resume with the same "
-                             f"number (this run has {self.info.world_size})")
+            raise UserError(f"{self.out / CHECKPOINT_FILE}: saved by {len(rng)} processes; resume with the same "
+                            f"number (this run has {self.info.world_size})")
         restore_rng(rng[self.info.rank], self.generator, self.device)
         self.state = training_state(payload)
 

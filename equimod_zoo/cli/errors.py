@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import linecache
 from collections.abc import Iterator
 
 import typer
@@ -15,10 +14,6 @@ from equimod_zoo.errors import UserError
 # operating system's word on a path they gave. Anything else is a bug and keeps its traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (UserError, FileNotFoundError, NotADirectoryError,
                                                  IsADirectoryError, PermissionError, FileExistsError)
-# Much of the code still raises plain ValueError/KeyError for bad input. Those count as user
-# errors only when an equimod_zoo module raised them on purpose (a `raise` statement is where the
-# traceback ends); one that numpy, torch or a dict lookup raised is a bug and keeps its traceback.
-LEGACY_USER_ERRORS: tuple[type[BaseException], ...] = (KeyError, ValueError)
 
 err_console = Console(stderr=True)
 
@@ -42,23 +37,9 @@ def user_errors(*, network_hint: str | None = None) -> Iterator[None]:
     except Exception as error:
         if is_network_error(error) and not isinstance(error, UserError):
             raise fail(_escape(network_message(error, network_hint))) from None
-        if isinstance(error, USER_ERRORS) or (isinstance(error, LEGACY_USER_ERRORS) and _raised_on_purpose(error)):
-            message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-            raise fail(_escape(" ".join(message.split()))) from None
+        if isinstance(error, USER_ERRORS):
+            raise fail(_escape(" ".join(str(error).split()))) from None
         raise
-
-
-def _raised_on_purpose(error: BaseException) -> bool:
-    """Whether the traceback ends at a `raise` statement in equimod_zoo's own code."""
-    traceback = error.__traceback__
-    if traceback is None:
-        return False
-    while traceback.tb_next is not None:
-        traceback = traceback.tb_next
-    frame = traceback.tb_frame
-    if not str(frame.f_globals.get("__name__", "")).startswith("equimod_zoo"):
-        return False
-    return linecache.getline(frame.f_code.co_filename, traceback.tb_lineno).lstrip().startswith("raise")
 
 
 def _escape(text: str) -> str:

@@ -10,6 +10,7 @@ from rich.console import Console
 from equimod_zoo.cli.errors import user_errors
 from equimod_zoo.cli.network import offline_unless_reachable
 from equimod_zoo.cli.paths import nonempty_path
+from equimod_zoo.errors import UserError
 from equimod_zoo.extraction.extract import DEFAULT_MODEL, DEFAULT_SHARD_SIZE
 
 
@@ -63,9 +64,9 @@ def extract_command(
         if more_images:
             images = [*(images or []), *more_images]
         if (images is None) == (dataset is None):
-            raise ValueError("give exactly one of --images DIR or --dataset SPEC")
+            raise UserError("give exactly one of --images DIR or --dataset SPEC")
         if images is not None and (split or image_column or label_column or data_dir is not None):
-            raise ValueError("--split, --data-dir, --image-column and --label-column apply to --dataset only")
+            raise UserError("--split, --data-dir, --image-column and --label-column apply to --dataset only")
         if images is not None:
             # one folder is scanned by extract_features itself; anything else is listed or streamed here
             single = Path(images[0]) if len(images) == 1 and images[0].strip() else None

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from equimod_zoo.cli.errors import check_device, user_errors
 from equimod_zoo.cli.paths import nonempty_path
+from equimod_zoo.errors import UserError
 
 
 def probe_augs_command(
@@ -39,13 +40,13 @@ def probe_augs_command(
     with user_errors():
         check_device(device)  # a missing GPU or a typo: one line, before any work
         if (model is None) == (models is None):
-            raise ValueError("give exactly one of --model NAME or --models A,B")
+            raise UserError("give exactly one of --model NAME or --models A,B")
         names = [model] if model is not None else [name.strip() for name in models.split(",") if name.strip()]
         if not names:
-            raise ValueError("--models: no model names")
+            raise UserError("--models: no model names")
         view_choice = {"both": None, "1": (0,), "2": (1,)}
         if views not in view_choice:
-            raise ValueError(f"--views must be both, 1 or 2, got {views!r}")
+            raise UserError(f"--views must be both, 1 or 2, got {views!r}")
         reports = []
         for name in names:
             reports.append(probe_augmentations(

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from equimod_zoo.cli.errors import check_device, user_errors
+from equimod_zoo.errors import UserError
 
 
 def linear_command(
@@ -33,7 +34,7 @@ def linear_command(
     with user_errors():
         check_device(device)  # a missing GPU or a typo: one line, before any work
         if record is not None and not dataset_name:
-            raise ValueError("--record needs --dataset-name (e.g. cifar10), the dataset the results belong to")
+            raise UserError("--record needs --dataset-name (e.g. cifar10), the dataset the results belong to")
         if record is not None:
             check_records_dir(record)  # before the work, not after
         report = probe_feature_folders(train, test, val=val, select_metric=select_metric, k=k,

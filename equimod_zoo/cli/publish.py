@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 
 from equimod_zoo.cli.errors import err_console, user_errors
+from equimod_zoo.errors import UserError
 
 
 def publish_command(
@@ -116,9 +117,9 @@ def _json_object(text: str, option: str) -> dict:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ValueError(f"{option}: not valid JSON ({error})") from None
+        raise UserError(f"{option}: not valid JSON ({error})") from None
     if not isinstance(value, dict):
-        raise ValueError(f"{option}: expected a JSON object")
+        raise UserError(f"{option}: expected a JSON object")
     return value
 
 

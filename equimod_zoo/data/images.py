@@ -24,6 +24,7 @@ import torch
 from PIL import Image, ImageOps
 
 from equimod_zoo.data.resize import resize_to_base
+from equimod_zoo.errors import UserError
 
 # Every extension an image file may have: what a folder scan picks up.
 IMAGE_EXTENSIONS = frozenset({
@@ -38,7 +39,7 @@ _DRAFT_FORMATS = ("JPEG", "MPO")
 _SWAPS_AXES = {5, 6, 7, 8}
 
 
-class ImageTooLargeError(ValueError):
+class ImageTooLargeError(UserError):
     """More pixels than the limit: refused before decoding, like Pillow's DecompressionBombError."""
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from equimod_zoo.data.known import KNOWN_DATASETS, KnownDataset
-from equimod_zoo.errors import UserError
+from equimod_zoo.errors import UnknownNameError, UserError
 from equimod_zoo.data.sources import FileListSource, HFDatasetSource, ImageSource, scan_images
 
 Layout = Literal["hub", "parquet", "cub", "imagefolder"]
@@ -100,8 +100,8 @@ def resolve_spec(spec: str | os.PathLike[str], *, data_dir: str | os.PathLike[st
     if "/" in text or os.sep in text or text.endswith(".parquet"):
         raise FileNotFoundError(f"{option} {text}: no such file or folder (and not a Hugging Face dataset id "
                                 f"OWNER/NAME)")
-    raise KeyError(f"unknown dataset {text!r}: use one of {', '.join(KNOWN_DATASETS)}, hf:OWNER/NAME, "
-                   f"OWNER/NAME, or a folder or parquet file")
+    raise UnknownNameError(f"unknown dataset {text!r}: use one of {', '.join(KNOWN_DATASETS)}, hf:OWNER/NAME, "
+                           f"OWNER/NAME, or a folder or parquet file")
 
 
 def _local(spec: str, path: Path, *, option: str, layout: str | None = None, known: KnownDataset | None = None,
@@ -209,8 +209,8 @@ def open_splits(data: DataSpec, wanted: Iterable[str] | None = None, *, image_co
     names = {name: s.label_names for name, s in sources.items()}
     distinct = {tuple(n) if n is not None else None for n in names.values()}
     if len(distinct) > 1:
-        raise ValueError(f"{data.name}: the splits name their classes differently "
-                         f"({', '.join(f'{name}: {len(n or [])} names' for name, n in names.items())})")
+        raise UserError(f"{data.name}: the splits name their classes differently "
+                        f"({', '.join(f'{name}: {len(n or [])} names' for name, n in names.items())})")
     return Splits(data, sources, available, next(iter(names.values()), None))
 
 
@@ -239,7 +239,7 @@ def open_split(data: DataSpec | str, split: str | None = None, *, image_column: 
     if data.layout == "hub" and split is not None:  # ask for the split itself, not the Hub for a listing
         opened = open_splits(data, [split], **options)
         if not opened.sources:
-            raise ValueError(f"{data.spec}: no split {split!r}; it has {opened.available}")
+            raise UserError(f"{data.spec}: no split {split!r}; it has {opened.available}")
         return next(iter(opened.sources.values()))
     chosen = choose_split(data, split, prefer=prefer, cache_dir=cache_dir)
     return open_splits(data, [chosen], **options).sources[chosen]
@@ -254,10 +254,10 @@ def choose_split(data: DataSpec, split: str | None, *, prefer: str | None = None
             return available[0]
         if prefer is not None and find_split(available, prefer) is not None:
             return find_split(available, prefer)
-        raise ValueError(f"{data.spec}: has splits {available}; choose one with --split")
+        raise UserError(f"{data.spec}: has splits {available}; choose one with --split")
     chosen = find_split(available, split)
     if chosen is None:
-        raise ValueError(f"{data.spec}: no split {split!r}; it has {available}")
+        raise UserError(f"{data.spec}: no split {split!r}; it has {available}")
     return chosen
 
 
@@ -383,14 +383,14 @@ def _open_cub(data: DataSpec, wanted: Iterable[str] | None) -> Splits:
     for image_id, relative in tables["images.txt"].items():
         for name in ("image_class_labels.txt", "train_test_split.txt"):
             if image_id not in tables[name]:
-                raise ValueError(f"{root / name}: no row for image {image_id} ({relative})")
+                raise UserError(f"{root / name}: no row for image {image_id} ({relative})")
         class_id = tables["image_class_labels.txt"][image_id]
         if class_id not in class_index:
-            raise ValueError(f"{root / 'image_class_labels.txt'}: image {image_id} has class {class_id}, "
-                             f"which classes.txt does not list")
+            raise UserError(f"{root / 'image_class_labels.txt'}: image {image_id} has class {class_id}, "
+                            f"which classes.txt does not list")
         role = {"1": "train", "0": "test"}.get(tables["train_test_split.txt"][image_id])
         if role is None:
-            raise ValueError(f"{root / 'train_test_split.txt'}: image {image_id} is neither 1 (train) nor 0 (test)")
+            raise UserError(f"{root / 'train_test_split.txt'}: image {image_id} is neither 1 (train) nor 0 (test)")
         paths[role].append(str(root / "images" / relative))
         labels[role].append(class_index[class_id])
     chosen = _chosen(["train", "test"], wanted)
@@ -405,7 +405,7 @@ def _id_table(path: Path) -> dict[str, str]:
         if line.strip():
             parts = line.strip().split(maxsplit=1)
             if len(parts) != 2:
-                raise ValueError(f"{path}:{number}: expected 'ID VALUE', got {line!r}")
+                raise UserError(f"{path}:{number}: expected 'ID VALUE', got {line!r}")
             rows[parts[0]] = parts[1]
     return rows
 
@@ -428,15 +428,15 @@ def _open_imagefolder(data: DataSpec, wanted: Iterable[str] | None) -> Splits:
     reference = "train" if "train" in found else chosen[0] if chosen else None
     names = sorted({cls for cls, _ in found[reference]}) if reference else []
     if reference and not names:
-        raise ValueError(f"{folders[reference]}: no images in class sub-folders")
+        raise UserError(f"{folders[reference]}: no images in class sub-folders")
     index = {name: i for i, name in enumerate(names)}
     sources: dict[str, ImageSource] = {}
     for split in chosen:
         items = found[split]
         unknown = sorted({cls for cls, _ in items} - set(index))
         if unknown:
-            raise ValueError(f"{data.name} split {folders[split].name!r}: class folder {unknown[0]!r} has no images "
-                             f"in {folders[reference]}")
+            raise UserError(f"{data.name} split {folders[split].name!r}: class folder {unknown[0]!r} has no images "
+                            f"in {folders[reference]}")
         sources[split] = FileListSource([p for _, p in items], [index[c] for c, _ in items], names)
     return Splits(data, sources, available, names)
 
@@ -448,6 +448,6 @@ def _class_images(root: Path) -> list[tuple[str, Path]]:
     for path in paths:
         parts = path.relative_to(absolute).parts
         if len(parts) < 2:
-            raise ValueError(f"{root}: {parts[0]} sits outside any class folder")
+            raise UserError(f"{root}: {parts[0]} sits outside any class folder")
         items.append((parts[0], path))
     return items

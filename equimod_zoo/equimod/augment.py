@@ -49,6 +49,7 @@ import torch.nn.functional as F
 
 from equimod_zoo.architectures import CIFAR10_MEAN, CIFAR10_STD
 from equimod_zoo.dataclass_dict import build_dataclass
+from equimod_zoo.errors import UserError
 
 PARAM_NAMES: tuple[str, ...] = (
     "crop_top", "crop_left", "crop_height", "crop_width", "flip",
@@ -129,39 +130,39 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         if self.size < 1:
-            raise ValueError(f"size must be positive, got {self.size}")
+            raise UserError(f"size must be positive, got {self.size}")
         if not 0 < self.crop_scale[0] <= self.crop_scale[1]:
-            raise ValueError(f"crop_scale must be (min, max) with 0 < min <= max, got {self.crop_scale}")
+            raise UserError(f"crop_scale must be (min, max) with 0 < min <= max, got {self.crop_scale}")
         if not 0 < self.crop_ratio[0] <= self.crop_ratio[1]:
-            raise ValueError(f"crop_ratio must be (min, max) with 0 < min <= max, got {self.crop_ratio}")
+            raise UserError(f"crop_ratio must be (min, max) with 0 < min <= max, got {self.crop_ratio}")
         if not 0 < self.blur_sigma[0] <= self.blur_sigma[1]:
-            raise ValueError(f"blur_sigma must be (min, max) with 0 < min <= max, got {self.blur_sigma}")
+            raise UserError(f"blur_sigma must be (min, max) with 0 < min <= max, got {self.blur_sigma}")
         if self.blur_kernel is not None and (self.blur_kernel < 1 or self.blur_kernel % 2 == 0):
-            raise ValueError(f"blur_kernel must be a positive odd integer, got {self.blur_kernel}")
+            raise UserError(f"blur_kernel must be a positive odd integer, got {self.blur_kernel}")
         if self.kernel_size // 2 >= self.size:
-            raise ValueError(f"blur kernel {self.kernel_size} is too large for size {self.size} (reflect padding)")
+            raise UserError(f"blur kernel {self.kernel_size} is too large for size {self.size} (reflect padding)")
         if not 0 <= self.hue <= 0.5:
-            raise ValueError(f"hue must be in [0, 0.5], got {self.hue}")
+            raise UserError(f"hue must be in [0, 0.5], got {self.hue}")
         for name in ("brightness", "contrast", "saturation"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
+                raise UserError(f"{name} must be non-negative, got {getattr(self, name)}")
         probabilities = {"flip_p": self.flip_p, "jitter_p": self.jitter_p, "grayscale_p": self.grayscale_p}
         for index, view in enumerate(self.views):
             probabilities[f"views[{index}].blur_p"] = view.blur_p
             probabilities[f"views[{index}].solarize_p"] = view.solarize_p
         for name, p in probabilities.items():
             if not 0 <= p <= 1:
-                raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
+                raise UserError(f"{name} must be a probability in [0, 1], got {p}")
         if not self.views:
-            raise ValueError("views must name at least one view")
+            raise UserError("views must name at least one view")
         if self.x0_resize is not None and self.x0_resize < self.size:
-            raise ValueError(f"x0_resize must be at least size {self.size}, got {self.x0_resize}")
+            raise UserError(f"x0_resize must be at least size {self.size}, got {self.x0_resize}")
         expected = self.pipeline_params
         if not self.params:
             object.__setattr__(self, "params", expected)
         elif tuple(self.params) != expected:
-            raise ValueError(f"params must name this pipeline's {len(expected)} entries in order "
-                             f"({', '.join(expected)}), got {len(self.params)} ({', '.join(self.params)})")
+            raise UserError(f"params must name this pipeline's {len(expected)} entries in order "
+                            f"({', '.join(expected)}), got {len(self.params)} ({', '.join(self.params)})")
 
     @property
     def has_blur(self) -> bool:
@@ -235,10 +236,10 @@ class BatchedAugment:
         """
         cfg = self.config
         if not 0 <= view < len(cfg.views):
-            raise ValueError(f"view must be in [0, {len(cfg.views) - 1}], got {view}")
+            raise UserError(f"view must be in [0, {len(cfg.views) - 1}], got {view}")
         height, width = int(image_size[0]), int(image_size[1])
         if height < 1 or width < 1:
-            raise ValueError(f"image_size must be positive, got {tuple(image_size)}")
+            raise UserError(f"image_size must be positive, got {tuple(image_size)}")
         view_cfg = cfg.views[view]
         source = generator.device if generator is not None else torch.device(device or "cpu")
 
@@ -292,8 +293,8 @@ class BatchedAugment:
         """
         x = _as_float_images(images)
         if params.shape != (x.shape[0], self.num_params):
-            raise ValueError(f"params must have shape [{x.shape[0]}, {self.num_params}] "
-                             f"(this pipeline's entries), got {list(params.shape)}")
+            raise UserError(f"params must have shape [{x.shape[0]}, {self.num_params}] "
+                            f"(this pipeline's entries), got {list(params.shape)}")
         params = self.full_params(params.to(device=x.device, dtype=torch.float32))
         subsets = self.select_subsets if self.select_subsets is not None else x.device.type == "cpu"
         x = resized_crop(x, params[:, CROP], self.config.size, flip=params[:, FLIP] > 0.5,
@@ -590,7 +591,7 @@ def apply_where(mask: torch.Tensor, op: Callable[[torch.Tensor, Any], torch.Tens
 
 def _check_images(images: torch.Tensor) -> None:
     if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be [n, 3, H, W], got {list(images.shape)}")
+        raise UserError(f"images must be [n, 3, H, W], got {list(images.shape)}")
 
 
 def _as_float_images(images: torch.Tensor) -> torch.Tensor:
@@ -598,5 +599,5 @@ def _as_float_images(images: torch.Tensor) -> torch.Tensor:
     if images.dtype == torch.uint8:
         return images.float().div_(255)
     if not images.is_floating_point():
-        raise ValueError(f"images must be uint8 or float in [0, 1], got {images.dtype}")
+        raise UserError(f"images must be uint8 or float in [0, 1], got {images.dtype}")
     return images.float()

@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from equimod_zoo.errors import UserError
+
 Block = tuple[int, int, nn.Module | None, nn.Module | None]  # (in_dim, out_dim, norm, activation)
 
 
@@ -24,7 +26,7 @@ class ProjectionHead(nn.Module):
     def __init__(self, blocks: Sequence[Block]) -> None:
         super().__init__()
         if not blocks:
-            raise ValueError("ProjectionHead needs at least one block")
+            raise UserError("ProjectionHead needs at least one block")
         layers: list[nn.Module] = []
         for in_dim, out_dim, norm, activation in blocks:
             layers.append(nn.Linear(in_dim, out_dim, bias=norm is None))
@@ -141,8 +143,8 @@ class EquiModHeads(nn.Module):
                  param_mean: Tensor, param_std: Tensor, param_names: Sequence[str]) -> None:
         super().__init__()
         if param_mean.shape != (len(param_names),) or param_std.shape != (len(param_names),):
-            raise ValueError(f"param_mean and param_std must have {len(param_names)} entries, one per parameter "
-                             f"name, got {tuple(param_mean.shape)} and {tuple(param_std.shape)}")
+            raise UserError(f"param_mean and param_std must have {len(param_names)} entries, one per parameter "
+                            f"name, got {tuple(param_mean.shape)} and {tuple(param_std.shape)}")
         self.g_eq, self.g_t, self.u = g_eq, g_t, u
         self.param_names = tuple(param_names)
         self.register_buffer("param_mean", param_mean.float())
@@ -157,7 +159,7 @@ class EquiModHeads(nn.Module):
     def predict(self, y0: Tensor, params: Tensor) -> Tensor:
         """y_hat_t from y0 and the raw parameter vectors ([n, len(param_names)])."""
         if params.shape[-1] != len(self.param_names):
-            raise ValueError(f"params must have {len(self.param_names)} columns ({', '.join(self.param_names)}), "
-                             f"got {params.shape[-1]}")
+            raise UserError(f"params must have {len(self.param_names)} columns ({', '.join(self.param_names)}), "
+                            f"got {params.shape[-1]}")
         a = self.g_t((params.to(self.param_mean) - self.param_mean) / self.param_std)
         return self.u(y0, a)

@@ -20,6 +20,7 @@ import torch
 
 from equimod_zoo.equimod.augment import PARAM_NAMES
 from equimod_zoo.equimod.heads import AugmentationEmbedding, EquiModHeads, EquiModProjectionHead, EquivariantPredictor
+from equimod_zoo.errors import UserError
 from equimod_zoo.model_folder import CONFIG_FILE, HEADS_FILE, ModelConfig, ModelFolderError
 
 SCHEMA_KEY = "heads"  # config.json: equimod.heads
@@ -46,17 +47,17 @@ class HeadsSchema:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise ValueError(f"heads schema: unknown method {self.method!r}; expected one of {', '.join(METHODS)}")
+            raise UserError(f"heads schema: unknown method {self.method!r}; expected one of {', '.join(METHODS)}")
         equimod = self.method.endswith("_equimod")
         if equimod != bool(self.g_eq) or equimod != bool(self.g_t):
-            raise ValueError(f"heads schema: g_eq and g_t are given exactly for EquiMod methods, not for {self.method}")
+            raise UserError(f"heads schema: g_eq and g_t are given exactly for EquiMod methods, not for {self.method}")
         if (self.method.startswith("byol")) != bool(self.predictor):
-            raise ValueError(f"heads schema: a predictor is given exactly for BYOL methods, not for {self.method}")
+            raise UserError(f"heads schema: a predictor is given exactly for BYOL methods, not for {self.method}")
         if equimod and (len(self.g_t) != 2 or self.g_t[0] != len(self.param_names)):
-            raise ValueError(f"heads schema: g_t's input ({self.g_t[:1]}) must be the number of parameter names "
-                             f"({len(self.param_names)})")
+            raise UserError(f"heads schema: g_t's input ({self.g_t[:1]}) must be the number of parameter names "
+                            f"({len(self.param_names)})")
         if not equimod and self.param_names:
-            raise ValueError(f"heads schema: parameter names are for EquiMod methods, not {self.method}")
+            raise UserError(f"heads schema: parameter names are for EquiMod methods, not {self.method}")
 
     @property
     def equimod(self) -> bool:

@@ -124,9 +124,9 @@ def extract_features(
     Features are float16 on disk. Images that fail to decode are listed in OUT/failures.csv.
     """
     if batch_size < 1 or shard_size < 1 or num_workers < 0:
-        raise ValueError("batch_size and shard_size must be >= 1 and num_workers >= 0")
+        raise UserError("batch_size and shard_size must be >= 1 and num_workers >= 0")
     if resolution is not None and resolution < 1:
-        raise ValueError(f"resolution: {resolution} is not a positive size")
+        raise UserError(f"resolution: {resolution} is not a positive size")
     started = time.perf_counter()
     device = resolve_device(device, argument="device")
     network, model_name, weights_sha256 = _resolve_model(model)
@@ -260,7 +260,7 @@ def _compile_pays(compile: bool | Literal["auto"], device: torch.device, amp_dty
     if compile == "auto":
         return device.type == "cpu" and amp_dtype == torch.bfloat16 and num_images >= AUTO_COMPILE_MIN_IMAGES
     if not isinstance(compile, bool):
-        raise ValueError(f"compile: {compile!r} is not True, False or 'auto'")
+        raise UserError(f"compile: {compile!r} is not True, False or 'auto'")
     return compile
 
 
@@ -285,16 +285,16 @@ def _resolve_source(source: str | Path | ImageSource | ImageStream) -> ImageSour
     if isinstance(source, (str, Path)):
         images = folder_source(source)
         if not len(images):
-            raise ValueError(f"{source}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in this folder "
-                             f"or below it")
+            raise UserError(f"{source}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in this folder "
+                            f"or below it")
         return images
     if isinstance(source, ImageStream):
         if not source.count():
-            raise ValueError(f"{source!r}: has no images")
+            raise UserError(f"{source!r}: has no images")
         return source
     if isinstance(source, ImageSource):
         if not len(source):
-            raise ValueError(f"{source!r}: has no images")
+            raise UserError(f"{source!r}: has no images")
         return source
     raise TypeError(f"source: expected a folder, an ImageSource or an ImageStream, got {type(source).__name__}")
 
@@ -361,7 +361,7 @@ def _amp_dtype(precision: Precision, device: torch.device) -> torch.dtype | None
     if precision in ("bf16", "fp16"):
         return torch.bfloat16 if precision == "bf16" else torch.float16
     if precision != "auto":
-        raise ValueError(f"precision: {precision!r} is not one of auto, fp32, bf16, fp16")
+        raise UserError(f"precision: {precision!r} is not one of auto, fp32, bf16, fp16")
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "cpu" and cpu_has_fast_bf16():
@@ -405,8 +405,8 @@ def _padded(pixels: torch.Tensor, batch_size: int) -> torch.Tensor:
 def _forward(network: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
     features = network(pixels.contiguous(memory_format=torch.channels_last))
     if features.ndim != 2:
-        raise ValueError(f"model returns features of shape {tuple(features.shape)}, not (batch, dim); "
-                         f"pass a headless model that pools its features")
+        raise UserError(f"model returns features of shape {tuple(features.shape)}, not (batch, dim); "
+                        f"pass a headless model that pools its features")
     return features.float()
 
 

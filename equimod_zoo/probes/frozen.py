@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from equimod_zoo.errors import UserError
 from equimod_zoo.extraction.store import load_features as load_store_features
 from equimod_zoo.extraction.store import read_info, read_metadata
 from equimod_zoo.probes.knn import KnnResult, knn_probe
@@ -48,11 +49,11 @@ def read_labelled_features(folder: str | Path) -> LabelledFeatures:
     _, features = load_store_features(folder)
     metadata = read_metadata(folder)
     if "label" not in metadata.column_names:
-        raise ValueError(f"{folder}: the features have no labels; extract them from a labelled dataset "
-                         f"(--dataset with a label column, or an imagefolder tree)")
+        raise UserError(f"{folder}: the features have no labels; extract them from a labelled dataset "
+                        f"(--dataset with a label column, or an imagefolder tree)")
     labels = np.asarray(metadata.column("label").to_pylist(), dtype=np.int64)
     if len(labels) != len(features):
-        raise ValueError(f"{folder}: {len(features)} feature rows but {len(labels)} labels")
+        raise UserError(f"{folder}: {len(features)} feature rows but {len(labels)} labels")
     return LabelledFeatures(features, labels, str(folder), str(info.get("model")), str(info.get("weights_sha256")),
                             info.get("label_names"))
 
@@ -111,7 +112,7 @@ class FrozenProbeReport:
     def _result(self, protocol: FrozenProtocol) -> LinearProbeResult | KnnResult:
         result = self.linear if protocol == "linear" else self.knn
         if result is None:
-            raise ValueError(f"the {protocol} probe was not run")
+            raise UserError(f"the {protocol} probe was not run")
         return result
 
 
@@ -132,7 +133,7 @@ def frozen_probe(
     """Run the linear probe and/or the kNN on one model's labelled features; see the module docstring."""
     unknown = [p for p in protocols if p not in FROZEN_PROTOCOLS]
     if unknown or not protocols:
-        raise ValueError(f"protocols: expected some of {', '.join(FROZEN_PROTOCOLS)}, got {list(protocols)}")
+        raise UserError(f"protocols: expected some of {', '.join(FROZEN_PROTOCOLS)}, got {list(protocols)}")
     parts = {"train": train, "test": test, **({"val": val} if val is not None else {})}
     check_compatible(parts)
     linear = knn = None
@@ -172,16 +173,16 @@ def check_compatible(parts: dict[str, LabelledFeatures]) -> None:
     train = parts["train"]
     classes = np.unique(train.labels)
     if len(classes) == 1:
-        raise ValueError(f"{train.source}: every training label is {int(classes[0])}; a classifier needs at least "
-                         f"two classes to learn from")
+        raise UserError(f"{train.source}: every training label is {int(classes[0])}; a classifier needs at least "
+                        f"two classes to learn from")
     for part in parts.values():
         if len(part.labels) == 0:
-            raise ValueError(f"{part.source}: no images were extracted")
+            raise UserError(f"{part.source}: no images were extracted")
         if part.weights_sha256 != train.weights_sha256:
-            raise ValueError(f"{part.source}: extracted with other weights ({part.weights_sha256[:12]}...) than "
-                             f"{train.source} ({train.weights_sha256[:12]}...)")
+            raise UserError(f"{part.source}: extracted with other weights ({part.weights_sha256[:12]}...) than "
+                            f"{train.source} ({train.weights_sha256[:12]}...)")
         if part.features.ndim != 2 or part.features.shape[1] != train.features.shape[1]:
-            raise ValueError(f"{part.source}: features of shape {part.features.shape}, {train.source} has "
-                             f"{train.features.shape[1]}-d features")
+            raise UserError(f"{part.source}: features of shape {part.features.shape}, {train.source} has "
+                            f"{train.features.shape[1]}-d features")
         if part.label_names is not None and train.label_names is not None and part.label_names != train.label_names:
-            raise ValueError(f"{part.source}: its class names differ from those of {train.source}")
+            raise UserError(f"{part.source}: its class names differ from those of {train.source}")

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from equimod_zoo.devices import resolve_device
+from equimod_zoo.errors import UserError
 from equimod_zoo.probes.linear import ArrayLike, _features, _labels, _same_length
 from equimod_zoo.probes.metrics import classification_scores
 
@@ -50,19 +52,19 @@ def knn_probe(
     Test rows are processed `batch_size` at a time, so memory stays at batch_size x N_train.
     """
     if k < 1 or temperature <= 0 or batch_size < 1:
-        raise ValueError(f"need k >= 1, temperature > 0 and batch_size >= 1, got k={k}, "
-                         f"temperature={temperature}, batch_size={batch_size}")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        raise UserError(f"need k >= 1, temperature > 0 and batch_size >= 1, got k={k}, "
+                        f"temperature={temperature}, batch_size={batch_size}")
+    device = resolve_device(device, argument="device")
     train_x, train_y = _features(train_x, "train_x"), _labels(train_y, "train_y")
     test_x, test_y = _features(test_x, "test_x"), _labels(test_y, "test_y")
     _same_length(train_x, train_y, "train")
     _same_length(test_x, test_y, "test")
     if train_x.shape[1] != test_x.shape[1]:
-        raise ValueError(f"train features have width {train_x.shape[1]}, test features {test_x.shape[1]}")
+        raise UserError(f"train features have width {train_x.shape[1]}, test features {test_x.shape[1]}")
     largest = int(max(train_y.max(), test_y.max()))
     num_classes = num_classes or largest + 1
     if largest >= num_classes:
-        raise ValueError(f"labels go up to {largest} but num_classes={num_classes}")
+        raise UserError(f"labels go up to {largest} but num_classes={num_classes}")
     k = min(k, len(train_x))
 
     bank = F.normalize(train_x.to(device=device, dtype=torch.float32), dim=1)

@@ -25,8 +25,9 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from equimod_zoo.devices import resolve_device
+from equimod_zoo.errors import UserError
 from equimod_zoo.probes.metrics import classification_scores, mean_per_class_accuracy
 
 # 13 values, a factor of about 4.6 apart: the range Kornblith et al. searched, on standardised features.
@@ -113,19 +114,19 @@ def linear_probe(
 
     After the choice, the probe is refit on train + validation with the chosen lambda.
     """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device, argument="device")
     if select_metric not in ("top1", "mean_per_class_accuracy"):
-        raise ValueError(f"select_metric must be 'top1' or 'mean_per_class_accuracy', got {select_metric!r}")
+        raise UserError(f"select_metric must be 'top1' or 'mean_per_class_accuracy', got {select_metric!r}")
     if not grid:
-        raise ValueError("grid: give at least one weight decay value")
+        raise UserError("grid: give at least one weight decay value")
     train_x, train_y = _features(train_x, "train_x"), _labels(train_y, "train_y")
     test_x, test_y = _features(test_x, "test_x"), _labels(test_y, "test_y")
     _same_length(train_x, train_y, "train")
     _same_length(test_x, test_y, "test")
     if train_y.unique().numel() < 2:
-        raise ValueError(f"train_y: every label is {int(train_y[0])}; a classifier needs at least two classes")
+        raise UserError(f"train_y: every label is {int(train_y[0])}; a classifier needs at least two classes")
     if (val_x is None) != (val_y is None):
-        raise ValueError("val_x and val_y: give both or neither")
+        raise UserError("val_x and val_y: give both or neither")
     if val_x is None:
         fit_idx, val_idx = stratified_split(train_y, val_fraction, seed=seed)
         fit_x, fit_y, val_x, val_y = train_x[fit_idx], train_y[fit_idx], train_x[val_idx], train_y[val_idx]
@@ -135,11 +136,11 @@ def linear_probe(
         fit_x, fit_y = train_x, train_y
     widths = {t.shape[1] for t in (train_x, val_x, test_x)}
     if len(widths) != 1:
-        raise ValueError(f"train, val and test features differ in width: {sorted(widths)}")
+        raise UserError(f"train, val and test features differ in width: {sorted(widths)}")
     largest = int(max(train_y.max(), val_y.max(), test_y.max()))
     k = num_classes or largest + 1
     if largest >= k:
-        raise ValueError(f"labels go up to {largest} but num_classes={k}")
+        raise UserError(f"labels go up to {largest} but num_classes={k}")
 
     val_scores: dict[float, float] = {}
     best_lambda, best_score, best_fit = None, -math.inf, None
@@ -238,7 +239,7 @@ def fit_logistic_regression(
 def stratified_split(labels: ArrayLike, fraction: float, *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (fit, held_out): about `fraction` of each class held out, at least one of each class with 2+ samples."""
     if not 0.0 < fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {fraction}")
+        raise UserError(f"val_fraction must be in (0, 1), got {fraction}")
     labels = _labels(labels, "labels")
     generator = torch.Generator().manual_seed(seed)
     fit, held_out = [], []
@@ -250,31 +251,31 @@ def stratified_split(labels: ArrayLike, fraction: float, *, seed: int = 0) -> tu
         fit.append(members[n_out:])
     fit_idx, held_idx = torch.cat(fit).sort().values, torch.cat(held_out).sort().values
     if len(held_idx) == 0:
-        raise ValueError("cannot hold out a validation split: every class has a single training sample")
+        raise UserError("cannot hold out a validation split: every class has a single training sample")
     return fit_idx, held_idx
 
 
 def _features(x: ArrayLike, name: str) -> torch.Tensor:
     x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).detach().cpu()
     if x.ndim != 2 or x.shape[0] == 0:
-        raise ValueError(f"{name}: expected a non-empty (N, D) feature matrix, got shape {tuple(x.shape)}")
+        raise UserError(f"{name}: expected a non-empty (N, D) feature matrix, got shape {tuple(x.shape)}")
     if not torch.isfinite(x).all():
-        raise ValueError(f"{name}: features contain NaN or infinity")
+        raise UserError(f"{name}: features contain NaN or infinity")
     return x.float() if not x.is_floating_point() else x
 
 
 def _labels(y: ArrayLike, name: str) -> torch.Tensor:
     y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y).detach().cpu()
     if y.ndim != 1 or y.numel() == 0:
-        raise ValueError(f"{name}: expected a non-empty (N,) label vector, got shape {tuple(y.shape)}")
+        raise UserError(f"{name}: expected a non-empty (N,) label vector, got shape {tuple(y.shape)}")
     if y.is_floating_point() and not torch.equal(y, y.round()):
-        raise ValueError(f"{name}: labels must be integers")
+        raise UserError(f"{name}: labels must be integers")
     y = y.long()
     if int(y.min()) < 0:
-        raise ValueError(f"{name}: labels must be >= 0, found {int(y.min())}")
+        raise UserError(f"{name}: labels must be >= 0, found {int(y.min())}")
     return y
 
 
 def _same_length(x: torch.Tensor, y: torch.Tensor, split: str) -> None:
     if len(x) != len(y):
-        raise ValueError(f"{split}: {len(x)} feature rows but {len(y)} labels")
+        raise UserError(f"{split}: {len(x)} feature rows but {len(y)} labels")

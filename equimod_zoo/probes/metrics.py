@@ -5,6 +5,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from equimod_zoo.errors import UserError
+
 
 @dataclass(frozen=True)
 class ClassificationScores:
@@ -34,8 +36,8 @@ def mean_per_class_accuracy(predictions: torch.Tensor, targets: torch.Tensor) ->
     """
     predictions, targets = predictions.reshape(-1).long(), targets.reshape(-1).long()
     if predictions.shape != targets.shape or targets.numel() == 0:
-        raise ValueError(f"predictions {tuple(predictions.shape)} and targets {tuple(targets.shape)} must be "
-                         f"non-empty and of the same length")
+        raise UserError(f"predictions {tuple(predictions.shape)} and targets {tuple(targets.shape)} must be "
+                        f"non-empty and of the same length")
     classes, inverse = targets.unique(return_inverse=True)
     correct = torch.zeros(len(classes), dtype=torch.float64).index_add_(0, inverse, (predictions == targets).double())
     counts = torch.bincount(inverse, minlength=len(classes)).double()
@@ -54,5 +56,5 @@ def classification_scores(scores: torch.Tensor, targets: torch.Tensor) -> Classi
 
 def _check(scores: torch.Tensor, targets: torch.Tensor) -> None:
     if scores.ndim != 2 or targets.ndim != 1 or scores.shape[0] != targets.shape[0] or scores.shape[0] == 0:
-        raise ValueError(f"scores must be (N, K) and targets (N,) with N > 0, got {tuple(scores.shape)} and "
-                         f"{tuple(targets.shape)}")
+        raise UserError(f"scores must be (N, K) and targets (N,) with N > 0, got {tuple(scores.shape)} and "
+                        f"{tuple(targets.shape)}")

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from equimod_zoo.equimod.heads import EquiModHeads
+from equimod_zoo.errors import UserError
 
 
 def equivariance_metrics(heads: EquiModHeads, original: torch.Tensor, view: torch.Tensor, params: torch.Tensor,
@@ -28,7 +29,7 @@ def equivariance_metrics(heads: EquiModHeads, original: torch.Tensor, view: torc
         batch_size: the retrieval gallery: each y_hat_t is matched among the y_t of its batch.
     """
     if batch_size < 2:
-        raise ValueError(f"batch_size must be at least 2 for retrieval, got {batch_size}")
+        raise UserError(f"batch_size must be at least 2 for retrieval, got {batch_size}")
     y0 = heads.embed(original)[image]
     y_t = heads.embed(view)
     y_hat = heads.predict(y0, params)

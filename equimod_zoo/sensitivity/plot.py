@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from equimod_zoo.atomic import atomic_path
+from equimod_zoo.errors import UserError
 from equimod_zoo.optional import require
 from equimod_zoo.sensitivity.probes import BALANCED_ACCURACY, metric_of
 from equimod_zoo.sensitivity.run import report_parameters
@@ -23,7 +24,7 @@ def plot_sensitivity(reports: Sequence[dict[str, Any]], out: str | Path, *, titl
     Figure = require("matplotlib.figure", "plots", "probe-augs' chart").Figure
 
     if not reports:
-        raise ValueError("nothing to plot: no reports")
+        raise UserError("nothing to plot: no reports")
     kinds = [kind for kind in INPUT_TITLES if any(report["inputs"].get(kind) for report in reports)]
     names = report_parameters(reports)  # pipelines differ: a parameter a model lacks has no bar
     figure = Figure(figsize=(max(10, 0.7 * len(names) * max(1, len(reports) / 2)), 3.6 * len(kinds)))

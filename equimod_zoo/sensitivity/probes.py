@@ -25,6 +25,7 @@ import torch
 
 from equimod_zoo.probes.linear import fit_logistic_regression
 from equimod_zoo.equimod.augment import BINARY_PARAMS, PARAM_NAMES
+from equimod_zoo.errors import UnknownNameError, UserError
 
 R2 = "r2"
 BALANCED_ACCURACY = "balanced_accuracy"
@@ -57,7 +58,7 @@ class ImageSplits:
 def metric_of(name: str) -> str:
     """The metric a parameter is scored with."""
     if name not in PARAM_NAMES:
-        raise KeyError(f"unknown augmentation parameter {name!r}; expected one of {', '.join(PARAM_NAMES)}")
+        raise UnknownNameError(f"unknown augmentation parameter {name!r}; expected one of {', '.join(PARAM_NAMES)}")
     return BALANCED_ACCURACY if name in BINARY_PARAMS else R2
 
 
@@ -66,7 +67,7 @@ def split_images(num_images: int, *, seed: int = 0, fractions: tuple[float, floa
     val_fraction, test_fraction = fractions
     num_val, num_test = round(num_images * val_fraction), round(num_images * test_fraction)
     if min(num_val, num_test, num_images - num_val - num_test) < 2:
-        raise ValueError(f"num_images: {num_images} images are too few to split into train, val and test probes")
+        raise UserError(f"num_images: {num_images} images are too few to split into train, val and test probes")
     order = torch.randperm(num_images, generator=torch.Generator().manual_seed(seed))
     return ImageSplits(train=order[num_val + num_test:].sort().values, val=order[:num_val].sort().values,
                        test=order[num_val:num_val + num_test].sort().values)
@@ -89,8 +90,8 @@ def probe_parameters(features: torch.Tensor, params: torch.Tensor, image: torch.
     for name in names:
         metric_of(name)  # a known parameter
     if features.ndim != 2 or params.shape != (features.shape[0], len(names)) or image.shape != features.shape[:1]:
-        raise ValueError(f"features [M, D], params [M, {len(names)}] and image [M] must agree, got "
-                         f"{list(features.shape)}, {list(params.shape)}, {list(image.shape)}")
+        raise UserError(f"features [M, D], params [M, {len(names)}] and image [M] must agree, got "
+                        f"{list(features.shape)}, {list(params.shape)}, {list(image.shape)}")
     x = features.to(device=device, dtype=torch.float64)
     params = params.to(device=device, dtype=torch.float64)
     image = image.to(device)

@@ -24,6 +24,8 @@ from equimod_zoo.atomic import atomic_write_text
 from equimod_zoo.equimod.augment import PARAM_NAMES
 from equimod_zoo.loading import load_located
 from equimod_zoo.equimod.heads_file import load_equimod_heads
+from equimod_zoo.devices import resolve_device
+from equimod_zoo.errors import UserError
 from equimod_zoo.sensitivity.equivariance import equivariance_metrics
 from equimod_zoo.sensitivity.probes import probe_parameters, split_images
 from equimod_zoo.sensitivity.sampling import augmented_features, load_images, probe_augmentation
@@ -69,7 +71,7 @@ def probe_augmentations(
     import equimod_zoo
     from equimod_zoo.data.spec import open_split, resolve_spec
 
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device, argument="device")
     located = equimod_zoo.locate_weights(model)
     backbone = load_located(located)
     data_config = timm.data.resolve_model_data_config(backbone)
@@ -91,8 +93,8 @@ def probe_augmentations(
     equivariance = None
     if heads is not None:
         if heads.param_names != augmentation.augment.config.params:
-            raise ValueError(f"{located.weights.parent}: the EquiMod heads read {len(heads.param_names)} augmentation "
-                             f"parameters, the recorded pipeline has {len(augmentation.augment.config.params)}")
+            raise UserError(f"{located.weights.parent}: the EquiMod heads read {len(heads.param_names)} augmentation "
+                            f"parameters, the recorded pipeline has {len(augmentation.augment.config.params)}")
         equivariance = equivariance_metrics(heads, features.original, features.view, features.params, features.image,
                                             batch_size=min(batch_size, len(features.view)))
     return {

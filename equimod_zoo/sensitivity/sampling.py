@@ -23,6 +23,7 @@ from equimod_zoo.data.images import pixels_at_base
 from equimod_zoo.data.sources import ImageSource
 from equimod_zoo.model_folder import ModelConfig
 from equimod_zoo.equimod.augment import AugmentConfig, BatchedAugment
+from equimod_zoo.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class AugmentedFeatures:
             return self.view
         if kind == "pair":
             return torch.cat([self.original[self.image], self.view], dim=1)
-        raise ValueError(f"input kind must be 'view' or 'pair', got {kind!r}")
+        raise UserError(f"input kind must be 'view' or 'pair', got {kind!r}")
 
 
 def probe_augmentation(config: ModelConfig, *, resolution: int | None = None,
@@ -73,7 +74,7 @@ def probe_augmentation(config: ModelConfig, *, resolution: int | None = None,
         source_size = augment_config.size
     if resolution is not None:
         if resolution < 1:
-            raise ValueError(f"resolution must be positive, got {resolution}")
+            raise UserError(f"resolution must be positive, got {resolution}")
         scale = resolution / augment_config.size
         source_size = max(resolution, round(source_size * scale))
         x0_resize = None if augment_config.x0_resize is None else max(resolution, round(augment_config.x0_resize * scale))
@@ -91,9 +92,9 @@ def load_images(source: ImageSource, *, num_images: int, size: int, seed: int = 
     them. Returns the images and their keys.
     """
     if num_images < 1:
-        raise ValueError(f"num_images must be positive, got {num_images}")
+        raise UserError(f"num_images must be positive, got {num_images}")
     if len(source) < num_images:
-        raise ValueError(f"num_images: the dataset has {len(source)} images, fewer than the {num_images} asked for")
+        raise UserError(f"num_images: the dataset has {len(source)} images, fewer than the {num_images} asked for")
     chosen = torch.randperm(len(source), generator=torch.Generator().manual_seed(seed))[:num_images].sort().values
     images = torch.empty(num_images, 3, size, size, dtype=torch.uint8)
     keys = []
@@ -103,7 +104,7 @@ def load_images(source: ImageSource, *, num_images: int, size: int, seed: int = 
             try:
                 images[row] = pixels_at_base(lambda index=index: source.open(index), size)
             except Exception as error:  # name the image; a probe set must not silently shrink
-                raise ValueError(f"{source.key(index)}: cannot be decoded ({error})") from None
+                raise UserError(f"{source.key(index)}: cannot be decoded ({error})") from None
             keys.append(source.key(index))
             bar.advance(task)
     return images, keys
@@ -121,9 +122,9 @@ def augmented_features(backbone: torch.nn.Module, images: torch.Tensor, augmenta
     augment = augmentation.augment
     views = tuple(range(len(augment.config.views))) if views is None else tuple(views)
     if not views or any(not 0 <= v < len(augment.config.views) for v in views):
-        raise ValueError(f"views must be indices of the recipe's {len(augment.config.views)} views, got {views}")
+        raise UserError(f"views must be indices of the recipe's {len(augment.config.views)} views, got {views}")
     if augmentations_per_image < 1:
-        raise ValueError(f"augmentations_per_image must be positive, got {augmentations_per_image}")
+        raise UserError(f"augmentations_per_image must be positive, got {augmentations_per_image}")
     backbone = backbone.eval().to(device)
     generator = torch.Generator().manual_seed(seed)
     n = images.shape[0]
@@ -149,7 +150,7 @@ def augmented_features(backbone: torch.nn.Module, images: torch.Tensor, augmenta
 def _features(backbone: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     features = backbone(x)
     if features.ndim != 2:
-        raise ValueError(f"the backbone must return pooled features [n, D] (num_classes=0), got {list(features.shape)}")
+        raise UserError(f"the backbone must return pooled features [n, D] (num_classes=0), got {list(features.shape)}")
     return features.float().cpu()
 
 

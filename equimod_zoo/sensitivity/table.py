@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from equimod_zoo.errors import UserError
 from equimod_zoo.sensitivity.run import INPUT_KINDS, REPORT_KEYS, report_parameters
 
 
@@ -18,11 +19,11 @@ def read_reports(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
         except FileNotFoundError:
             raise FileNotFoundError(f"{path}: no such probe-augs report") from None
         except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not valid JSON ({error})") from None
+            raise UserError(f"{path}: not valid JSON ({error})") from None
         for report in data if isinstance(data, list) else [data]:
             missing = [key for key in REPORT_KEYS if key not in report]
             if missing:
-                raise ValueError(f"{path}: not a probe-augs report (missing {', '.join(missing)})")
+                raise UserError(f"{path}: not a probe-augs report (missing {', '.join(missing)})")
             reports.append(report)
     return reports
 
@@ -32,7 +33,7 @@ def markdown_table(reports: Sequence[dict[str, Any]], *, kind: str = "view") -> 
 
     A parameter a model's pipeline does not have (blur for SimCLR on CIFAR-10) reads "n/a"."""
     if kind not in INPUT_KINDS:
-        raise ValueError(f"input kind {kind!r}: expected one of {', '.join(INPUT_KINDS)}")
+        raise UserError(f"input kind {kind!r}: expected one of {', '.join(INPUT_KINDS)}")
     header = "| parameter | metric | " + " | ".join(f"`{r['model']}`" for r in reports) + " |"
     rows = [header, "|---|---|" + "---|" * len(reports)]
     for name in report_parameters(reports):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from equimod_zoo.atomic import atomic_path, atomic_write_text
+from equimod_zoo.errors import UserError
 from equimod_zoo.loading import resolve_model
 from equimod_zoo.model_folder import ModelConfig
 from equimod_zoo.optional import require
@@ -123,7 +124,7 @@ def compare(
     data_dirs = dict(data_dirs or {})
     unknown = sorted(set(data_dirs) - set(datasets))
     if unknown:
-        raise ValueError(f"--data-dir-map names {unknown[0]!r}, which is not in --datasets {list(datasets)}")
+        raise UserError(f"--data-dir-map names {unknown[0]!r}, which is not in --datasets {list(datasets)}")
     # each model is located, verified and (when features must be extracted) built once, for all datasets
     resolved = [(resolve_model(model), model_identity(model)) for model in models]
     scores = []
@@ -158,7 +159,7 @@ def write_probe_comparison(paths: Sequence[str | Path], out: str | Path) -> tupl
 def write_comparison(scores: Sequence[Score], out: str | Path) -> ComparisonReport:
     """OUT/comparison.md, OUT/comparison.csv and OUT/comparison.png from score rows."""
     if not scores:
-        raise ValueError("nothing to compare: no scores")
+        raise UserError("nothing to compare: no scores")
     out = Path(out)
     pairing = Pairing.of_scores(scores)
     datasets = list(dict.fromkeys(s.dataset for s in scores))
@@ -284,7 +285,7 @@ def parse_data_dir_map(text: str | None) -> dict[str, str]:
     for item in split_list(text or "", "--data-dir-map", allow_empty=True):
         name, sep, folder = item.partition("=")
         if not sep or not name or not folder:
-            raise ValueError(f"--data-dir-map: {item!r} is not DATASET=DIR")
+            raise UserError(f"--data-dir-map: {item!r} is not DATASET=DIR")
         mapping[name.strip()] = folder.strip()
     return mapping
 
@@ -292,7 +293,7 @@ def parse_data_dir_map(text: str | None) -> dict[str, str]:
 def split_list(text: str, option: str, *, allow_empty: bool = False) -> list[str]:
     items = [item.strip() for item in text.split(",") if item.strip()]
     if not items and not allow_empty:
-        raise ValueError(f"{option}: give at least one name")
+        raise UserError(f"{option}: give at least one name")
     return items
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from equimod_zoo.data.known import KNOWN_DATASETS, METRICS, KnownDataset, MetricName
 from equimod_zoo.data.sources import ImageSource, SubsetSource, evenly_spaced
 from equimod_zoo.data.spec import DataSpec, DatasetSpecError, find_split, open_splits, resolve_spec
+from equimod_zoo.errors import UserError
 
 SPLIT_ROLES = ("train", "val", "test")
 
@@ -69,7 +70,7 @@ def resolve_dataset(spec: str, *, image_column: str | None = None, label_column:
     overrides = {k: v for k, v in (("image_column", image_column), ("label_column", label_column),
                                    ("metric", metric)) if v is not None}
     if "metric" in overrides and overrides["metric"] not in METRICS:
-        raise ValueError(f"--metric must be top1 or mean_per_class_accuracy, got {metric!r}")
+        raise UserError(f"--metric must be top1 or mean_per_class_accuracy, got {metric!r}")
     return replace(dataset, **overrides)
 
 
@@ -130,7 +131,7 @@ def load_splits(dataset: TransferDataset, *, data_dir: str | Path | None = None,
         if found is None:
             if role == "val" and dataset.val_if_present:
                 continue
-            raise ValueError(f"{dataset.name}: {where} has no {name!r} split (it has {opened.available})")
+            raise UserError(f"{dataset.name}: {where} has no {name!r} split (it has {opened.available})")
         splits[role] = opened.sources[found]
     if limit is not None:
         splits = _limited(splits, limit)
@@ -157,24 +158,24 @@ def check_labels(dataset: TransferDataset, splits: dict[str, ImageSource], names
     for role, images in splits.items():
         where = f"{dataset.name} split {dataset.split_name(role)!r}"
         if len(images) == 0:
-            raise ValueError(f"{where}: no images")
+            raise UserError(f"{where}: no images")
         values = [images.label(i) for i in range(len(images))]
         if any(v is None for v in values):
-            raise ValueError(f"{where}: has no labels; name the label column with --label-column")
+            raise UserError(f"{where}: has no labels; name the label column with --label-column")
         labels[role] = values
     num_classes = len(names) if names is not None else max(max(v) for v in labels.values()) + 1
     for role, values in labels.items():
         where = f"{dataset.name} split {dataset.split_name(role)!r} column {column!r}"
         bad = next((v for v in values if not 0 <= v < num_classes), None)
         if bad is not None:
-            raise ValueError(f"{where}: label {bad} is outside 0..{num_classes - 1}"
-                             + (f" ({num_classes} class names)" if names is not None else ""))
+            raise UserError(f"{where}: label {bad} is outside 0..{num_classes - 1}"
+                            + (f" ({num_classes} class names)" if names is not None else ""))
     seen = set(labels["train"])
     for role in ("val", "test"):
         unseen = sorted(set(labels.get(role, ())) - seen)
         if unseen:
             name = f" ({names[unseen[0]]!r})" if names is not None else ""
-            raise ValueError(f"{dataset.name} split {dataset.split_name(role)!r} column {column!r}: class {unseen[0]}"
-                             f"{name} has no images in split {dataset.train_split!r}"
-                             + (f", nor {len(unseen) - 1} more" if len(unseen) > 1 else ""))
+            raise UserError(f"{dataset.name} split {dataset.split_name(role)!r} column {column!r}: class {unseen[0]}"
+                            f"{name} has no images in split {dataset.train_split!r}"
+                            + (f", nor {len(unseen) - 1} more" if len(unseen) > 1 else ""))
     return num_classes

@@ -20,6 +20,8 @@ from torchvision import transforms
 from equimod_zoo.atomic import atomic_path
 from equimod_zoo.data.images import load_rgb
 from equimod_zoo.data.sources import ImageSource
+from equimod_zoo.devices import resolve_device
+from equimod_zoo.errors import UserError
 from equimod_zoo.probes.metrics import ClassificationScores, classification_scores
 
 
@@ -59,10 +61,10 @@ def finetune(
     `checkpoint`, if given, is written after every epoch and resumed from when it matches `config`.
     """
     if config.epochs < 1 or config.batch_size < 1:
-        raise ValueError(f"finetune: epochs and batch_size must be >= 1, got {config.epochs} and {config.batch_size}")
+        raise UserError(f"finetune: epochs and batch_size must be >= 1, got {config.epochs} and {config.batch_size}")
     if config.optimizer not in ("sgd", "adamw"):
-        raise ValueError(f"finetune: optimizer must be sgd or adamw, got {config.optimizer!r}")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        raise UserError(f"finetune: optimizer must be sgd or adamw, got {config.optimizer!r}")
+    device = resolve_device(device, argument="device")
     data_config = timm.data.resolve_model_data_config(model)
     data_config["input_size"] = (3, resolution, resolution)
     train_transform = transforms.Compose([
@@ -132,7 +134,7 @@ class _LabelledImages(torch.utils.data.Dataset):
         try:
             image = load_rgb(lambda: self.images.open(i)).image
         except Exception as error:
-            raise ValueError(f"{self.images.key(i)}: cannot be decoded ({type(error).__name__}: {error})") from None
+            raise UserError(f"{self.images.key(i)}: cannot be decoded ({type(error).__name__}: {error})") from None
         return self.transform(image), int(self.images.label(i))
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from equimod_zoo.cache import default_cache_dir
+from equimod_zoo.errors import UserError
 from equimod_zoo.extraction.extract import extract_features
 from equimod_zoo.loading import ResolvedModel, load_located, resolve_model
 from equimod_zoo.probes.frozen import frozen_probe, read_labelled_features
@@ -93,9 +94,9 @@ def transfer(
     Features are cached per split, so only the first run of a model on a dataset extracts them.
     """
     if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+        raise UserError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     if resolution is not None and resolution < 1:
-        raise ValueError(f"resolution: {resolution} is not a positive size")
+        raise UserError(f"resolution: {resolution} is not a positive size")
     started = time.perf_counter()
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     spec = dataset if isinstance(dataset, TransferDataset) else resolve_dataset(
