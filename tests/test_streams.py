@@ -160,7 +160,7 @@ def test_tar_headers_are_forgotten_as_they_are_read(tmp_path):
             tar.addfile(info, io.BytesIO(b"\x89PNG"))
     stream = TarShardStream(str(tmp_path / "big.tar"))
     tracemalloc.start()
-    seen = sum(1 for _ in stream.samples())
+    seen = sum(1 for _ in stream.items())
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert seen == count and peak < 200_000  # a few headers at a time; all 3000 TarInfo objects take ~1.3 MB

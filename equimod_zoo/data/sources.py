@@ -27,6 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 from PIL import Image
 
 from equimod_zoo.data.images import IMAGE_EXTENSIONS
+from equimod_zoo.errors import UnknownNameError, UserError
 
 
 @runtime_checkable
@@ -57,7 +58,7 @@ class FileListSource:
                  label_names: Sequence[str] | None = None) -> None:
         self.paths = [str(p) for p in paths]
         if labels is not None and len(labels) != len(self.paths):
-            raise ValueError(f"labels: {len(labels)} labels for {len(self.paths)} paths")
+            raise UserError(f"labels: {len(labels)} labels for {len(self.paths)} paths")
         self.labels = None if labels is None else [int(x) for x in labels]
         self.label_names = None if label_names is None else list(label_names)
 
@@ -77,23 +78,15 @@ class FileListSource:
         return f"FileListSource({len(self)} files)"
 
 
-class FirstImages:
-    """The first `limit` images of another source (`--limit N`: a quick look)."""
+class MappedSource:
+    """Another source's images at new positions: `_index(i)` is the position in `source` of image `i`."""
 
-    def __init__(self, source: ImageSource, limit: int) -> None:
-        if limit < 1:
-            raise ValueError(f"--limit must be at least 1, got {limit}")
+    def __init__(self, source: ImageSource) -> None:
         self.source = source
-        self.count = min(limit, len(source))
         self.label_names = source.label_names
 
-    def __len__(self) -> int:
-        return self.count
-
     def _index(self, i: int) -> int:
-        if not 0 <= i < self.count:
-            raise IndexError(f"image {i} of {self.count}")
-        return i
+        raise NotImplementedError
 
     def key(self, i: int) -> str:
         return self.source.key(self._index(i))
@@ -104,28 +97,40 @@ class FirstImages:
     def label(self, i: int) -> int | None:
         return self.source.label(self._index(i))
 
+
+class FirstImages(MappedSource):
+    """The first `limit` images of another source (`--limit N`: a quick look)."""
+
+    def __init__(self, source: ImageSource, limit: int) -> None:
+        if limit < 1:
+            raise UserError(f"--limit must be at least 1, got {limit}")
+        super().__init__(source)
+        self.count = min(limit, len(source))
+
+    def __len__(self) -> int:
+        return self.count
+
+    def _index(self, i: int) -> int:
+        if not 0 <= i < self.count:
+            raise IndexError(f"image {i} of {self.count}")
+        return i
+
     def __repr__(self) -> str:
         return f"FirstImages({self.source!r}, {self.count})"
 
 
-class SubsetSource:
+class SubsetSource(MappedSource):
     """Some images of another source, by index, in the order given."""
 
     def __init__(self, source: ImageSource, indices: Sequence[int]) -> None:
-        self.source, self.indices = source, [int(i) for i in indices]
-        self.label_names = source.label_names
+        super().__init__(source)
+        self.indices = [int(i) for i in indices]
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def key(self, i: int) -> str:
-        return self.source.key(self.indices[i])
-
-    def open(self, i: int) -> Image.Image:
-        return self.source.open(self.indices[i])
-
-    def label(self, i: int) -> int | None:
-        return self.source.label(self.indices[i])
+    def _index(self, i: int) -> int:
+        return self.indices[i]
 
     def __repr__(self) -> str:
         return f"SubsetSource({self.source!r}, {len(self)} images)"
@@ -134,7 +139,7 @@ class SubsetSource:
 def evenly_spaced(source: ImageSource, count: int) -> ImageSource:
     """At most `count` images spread evenly over `source` (a split sorted by class keeps its classes)."""
     if count < 1:
-        raise ValueError(f"--limit must be at least 1, got {count}")
+        raise UserError(f"--limit must be at least 1, got {count}")
     if count >= len(source):
         return source
     return SubsetSource(source, [i * len(source) // count for i in range(count)])
@@ -155,7 +160,7 @@ def open_image_file(path: str | os.PathLike[str]) -> Image.Image:
     if not stat.S_ISREG(mode):
         kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
                 else "a socket" if stat.S_ISSOCK(mode) else "a folder" if stat.S_ISDIR(mode) else "not a file")
-        raise ValueError(f"not a regular file ({kind}); not opened")
+        raise UserError(f"not a regular file ({kind}); not opened")
     return Image.open(path)
 
 
@@ -198,9 +203,9 @@ def imagefolder_source(root: str | os.PathLike[str]) -> FileListSource:
     nested = [p for p in paths if len(p.relative_to(absolute_root).parts) > 1]
     if len(nested) != len(paths):
         loose = next(p for p in paths if len(p.relative_to(absolute_root).parts) == 1)
-        raise ValueError(f"{root}: not an imagefolder tree: {loose.name} sits outside any class folder")
+        raise UserError(f"{root}: not an imagefolder tree: {loose.name} sits outside any class folder")
     if not nested:
-        raise ValueError(f"{root}: no images in class sub-folders")
+        raise UserError(f"{root}: no images in class sub-folders")
     class_of = [p.relative_to(absolute_root).parts[0] for p in nested]
     names = sorted(set(class_of))
     index = {name: i for i, name in enumerate(names)}
@@ -222,11 +227,11 @@ class HFDatasetSource:
         features = hf_dataset.features
         self.image_column = image_column or _first_feature(features, datasets.Image)
         if self.image_column is None:
-            raise ValueError(f"dataset has no Image column among {list(features)}; pass image_column=")
+            raise UserError(f"dataset has no Image column among {list(features)}; pass image_column=")
         _check_column(features, self.image_column, "image column")
         if not isinstance(features[self.image_column], datasets.Image):
-            raise ValueError(f"image column {self.image_column!r} is {type(features[self.image_column]).__name__}, "
-                             f"not an Image feature")
+            raise UserError(f"image column {self.image_column!r} is {type(features[self.image_column]).__name__}, "
+                            f"not an Image feature")
         self.label_column = label_column or _first_feature(features, datasets.ClassLabel)
         self.split = name or (str(hf_dataset.split) if hf_dataset.split is not None else "data")
         self.label_names: list[str] | None = None
@@ -246,12 +251,12 @@ class HFDatasetSource:
     def open(self, i: int) -> Image.Image:
         value = self.dataset[i][self.image_column]
         if value is None:
-            raise ValueError("empty image cell")
+            raise UserError("empty image cell")
         if value.get("bytes") is not None:
             return Image.open(io.BytesIO(value["bytes"]))
         if value.get("path"):
             return open_image_file(value["path"])
-        raise ValueError("image cell has neither bytes nor a path")
+        raise UserError("image cell has neither bytes nor a path")
 
     def label(self, i: int) -> int | None:
         return None if self.labels is None else self.labels[i]
@@ -266,7 +271,7 @@ def _first_feature(features: Any, kind: type) -> str | None:
 
 def _check_column(features: Any, column: str, what: str) -> None:
     if column not in features:
-        raise KeyError(f"{what} {column!r} is not in the dataset; its columns are {list(features)}")
+        raise UnknownNameError(f"{what} {column!r} is not in the dataset; its columns are {list(features)}")
 
 
 def _labels(hf_dataset: Any, column: str) -> tuple[list[int], list[str] | None]:
@@ -283,4 +288,4 @@ def _labels(hf_dataset: Any, column: str) -> tuple[list[int], list[str] | None]:
     try:
         return [int(v) for v in values], None
     except (TypeError, ValueError):
-        raise ValueError(f"label column {column!r} holds {feature}, not class indices or names") from None
+        raise UserError(f"label column {column!r} holds {feature}, not class indices or names") from None

@@ -28,7 +28,9 @@ from typing import Any, Protocol, runtime_checkable
 from PIL import Image
 
 from equimod_zoo.data.images import IMAGE_EXTENSIONS
-from equimod_zoo.data.sources import FileListSource, FirstImages, ImageSource, printable_path, scan_images
+from equimod_zoo.data.sources import (FileListSource, FirstImages, ImageSource, MappedSource, printable_path,
+                                      scan_images)
+from equimod_zoo.errors import UnknownNameError, UserError
 
 # A tar member larger than this is not read into memory (no image file is this large).
 MAX_MEMBER_BYTES = 1 << 30
@@ -53,7 +55,7 @@ class ImageStream(Protocol):
 
 def _batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     if size < 1:
-        raise ValueError(f"chunk size must be >= 1, got {size}")
+        raise UserError(f"chunk size must be >= 1, got {size}")
     iterator = iter(items)
     while chunk := list(itertools.islice(iterator, size)):
         yield chunk
@@ -78,35 +80,48 @@ class SourceStream:
         return f"SourceStream({self.source!r})"
 
 
-class _Slice:
+class _Slice(MappedSource):
     def __init__(self, source: ImageSource, start: int, stop: int) -> None:
-        self.source, self.start, self.stop = source, start, stop
-        self.label_names = source.label_names
+        super().__init__(source)
+        self.start, self.stop = start, stop
 
     def __len__(self) -> int:
         return self.stop - self.start
 
-    def key(self, i: int) -> str:
-        return self.source.key(self.start + i)
-
-    def open(self, i: int) -> Image.Image:
-        return self.source.open(self.start + i)
-
-    def label(self, i: int) -> int | None:
-        return self.source.label(self.start + i)
+    def _index(self, i: int) -> int:
+        return self.start + i
 
 
-class FileListStream:
+class ReadStream:
+    """A stream whose items are read in order by `items()`: counted by reading them, chunked by `chunk_of`."""
+
+    label_names: list[str] | None = None
+    labelled = False
+
+    def items(self) -> Iterator[Any]:
+        raise NotImplementedError
+
+    def chunk_of(self, items: list[Any]) -> ImageSource:
+        raise NotImplementedError
+
+    def count(self) -> int:
+        return sum(1 for _ in self.items())
+
+    def chunks(self, size: int) -> Iterator[ImageSource]:
+        for items in _batched(self.items(), size):
+            yield self.chunk_of(items)
+
+
+class FileListStream(ReadStream):
     """Image paths from a list file, one a line, read as the chunks are needed."""
 
     def __init__(self, list_file: str | os.PathLike[str]) -> None:
         self.list_file = Path(os.path.abspath(os.path.expanduser(list_file)))
         if not self.list_file.is_file():
             raise FileNotFoundError(f"{self.list_file}: no such list file")
-        self.label_names = None
-        self.labelled = False
 
-    def paths(self) -> Iterator[str]:
+    def items(self) -> Iterator[str]:
+        """The listed paths, absolute."""
         folder = os.fsencode(self.list_file.parent)
         with open(self.list_file, "rb") as handle:  # bytes: a listed name need not be UTF-8
             for line in handle:
@@ -116,12 +131,8 @@ class FileListStream:
                 path = line if os.path.isabs(line) else os.path.join(folder, line)
                 yield os.fsdecode(os.path.normpath(path))
 
-    def count(self) -> int:
-        return sum(1 for _ in self.paths())
-
-    def chunks(self, size: int) -> Iterator[ImageSource]:
-        for paths in _batched(self.paths(), size):
-            yield FileListSource(paths)
+    def chunk_of(self, items: list[str]) -> ImageSource:
+        return FileListSource(items)
 
     def __repr__(self) -> str:
         return f"FileListStream({str(self.list_file)!r})"
@@ -154,7 +165,7 @@ def is_tar_pattern(value: str) -> bool:
     return value.endswith(".tar") or (value.endswith(".tar}") and "{" in value)
 
 
-class TarShardStream:
+class TarShardStream(ReadStream):
     """webdataset shards: every sample's image, keyed by the sample's key, read from the tar by offset.
 
     Members are grouped into samples as webdataset does: consecutive members sharing a key (the
@@ -169,21 +180,19 @@ class TarShardStream:
         self.patterns = patterns
         self.shards = [Path(os.path.abspath(os.path.expanduser(p))) for pat in patterns for p in expand_braces(pat)]
         if not self.shards:
-            raise ValueError(f"{patterns}: no tar shards")
+            raise UserError(f"{patterns}: no tar shards")
         missing = [p for p in self.shards if not p.is_file()]
         if missing:
             raise FileNotFoundError(f"{missing[0]}: no such tar shard"
                                     + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-        self.label_names = None
-        self.labelled = False
 
-    def samples(self) -> Iterator[tuple[str, str, int, int, str | None]]:
+    def items(self) -> Iterator[tuple[str, str, int, int, str | None]]:
         """(key, shard, data offset, size, error) of each sample's image, in shard order."""
         for shard in self.shards:
             try:
                 tar = tarfile.open(shard, mode="r:")  # uncompressed: members are read back by offset
             except tarfile.TarError as error:
-                raise ValueError(f"{shard}: not an uncompressed tar file ({error})") from None
+                raise UserError(f"{shard}: not an uncompressed tar file ({error})") from None
             with tar:
                 key, image, kinds = None, None, []
                 while True:
@@ -204,12 +213,8 @@ class TarShardStream:
                 if key is not None:
                     yield _sample(key, str(shard), image, kinds)
 
-    def count(self) -> int:
-        return sum(1 for _ in self.samples())
-
-    def chunks(self, size: int) -> Iterator[ImageSource]:
-        for rows in _batched(self.samples(), size):
-            yield TarMembers(rows)
+    def chunk_of(self, items: list[tuple[str, str, int, int, str | None]]) -> ImageSource:
+        return TarMembers(items)
 
     def __repr__(self) -> str:
         return f"TarShardStream({self.patterns!r}, {len(self.shards)} shards)"
@@ -248,12 +253,12 @@ class TarMembers:
     def open(self, i: int) -> Image.Image:
         _, shard, offset, size, error = self.rows[i]
         if error is not None:
-            raise ValueError(error)
+            raise UserError(error)
         with open(shard, "rb") as handle:
             handle.seek(offset)
             data = handle.read(size)
         if len(data) != size:
-            raise ValueError(f"{shard}: truncated at this member ({len(data)} of {size} bytes)")
+            raise UserError(f"{shard}: truncated at this member ({len(data)} of {size} bytes)")
         return Image.open(io.BytesIO(data))
 
     def label(self, i: int) -> int | None:
@@ -275,19 +280,21 @@ class IterableSource:
 
         features = iterable.features
         if features is None:
-            raise ValueError(f"split {name!r}: the streamed dataset declares no features; load it without streaming")
+            raise UserError(f"split {name!r}: the streamed dataset declares no features; load it without streaming")
         self.image_column = image_column or next(
             (n for n, f in features.items() if isinstance(f, datasets.Image)), None)
         if self.image_column is None or self.image_column not in features:
-            raise KeyError(f"image column {self.image_column!r} is not in the dataset; its columns are {list(features)}")
+            raise UnknownNameError(f"image column {self.image_column!r} is not in the dataset; "
+                                   f"its columns are {list(features)}")
         self.label_column = label_column or next(
             (n for n, f in features.items() if isinstance(f, datasets.ClassLabel)), None)
         if self.label_column is not None and self.label_column not in features:
-            raise KeyError(f"label column {self.label_column!r} is not in the dataset; its columns are {list(features)}")
+            raise UnknownNameError(f"label column {self.label_column!r} is not in the dataset; "
+                                   f"its columns are {list(features)}")
         label = features[self.label_column] if self.label_column else None
         if label is not None and not (isinstance(label, datasets.ClassLabel) or
                                       (isinstance(label, datasets.Value) and "int" in label.dtype)):
-            raise ValueError(f"label column {self.label_column!r} holds {label}; streaming needs class indices")
+            raise UserError(f"label column {self.label_column!r} holds {label}; streaming needs class indices")
         self.label_names = list(label.names) if isinstance(label, datasets.ClassLabel) else None
         self.labelled = label is not None
         self.split = name
@@ -299,8 +306,8 @@ class IterableSource:
 
     def count(self) -> int:
         if self.num_rows is None:  # counting would mean downloading every row
-            raise ValueError(f"split {self.split!r}: the streamed dataset does not say how many rows it has; "
-                             f"load it without --streaming")
+            raise UserError(f"split {self.split!r}: the streamed dataset does not say how many rows it has; "
+                            f"load it without --streaming")
         return self.num_rows
 
     def chunks(self, size: int) -> Iterator[ImageSource]:
@@ -335,48 +342,39 @@ class RowsSource:
 
         value = self.cells[i]
         if value is None:
-            raise ValueError("empty image cell")
+            raise UserError("empty image cell")
         if value.get("bytes") is not None:
             return Image.open(io.BytesIO(value["bytes"]))
         if value.get("path"):
             return open_image_file(value["path"])
-        raise ValueError("image cell has neither bytes nor a path")
+        raise UserError("image cell has neither bytes nor a path")
 
     def label(self, i: int) -> int | None:
         return None if self.labels is None or self.labels[i] is None else int(self.labels[i])
 
 
-class OffsetSource:
+class OffsetSource(MappedSource):
     """A chunk addressed by input position: image `start + i` of the whole input is the chunk's `i`.
 
     Its length is `start + len(chunk)`; positions before `start` are not in it.
     """
 
     def __init__(self, chunk: ImageSource, start: int) -> None:
-        self.chunk, self.start = chunk, start
-        self.label_names = chunk.label_names
+        super().__init__(chunk)
+        self.start = start
         chunk_paths = getattr(chunk, "paths", None)
         self.paths = _OffsetList(chunk_paths, start) if chunk_paths is not None else None
 
     def __len__(self) -> int:
-        return self.start + len(self.chunk)
+        return self.start + len(self.source)
 
-    def _local(self, i: int) -> int:
+    def _index(self, i: int) -> int:
         if not self.start <= i < len(self):
             raise IndexError(f"image {i} is outside this chunk ({self.start}..{len(self) - 1})")
         return i - self.start
 
-    def key(self, i: int) -> str:
-        return self.chunk.key(self._local(i))
-
-    def open(self, i: int) -> Image.Image:
-        return self.chunk.open(self._local(i))
-
-    def label(self, i: int) -> int | None:
-        return self.chunk.label(self._local(i))
-
     def __repr__(self) -> str:
-        return f"OffsetSource({self.chunk!r}, start={self.start})"
+        return f"OffsetSource({self.source!r}, start={self.start})"
 
 
 class _OffsetList:
@@ -444,7 +442,7 @@ class LimitedStream:
 
     def __init__(self, stream: ImageStream, limit: int) -> None:
         if limit < 1:
-            raise ValueError(f"--limit must be at least 1, got {limit}")
+            raise UserError(f"--limit must be at least 1, got {limit}")
         self.stream, self.limit = stream, limit
         self.label_names, self.labelled = stream.label_names, stream.labelled
 
@@ -477,12 +475,12 @@ def image_inputs(values: Sequence[str | os.PathLike[str]], *, option: str = "--i
     whole input a stream, read chunk by chunk.
     """
     if not values:
-        raise ValueError(f"{option}: give a folder, image files, a list file or tar shards")
+        raise UserError(f"{option}: give a folder, image files, a list file or tar shards")
     parts: list[ImageSource | ImageStream] = []
     for value in values:
         text = os.fspath(value)
         if not text.strip():
-            raise ValueError(f"{option}: empty path; give a folder, a file or a tar pattern")
+            raise UserError(f"{option}: empty path; give a folder, a file or a tar pattern")
         path = Path(os.path.abspath(os.path.expanduser(text)))
         if is_tar_pattern(text) and (not path.is_dir()):
             parts.append(TarShardStream(text))
