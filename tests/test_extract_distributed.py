@@ -1,8 +1,10 @@
-"""Two gloo ranks extract exactly what one process extracts, resume per shard, and agree on OUT."""
+"""Two gloo ranks extract exactly what one process extracts, listed or streamed, resume per shard, and agree on OUT."""
 from __future__ import annotations
 
+import io
 import json
 import os
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from PIL import Image
 
-from equimod_zoo.extraction.distributed import extract_features_distributed, torchrun_world
+from equimod_zoo.data.streams import TarShardStream
+from equimod_zoo.extraction.distributed import extract_features_distributed, process_group_backend, torchrun_world
 from equimod_zoo.extraction.extract import extract_features
 from equimod_zoo.extraction.store import FeatureStore, load_features, read_info, read_metadata
 
@@ -84,6 +87,53 @@ def test_two_gloo_ranks_match_one_process_and_resume(tmp_path):
     info, single_info = read_info(tmp_path / "ranks"), read_info(tmp_path / "single")
     assert info["complete"] and (info["num_extracted"], info["num_failed"]) == (12, 1)
     assert info == single_info
+
+
+def _tar_shards(root: Path) -> str:
+    """Three webdataset shards of 4, 3 and 5 samples (one undecodable): a brace pattern over them."""
+    root.mkdir()
+    index = 0
+    for shard, size in enumerate((4, 3, 5)):
+        with tarfile.open(root / f"{shard:05d}.tar", "w") as tar:
+            for _ in range(size):
+                pixels = np.random.default_rng(index).integers(0, 256, (18, 22, 3), np.uint8)
+                buffer = io.BytesIO()
+                Image.fromarray(pixels).save(buffer, "PNG")
+                data = b"broken" if index == 5 else buffer.getvalue()
+                member = tarfile.TarInfo(f"s{index:03d}.png")
+                member.size = len(data)
+                tar.addfile(member, io.BytesIO(data))
+                index += 1
+    return str(root / "{00000..00002}.tar")
+
+
+def _streaming_rank(rank: int, pattern: str, out: str, init_file: str) -> None:
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD_SIZE), LOCAL_RANK=str(rank))
+    extract_features_distributed(TarShardStream(pattern), out=out, model=_tiny_model(), device="cpu",
+                                 init_method=f"file://{init_file}", **OPTIONS)
+
+
+def test_two_gloo_ranks_stream_tar_shards_like_one_process(tmp_path):
+    pattern = _tar_shards(tmp_path / "tars")
+    single = extract_features(TarShardStream(pattern), out=tmp_path / "single", model=_tiny_model(), **OPTIONS)
+    mp.spawn(_streaming_rank, args=(pattern, str(tmp_path / "ranks"), str(tmp_path / "init")),
+             nprocs=WORLD_SIZE, join=True)
+
+    assert (single.num_images, single.num_extracted, single.num_failed) == (12, 11, 1)
+    paths, features = load_features(tmp_path / "ranks")
+    single_paths, single_features = load_features(tmp_path / "single")
+    assert paths == single_paths and len(paths) == 11
+    np.testing.assert_array_equal(features, single_features)
+    assert read_metadata(tmp_path / "ranks").equals(read_metadata(tmp_path / "single"))
+    info = read_info(tmp_path / "ranks")
+    assert info["complete"] and info["input"]["streamed"] and (info["num_extracted"], info["num_failed"]) == (11, 1)
+
+
+def test_ranks_on_gpus_talk_over_nccl_and_cpu_ranks_over_gloo():
+    assert process_group_backend(torch.device("cpu")) == "gloo"
+    if dist.is_nccl_available():
+        assert process_group_backend(torch.device("cuda", 1)) == "nccl"
 
 
 def test_without_torchrun_it_is_one_process(tmp_path, monkeypatch, tiny_resnet18_cifar):

@@ -12,9 +12,9 @@ only. When all ranks have finished, rank 0 gathers the failures and marks the ma
 complete. Shards hold the same contiguous row ranges as in one process and their batches
 never straddle a shard, so the result has the same rows, order and features as one process.
 
-The ranks exchange only a few small messages (the input check, the OUT check, the end), so
-they talk over gloo, on CPU and GPU alike; a rank computes on its own GPU, cuda:LOCAL_RANK,
-when there are GPUs. Several machines need OUT on a filesystem they all see.
+The ranks exchange only a few small messages (the input check, the OUT check, the end): over
+gloo on CPUs, over NCCL when each rank computes on its own GPU, cuda:LOCAL_RANK. Several
+machines need OUT on a filesystem they all see.
 """
 from __future__ import annotations
 
@@ -46,10 +46,10 @@ def torchrun_world() -> tuple[int, int, int]:
         try:
             values.append(int(value))
         except ValueError:
-            raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
+            raise UserError(f"environment variable {name}={value!r} is not an integer") from None
     rank, world_size, local_rank = values
     if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"RANK={rank} is not in [0, WORLD_SIZE={world_size})")
+        raise UserError(f"RANK={rank} is not in [0, WORLD_SIZE={world_size})")
     return rank, world_size, local_rank
 
 
@@ -80,7 +80,7 @@ def extract_features_distributed(
     device = _rank_device(device, local_rank)
     # The rank's GPU as the current one while it runs (pinned-memory threads allocate there), then back.
     on_device = torch.cuda.device(device) if device.type == "cuda" else nullcontext()
-    with _process_group(rank, world_size, init_method) as group, on_device:
+    with on_device, _process_group(rank, world_size, init_method, device) as group:
         return extract_features(source, out=out, device=device, progress=progress and rank == 0,
                                 coordinator=RankCoordinator(group), **options)
 
@@ -129,6 +129,11 @@ class RankCoordinator(ShardCoordinator):
         return value
 
 
+def process_group_backend(device: torch.device) -> str:
+    """NCCL between ranks on GPUs (where torch has it), gloo between CPU ranks."""
+    return "nccl" if device.type == "cuda" and dist.is_nccl_available() else "gloo"
+
+
 def _rank_device(device: str | torch.device | None, local_rank: int) -> torch.device:
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -139,18 +144,20 @@ def _rank_device(device: str | torch.device | None, local_rank: int) -> torch.de
 
 
 @contextmanager
-def _process_group(rank: int, world_size: int, init_method: str | None) -> Iterator[Any]:
-    """A gloo group of the ranks: torch's default group when we start it (and end it after),
-    else a gloo group beside the caller's own."""
+def _process_group(rank: int, world_size: int, init_method: str | None, device: torch.device) -> Iterator[Any]:
+    """A group of the ranks on the backend for `device`: torch's default group when we start it
+    (and end it after), else a group of our own beside the caller's."""
+    backend = process_group_backend(device)
     if dist.is_initialized():
-        group = dist.new_group(backend="gloo", timeout=BARRIER_TIMEOUT)
+        group = dist.new_group(backend=backend, timeout=BARRIER_TIMEOUT)
         try:
             yield group
         finally:
             dist.destroy_process_group(group)
         return
-    dist.init_process_group(backend="gloo", init_method=init_method or "env://", rank=rank, world_size=world_size,
-                            timeout=BARRIER_TIMEOUT)
+    # device_id binds NCCL's communicator to the rank's GPU; gloo takes no device.
+    dist.init_process_group(backend=backend, init_method=init_method or "env://", rank=rank, world_size=world_size,
+                            timeout=BARRIER_TIMEOUT, device_id=device if backend == "nccl" else None)
     try:
         yield None
     finally:
