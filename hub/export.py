@@ -30,6 +30,8 @@ from huggingface_hub.utils import validate_repo_id
 
 import equimod_zoo
 from equimod_zoo.atomic import atomic_write_text
+from equimod_zoo.equimod.heads_file import SCHEMA_KEY
+from equimod_zoo.errors import UserError
 from equimod_zoo.hub.card import CardFacts, render_card
 from equimod_zoo.hub.staging import check_output, move_into_place, staging_dir
 from equimod_zoo.model_folder import (
@@ -98,9 +100,9 @@ def export_model(
     """
     validate_repo_id(repo_id)
     if "/" not in repo_id:
-        raise ValueError(f"--repo-id {repo_id!r}: expected ORG/NAME")
+        raise UserError(f"--repo-id {repo_id!r}: expected ORG/NAME")
     if dtype is not None and dtype not in DTYPES:
-        raise ValueError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+        raise UserError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
     out = Path(out)
     located = locate_weights(source)
     src = located.weights.parent
@@ -109,11 +111,12 @@ def export_model(
     with staging_dir(out) as stage:
         config = _write_weights(located.weights, located.config, stage, dtype)
         sha = sha256_file(stage / WEIGHTS_FILE)
-        _copy_heads(src, stage, with_heads, dtype)
+        heads = _copy_heads(src, stage, with_heads, dtype)
         _copy_probe(src, stage, sha)
         _copy_training_record(src, stage)
         hub = {"hf_hub_id": repo_id} if published else {}  # a repository only once it exists
-        kept = {k: v for k, v in config.equimod.items() if k not in ("hf_hub_id", "results")}
+        dropped = ("hf_hub_id", "results") if heads else ("hf_hub_id", "results", SCHEMA_KEY)  # no file, no schema
+        kept = {k: v for k, v in config.equimod.items() if k not in dropped}
         config.equimod = {**kept, "weights_sha256": sha, **hub, "written_by": WRITTEN_BY}
         config.write(stage)
         records = records_of(sha, records_dirs)
@@ -164,22 +167,22 @@ def verify_reload(folder: Path, source: str | Path, *, weights_dtype: torch.dtyp
     try:
         exported = timm.create_model(f"local-dir:{folder.resolve()}", pretrained=True).eval()
     except (RuntimeError, KeyError, ValueError) as error:
-        raise ValueError(f"{folder}: plain timm cannot reload the exported folder: "
-                         f"{str(error).strip().splitlines()[-1]}") from None
+        raise UserError(f"{folder}: plain timm cannot reload the exported folder: "
+                        f"{str(error).strip().splitlines()[-1]}") from None
     size = tuple(reference.pretrained_cfg["input_size"])
     x = torch.randn((batch_size, *size), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = reference.forward_head(reference.forward_features(x), pre_logits=True)
         actual = exported.forward_head(exported.forward_features(x), pre_logits=True)
     if actual.shape != expected.shape:
-        raise ValueError(f"{folder}: plain timm gives features of shape {tuple(actual.shape)}, the source "
-                         f"model {tuple(expected.shape)}")
+        raise UserError(f"{folder}: plain timm gives features of shape {tuple(actual.shape)}, the source "
+                        f"model {tuple(expected.shape)}")
     diff = float((actual - expected).abs().max())
     tolerance = _TOLERANCE.get(weights_dtype, 1e-4)
     scale = float(expected.abs().max()) or 1.0
     if not torch.allclose(actual, expected, rtol=tolerance, atol=tolerance * scale):
-        raise ValueError(f"{folder}: plain timm's reload gives other features than the source model "
-                         f"(max abs diff {diff:.3g}, tolerance {tolerance:g} x scale {scale:.3g})")
+        raise UserError(f"{folder}: plain timm's reload gives other features than the source model "
+                        f"(max abs diff {diff:.3g}, tolerance {tolerance:g} x scale {scale:.3g})")
     return diff
 
 
@@ -187,10 +190,10 @@ def check_card(card: str, num_records: int) -> None:
     """The front matter parses as YAML and huggingface_hub reads back every measured result."""
     front = card.split("---\n", 2)[1]
     if not isinstance(yaml.safe_load(front), dict):
-        raise ValueError("model card front matter is not a YAML mapping")
+        raise UserError("model card front matter is not a YAML mapping")
     parsed = ModelCard(card).data
     if len(parsed.eval_results or []) != num_records:
-        raise ValueError("model card model-index does not hold every measured result")
+        raise UserError("model card model-index does not hold every measured result")
 
 
 def _write_weights(weights: Path, source_config: ModelConfig, stage: Path, dtype: str | None) -> ModelConfig:
@@ -212,8 +215,8 @@ def _timm_config(source: ModelConfig, path: Path) -> ModelConfig:
     cfg = {k: v for k, v in source.pretrained_cfg.items() if k not in _LOCATION_KEYS}
     missing = [k for k in REQUIRED_DATA_CONFIG if k not in cfg]
     if missing:
-        raise ValueError(f"{path}: pretrained_cfg lacks {', '.join(missing)}; the card cannot state the data "
-                         "config the backbone was trained with")
+        raise UserError(f"{path}: pretrained_cfg lacks {', '.join(missing)}; the card cannot state the data "
+                        "config the backbone was trained with")
     cfg.update(num_classes=0, paper_ids=PAPER_ID, license=cfg.get("license") or DEFAULT_LICENSE)
     return ModelConfig(
         architecture=source.architecture,
@@ -228,9 +231,9 @@ def _timm_config(source: ModelConfig, path: Path) -> ModelConfig:
 def _refuse_folder_results(config: ModelConfig, src: Path) -> None:
     """Numbers live in records, not in config.json; an older folder's recorded results are not dropped silently."""
     if config.equimod.get("results"):
-        raise ValueError(f"{src / CONFIG_FILE}: holds equimod.results written into the model folder by an older "
-                         "equimod-zoo; measured numbers now live in a records folder: re-measure with "
-                         "`--record DIR` and export with `--records DIR`")
+        raise UserError(f"{src / CONFIG_FILE}: holds equimod.results written into the model folder by an older "
+                        "equimod-zoo; measured numbers now live in a records folder: re-measure with "
+                        "`--record DIR` and export with `--records DIR`")
 
 
 def _copy_heads(src: Path, stage: Path, with_heads: bool | None, dtype: str | None) -> str | None:
@@ -268,14 +271,14 @@ def probe_report_for(path: Path, sha: str) -> dict[str, Any]:
     try:
         reports = json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
+        raise UserError(f"{path}: not valid JSON ({error})") from None
     reports = reports if isinstance(reports, list) else [reports]
     if not all(isinstance(r, dict) for r in reports):
-        raise ValueError(f"{path}: expected a JSON object or a list of objects")
+        raise UserError(f"{path}: expected a JSON object or a list of objects")
     matching = [r for r in reports if r.get("weights_sha256") == sha]  # unverifiable numbers stay off the card
     if len(matching) != 1:
         measured_on = ", ".join(str(r.get("weights_sha256")) for r in reports)
-        raise ValueError(f"{path}: measured on weights {measured_on}, not on the exported {WEIGHTS_FILE} ({sha})")
+        raise UserError(f"{path}: measured on weights {measured_on}, not on the exported {WEIGHTS_FILE} ({sha})")
     return matching[0]
 
 
@@ -283,9 +286,9 @@ def _read_probe(path: Path) -> dict[str, Any]:
     try:
         report = json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
+        raise UserError(f"{path}: not valid JSON ({error})") from None
     if not isinstance(report, dict):
-        raise ValueError(f"{path}: expected a JSON object")
+        raise UserError(f"{path}: expected a JSON object")
     return report
 
 

@@ -124,7 +124,7 @@ def test_one_known_datasets_table_for_transfer_and_cards():
     # ...and so do the cards: Flowers-102 has one Hub id everywhere
     assert card.dataset_info("flowers102").hub_id == DATASETS["flowers102"].hub_id == "dpdl-benchmark/oxford_flowers102"
     assert card.dataset_info("cifar10-jpeg").title == "CIFAR-10" and dataset_key("cifar10-jpeg") == "cifar10"
-    assert known_dataset("imagenet-1k").eval_split == "validation" and "imagenet-1k" not in DATASETS
+    assert known_dataset("imagenet-1k").test_split == "validation" and "imagenet-1k" not in DATASETS
     assert known_dataset("my-photos").title == "my-photos" and known_dataset("my-photos").hub_id is None
     assert data_caveats("cifar10-jpeg parquet") and not data_caveats("cifar10 parquet")
 

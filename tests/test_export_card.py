@@ -11,6 +11,7 @@ from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
 import equimod_zoo
+from equimod_zoo.equimod.heads_file import SCHEMA_KEY
 from equimod_zoo.hub.export import export_model, verify_reload
 from equimod_zoo.hub.model_cards import card_summary
 from equimod_zoo.model_folder import HEADS_FILE, WEIGHTS_FILE, sha256_file, write_model_folder
@@ -203,6 +204,18 @@ def test_fp16_export_keeps_features_but_not_results_of_the_fp32_weights(run, tmp
     plain = timm.create_model(f"local-dir:{tmp_path / 'out'}", pretrained=True).eval()
     with torch.no_grad():
         torch.testing.assert_close(plain(_batch()), tiny_resnet18_cifar(_batch()), rtol=2e-2, atol=2e-2)
+
+
+def test_heads_schema_travels_only_with_the_heads_file(run, tmp_path):
+    config = json.loads((run / "config.json").read_text())
+    config["equimod"][SCHEMA_KEY] = {"method": "simclr", "projection": [64, 16]}
+    (run / "config.json").write_text(json.dumps(config))
+    export_model(run, tmp_path / "with", repo_id="org/tiny")
+    export_model(run, tmp_path / "without", repo_id="org/tiny", with_heads=False)
+    with_heads, without = (json.loads((tmp_path / name / "config.json").read_text())["equimod"]
+                           for name in ("with", "without"))
+    assert with_heads[SCHEMA_KEY] == config["equimod"][SCHEMA_KEY]
+    assert SCHEMA_KEY not in without and not (tmp_path / "without" / HEADS_FILE).exists()
 
 
 def test_fp16_source_stays_fp16(tmp_path, tiny_resnet18_cifar):

@@ -61,10 +61,7 @@ def export_run(out: str | Path, method: SSLMethod, recipe: Recipe, *, data: dict
 
     `history` holds the cycles of the model this run started from (`--init-from`, whose weights
     had `init_from_sha256`); `epochs` and `steps` are totals over every cycle, this run's last.
-    Results already recorded in `out` survive only if they were measured on identical weights.
     """
-    out = Path(out)
-    previous = ModelConfig.read(out).equimod.get("results", []) if (out / "config.json").is_file() else []
     cycles = [*(history or []), cycle_record(recipe=recipe.name, epochs=epochs_completed, steps=steps,
                                              compute=compute, init_from_sha256=init_from_sha256)]
     metadata = {
@@ -79,10 +76,9 @@ def export_run(out: str | Path, method: SSLMethod, recipe: Recipe, *, data: dict
         "data": dict(data),
         "compute": compute,
         "source_commit": source_commit(),
-        "results": [],
         SCHEMA_KEY: method.heads_schema(recipe.augment.params).to_dict(),
     }
-    config = write_model_folder(
+    return write_model_folder(
         out,
         method.backbone,
         arch=recipe.arch,
@@ -91,11 +87,6 @@ def export_run(out: str | Path, method: SSLMethod, recipe: Recipe, *, data: dict
         equimod=metadata,
         pretrained_cfg=pretrained_cfg_for(recipe),
     )
-    kept = [r for r in previous if r.get("weights_sha256") == config.equimod["weights_sha256"]]
-    if kept:
-        config.equimod["results"] = kept
-        config.write(out)
-    return config
 
 
 def build_backbone(recipe: Recipe) -> torch.nn.Module:

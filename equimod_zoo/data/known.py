@@ -29,10 +29,6 @@ class KnownDataset:
     metric: MetricName = "top1"
     transfer: bool = True  # one of transfer's benchmarks
 
-    @property
-    def eval_split(self) -> str:
-        return self.test_split
-
 
 KNOWN_DATASETS: dict[str, KnownDataset] = {row.name: row for row in (
     KnownDataset("flowers102", "Oxford Flowers-102", "dpdl-benchmark/oxford_flowers102", val_split="validation",
