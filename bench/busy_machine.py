@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,6 +45,7 @@ class Job:
     name: str
     command: list[str]
     rate_pattern: str | None = None  # read images/s from the output instead of timing the process
+    output: Path | None = None  # removed before each run: a finished extraction would be skipped, not redone
 
 
 def spinner(pin: bool) -> subprocess.Popen:
@@ -55,6 +57,8 @@ def spinner(pin: bool) -> subprocess.Popen:
 
 def seconds_of(job: Job, env: dict[str, str]) -> float:
     """The job's time: its process's wall time, or 1 / the rate it reports."""
+    if job.output is not None:
+        shutil.rmtree(job.output, ignore_errors=True)
     started = time.perf_counter()
     result = subprocess.run(job.command, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - started
@@ -81,7 +85,8 @@ def prepare(jobs: list[str], tmp: Path, num_images: int) -> list[Job]:
         write_jpegs(SHARED / "flowers102" / "test.parquet", tmp / "images", num_images)
         write_model(tmp / "resnet18", "resnet18")
         prepared.append(Job("extract", [*CLI, "extract", "--images", str(tmp / "images"), "--model",
-                                        str(tmp / "resnet18"), "--out", str(tmp / "extract_out"), "--no-compile"]))
+                                        str(tmp / "resnet18"), "--out", str(tmp / "extract_out"), "--no-compile"],
+                            output=tmp / "extract_out"))
     if "linear" in jobs:
         for split, rows in (("train", 4000), ("test", 1000)):
             table = pq.read_table(SHARED / "cifar10-jpeg" / f"{split}.parquet")

@@ -15,7 +15,9 @@ the model, writing the output. Side by side in one run:
 - ours, warm cache: the same command again with the inductor cache the first run filled (a
   user's second extraction); with --eager, also ours with --no-compile; with --compiled, also
   ours with --compile on an empty cache (the default compiles only on bf16 CPUs: AMX or
-  AVX512-BF16).
+  AVX512-BF16);
+- with --floor, bench/model_forward.py: our network alone on random pixels, nothing read or
+  decoded: the time no pipeline at this precision can beat on this CPU.
 
 The table gives seconds, images per second and the ratio to plain, and CPU seconds (the
 process and its children: DataLoader workers, compile workers). The two pipelines' features
@@ -36,6 +38,7 @@ from pathlib import Path
 
 SHARED_FLOWERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "flowers102" / "test.parquet"
 PLAIN_SCRIPT = Path(__file__).resolve().parent / "plain_timm_extract.py"
+FORWARD_SCRIPT = Path(__file__).resolve().parent / "model_forward.py"
 
 
 @dataclass
@@ -116,6 +119,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eager", action="store_true", help="also time ours with --no-compile")
     parser.add_argument("--compiled", action="store_true",
                         help="also time ours with --compile (on an empty cache), where the default does not compile")
+    parser.add_argument("--floor", action="store_true",
+                        help="also time our network alone on random pixels (bench/model_forward.py)")
     parser.add_argument("--no-warm", dest="warm", action="store_false", help="skip the warm-cache rerun")
     parser.add_argument("--extract-args", default="", help="extra options for our command, e.g. '--batch-size 32'")
     args = parser.parse_args(argv)
@@ -144,6 +149,10 @@ def main(argv: list[str] | None = None) -> None:
             env_compiled = {**env, "TORCHINDUCTOR_CACHE_DIR": str(tmp / "inductor_compiled")}
             runs.append(timed("equimod-zoo extract --compile (empty compile cache)",
                               [*ours, "--compile", "--out", str(tmp / "compiled")], env_compiled))
+        if args.floor:
+            runs.append(timed("floor: our network alone, random pixels, no files",
+                              [sys.executable, str(FORWARD_SCRIPT), "--model-folder", str(tmp / "model"),
+                               "--num-images", str(args.num_images)], env))
         agreement = cosine_agreement(tmp / "plain.npy", tmp / "ours")
 
     print(f"\n{args.num_images} JPEGs, {args.arch} at its own resolution, whole processes")

@@ -16,8 +16,10 @@ The job, for both probes: L2-regularised multinomial logistic regression on stan
 each strength of the grid (ours: `equimod_zoo.probes.linear.DEFAULT_GRID`) fitted on the fit set
 and scored on the validation set (the --val folder, or the same stratified 20 % of train for both);
 the best one refit on train + val; scores on test. scikit-learn's `LogisticRegression` (lbfgs, its
-default tolerance, max_iter 1000) takes `C = 1 / (lambda * n)`, which is the same objective; it
-fits each strength from scratch, as a plain sweep does. Ours is `equimod_zoo.linear_probe` with
+default tolerance 1e-4, max_iter 1000) takes `C = 1 / (lambda * n)`, which is the same objective;
+it fits each strength from scratch, as a plain sweep does. At weak regularisation its default
+tolerance can stop short of the optimum, and so choose another strength: `--sklearn-tol 1e-10
+--sklearn-max-iter 20000` lets it converge, at a cost. Ours is `equimod_zoo.linear_probe` with
 its defaults (what `equimod-zoo linear` and `transfer` run). Both run in this process on the same
 threads, one after the other; the table gives each one's scores, chosen strength and wall time,
 the time ratio and the accuracy gap (the issue asks for a ratio >= 1 at a gap within 0.3 points).
@@ -42,7 +44,8 @@ from equimod_zoo.probes.metrics import classification_scores
 
 
 def sklearn_sweep(fit_x: np.ndarray, fit_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, test_x: np.ndarray,
-                  test_y: np.ndarray, *, grid: tuple[float, ...], select_metric: str, num_classes: int) -> dict:
+                  test_y: np.ndarray, *, grid: tuple[float, ...], select_metric: str, num_classes: int,
+                  tol: float = 1e-4, max_iter: int = 1000) -> dict:
     """The same job as `linear_probe`, done the obvious way with scikit-learn."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
@@ -52,14 +55,15 @@ def sklearn_sweep(fit_x: np.ndarray, fit_y: np.ndarray, val_x: np.ndarray, val_y
     val_scores: dict[float, float] = {}
     best, best_score = None, -math.inf
     for lam in sorted(grid, reverse=True):  # ties go to the stronger regularisation, as in ours
-        model = LogisticRegression(C=1.0 / (lam * len(fit_x)), max_iter=1000).fit(fit_z, fit_y)
+        model = LogisticRegression(C=1.0 / (lam * len(fit_x)), max_iter=max_iter, tol=tol).fit(fit_z, fit_y)
         score = _score(model.predict_proba(val_z), model.classes_, val_y, num_classes)[select_metric]
         val_scores[lam] = score
         if score > best_score:
             best, best_score = lam, score
     all_x, all_y = np.concatenate([fit_x, val_x]), np.concatenate([fit_y, val_y])
     scaler = StandardScaler().fit(all_x)
-    model = LogisticRegression(C=1.0 / (best * len(all_x)), max_iter=1000).fit(scaler.transform(all_x), all_y)
+    model = LogisticRegression(C=1.0 / (best * len(all_x)), max_iter=max_iter, tol=tol)
+    model.fit(scaler.transform(all_x), all_y)
     scores = _score(model.predict_proba(scaler.transform(test_x)), model.classes_, test_y, num_classes)
     return {**scores, "weight_decay": best, "val_scores": val_scores}
 
@@ -78,6 +82,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--select-metric", default="top1", choices=("top1", "mean_per_class_accuracy"))
     parser.add_argument("--limit", type=int, default=0, help="Keep this many stratified training rows (0: all).")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default).")
+    parser.add_argument("--sklearn-tol", type=float, default=1e-4,
+                        help="scikit-learn's stopping tolerance (its default 1e-4 can stop short of the optimum)")
+    parser.add_argument("--sklearn-max-iter", type=int, default=1000)
     parser.add_argument("--json", type=Path, default=None, help="Also write the numbers here.")
     args = parser.parse_args(argv)
     if args.threads:
@@ -102,7 +109,8 @@ def main(argv: list[str] | None = None) -> None:
     ours_seconds = time.perf_counter() - started
     started = time.perf_counter()
     theirs = sklearn_sweep(fit_x, fit_y, val_x, val_y, test.features, test.labels, grid=DEFAULT_GRID,
-                           select_metric=args.select_metric, num_classes=num_classes)
+                           select_metric=args.select_metric, num_classes=num_classes, tol=args.sklearn_tol,
+                           max_iter=args.sklearn_max_iter)
     theirs_seconds = time.perf_counter() - started
 
     ratio = theirs_seconds / ours_seconds
@@ -114,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         table.add_column(column, justify="left" if column == "probe" else "right")
     table.add_row("equimod_zoo.linear_probe", f"{ours.top1:.2f}", f"{ours.mean_per_class_accuracy:.2f}",
                   f"{ours.weight_decay:.3g}", f"{ours_seconds:.1f}")
-    table.add_row("scikit-learn LogisticRegression sweep", f"{theirs['top1']:.2f}",
+    table.add_row(f"scikit-learn LogisticRegression sweep (tol {args.sklearn_tol:g})", f"{theirs['top1']:.2f}",
                   f"{theirs['mean_per_class_accuracy']:.2f}", f"{theirs['weight_decay']:.3g}", f"{theirs_seconds:.1f}")
     console = Console()
     console.print(table)
