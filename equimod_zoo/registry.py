@@ -13,12 +13,13 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+from equimod_zoo.dataclass_dict import build_dataclass
 from equimod_zoo.errors import UnknownNameError, UserError
 from equimod_zoo.records import Record, read_records
 
@@ -41,10 +42,6 @@ class Metric:
     value: float
     command: str
     weights_sha256: str | None = None  # the exact weights the number was measured on
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Metric:
-        return cls(**data)
 
     @classmethod
     def from_record(cls, record: Record) -> Metric:
@@ -107,13 +104,12 @@ class ZooEntry:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ZooEntry:
-        data = dict(data)
-        data["aliases"] = tuple(data.get("aliases", ()))
-        data["metrics"] = tuple(Metric.from_dict(m) for m in data.get("metrics", ()))
-        if data["method"] not in METHODS:
-            raise UserError(f"{CATALOGUE_FILE}: entry {data['name']!r} has unknown method {data['method']!r}")
-        return cls(**data)
+    def from_dict(cls, data: Mapping[str, Any], *, source: str | Path = CATALOGUE_FILE) -> ZooEntry:
+        """A catalogue entry, every key and type checked (`build_dataclass`)."""
+        entry = build_dataclass(cls, data, source=str(source), prefix=f"{data.get('name')}.")
+        if entry.method not in METHODS:
+            raise UserError(f"{source}: entry {entry.name!r} has unknown method {entry.method!r}")
+        return entry
 
 
 class UnknownModelError(UnknownNameError):
@@ -147,7 +143,8 @@ class Catalogue:
                 raise UserError(f"{path}: entry {row.get('name')!r} writes metrics by hand; measured numbers "
                                 f"live only in the records ({records_dir})")
             records = read_records(records_dir, row["sha256"]) if row.get("sha256") else []
-            entries.append(ZooEntry.from_dict({**row, "metrics": [asdict(Metric.from_record(r)) for r in records]}))
+            entries.append(ZooEntry.from_dict({**row, "metrics": [asdict(Metric.from_record(r)) for r in records]},
+                                              source=path))
         return cls(tuple(entries))
 
     def short_aliases(self) -> dict[str, ZooEntry]:

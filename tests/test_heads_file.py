@@ -77,7 +77,11 @@ def test_readers_build_from_the_schema_not_from_key_names(tmp_path):
         load_equimod_heads(tmp_path)
     config["equimod"][SCHEMA_KEY] = {"method": "simclr_equimod", "projection": [64, 16]}
     (tmp_path / CONFIG_FILE).write_text(json.dumps(config))
-    with pytest.raises(ModelFolderError, match="not a heads schema"):
+    with pytest.raises(ModelFolderError, match=r"equimod\.heads: heads schema: g_eq and g_t are given exactly"):
+        load_equimod_heads(tmp_path)
+    config["equimod"][SCHEMA_KEY] = {"method": "simclr", "projection": "64,16", "colour": "red"}
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(ModelFolderError, match=r"config\.json: unknown key equimod\.heads\.colour"):
         load_equimod_heads(tmp_path)
 
 

@@ -50,6 +50,11 @@ def test_shipped_catalogue_covers_the_papers_eight_settings():
 def test_entry_round_trips_through_json():
     entry = _entry("x", metrics=(Metric("top1", "cifar10", "linear", 91.2, "equimod-zoo linear ..."),))
     assert ZooEntry.from_dict(json.loads(json.dumps(entry.to_dict()))) == entry
+    row = {**entry.to_dict(), "epochs": "800"}  # a hand-edited catalogue: a clear line naming entry and key
+    with pytest.raises(ValueError, match=r"catalogue\.json: x\.epochs must be an integer, got '800'"):
+        ZooEntry.from_dict(row)
+    with pytest.raises(ValueError, match=r"unknown key x\.colour"):
+        ZooEntry.from_dict({**entry.to_dict(), "colour": "red"})
 
 
 def test_cli_list_json_has_the_fixed_fields():

@@ -18,6 +18,7 @@ from typing import Any
 import safetensors.torch
 import torch
 
+from equimod_zoo.dataclass_dict import build_dataclass
 from equimod_zoo.equimod.augment import PARAM_NAMES
 from equimod_zoo.equimod.heads import AugmentationEmbedding, EquiModHeads, EquiModProjectionHead, EquivariantPredictor
 from equimod_zoo.errors import UserError
@@ -69,12 +70,12 @@ class HeadsSchema:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str) -> HeadsSchema:
+        """The schema config.json records, every key and type checked (`build_dataclass`)."""
         try:
-            return cls(method=str(data["method"]), projection=_widths_of(data, "projection"),
-                       predictor=_widths_of(data, "predictor"), g_eq=_widths_of(data, "g_eq"),
-                       g_t=_widths_of(data, "g_t"), param_names=tuple(str(n) for n in data.get("param_names", ())))
-        except (KeyError, TypeError, ValueError) as error:
-            raise ModelFolderError(f"{source}: equimod.{SCHEMA_KEY} is not a heads schema ({error})") from None
+            return build_dataclass(cls, data, source=source, prefix=f"equimod.{SCHEMA_KEY}.")
+        except UserError as error:
+            message = str(error) if str(error).startswith(source) else f"{source}: equimod.{SCHEMA_KEY}: {error}"
+            raise ModelFolderError(message) from None
 
     @classmethod
     def infer(cls, state: Mapping[str, torch.Tensor], *, source: str) -> HeadsSchema:
@@ -143,10 +144,6 @@ def load_equimod_heads(folder: str | Path) -> EquiModHeads | None:
     except (KeyError, RuntimeError, ValueError) as error:
         raise ModelFolderError(f"{path}: does not hold the EquiMod heads its schema describes ({error})") from None
     return heads
-
-
-def _widths_of(data: Mapping[str, Any], key: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in data.get(key) or ())
 
 
 def _linear_widths(state: Mapping[str, torch.Tensor], prefix: str) -> tuple[int, ...]:
