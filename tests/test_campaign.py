@@ -3,13 +3,15 @@ what a GPU run brings back -> collect rebuilds loadable, checked models; and the
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
 import equimod_zoo
-from equimod_zoo.training import campaign
+from equimod_zoo.errors import UserError
+from equimod_zoo.training import campaign, travel
 from equimod_zoo.training.recipe import list_recipes, load_recipe
 from toy_training import write_toy_parquet
 
@@ -166,3 +168,36 @@ def test_an_item_with_fixed_epochs_trains_every_model_for_them_and_a_budget_too_
     slow.write_text(yaml.safe_dump({"items": [{"id": "slow", "models": ["byol_r18_cifar10"]}]}))
     with pytest.raises(ValueError, match="give more --minutes"):  # 10 images/s: one epoch is 83 minutes
         campaign.run(out=tmp_path / "out2", minutes=10, data="data", work=tmp_path / "work2", queue=slow)
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                          check=True, capture_output=True, text=True).stdout
+
+
+def test_prepare_leaves_the_bundled_models_behind_only_when_asked_and_retrack_puts_them_back(tmp_path):
+    root = tmp_path / "checkout"
+    (root / travel.BUNDLED_MODELS / "m").mkdir(parents=True)
+    weights = root / travel.BUNDLED_MODELS / "m" / "model.safetensors"
+    weights.write_bytes(b"w" * 300_000)
+    (root / "code.py").write_text("print(1)\n")
+    _git(root, "init", "-q")
+    _git(root, "add", ".")
+    _git(root, "commit", "-q", "-m", "c")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.parquet").write_bytes(b"p" * 100_000)
+    options = dict(data=data, wheels=False, root=root.resolve(), limit=200_000)
+
+    with pytest.raises(UserError, match="would send 0.4 MiB.*add --untrack-models"):
+        campaign.prepare(root / ".gpu", **options)
+    assert _git(root, "status", "--porcelain") == ""  # the refusal changed nothing; .gpu is ignored here
+
+    size, total = campaign.prepare(root / ".gpu", untrack_models=True, **options)
+    assert size == 100_000 and size < total < 200_000  # the folder and the code, not the weights
+    assert not _git(root, "ls-files", travel.BUNDLED_MODELS) and weights.read_bytes() == b"w" * 300_000
+
+    assert travel.retrack_bundled_models(root)
+    assert _git(root, "status", "--porcelain") == "" and _git(root, "ls-files", travel.BUNDLED_MODELS)
+    assert not travel.retrack_bundled_models(root)  # once only
+    assert "/.gpu/" in (root / ".git" / "info" / "exclude").read_text()

@@ -1,9 +1,10 @@
 """The zoo's GPU campaign, one command a GPU run: train the next queue item, bring it back, evaluate it here.
 
-    python -m equimod_zoo.training.campaign prepare TRAVEL          # here: the folder that travels
+    python -m equimod_zoo.training.campaign prepare TRAVEL --untrack-models   # here: the folder that travels
     python3 training/campaign.py run --out OUT --minutes 9 --data TRAVEL/cifar10-jpeg   # the GPU machine
     python3 training/campaign.py send --out OUT                     # further parts, same machine, next call
     python -m equimod_zoo.training.campaign collect OUT [OUT2 ...] --work DIR       # here: rebuild, check, evaluate
+    python -m equimod_zoo.training.campaign retrack                 # here: the bundled models back on the index
 
 On the GPU machine the project is a plain checkout, not installed: run as a file, this module
 maps training/ and hub/ to `equimod_zoo.training` / `equimod_zoo.hub` itself (no links to make).
@@ -62,6 +63,8 @@ from equimod_zoo.atomic import atomic_write_text
 from equimod_zoo.errors import UserError
 from equimod_zoo.model_folder import WEIGHTS_FILE, sha256_file
 from equimod_zoo.training.run_log import LOG_FILE, read_log
+from equimod_zoo.training.travel import (TRAVEL_LIMIT, bundled_models_tracked, ignore_locally, repo_root,
+                                         retrack_bundled_models, travelling_bytes, untrack_bundled_models)
 
 QUEUE_FILE = Path(__file__).parent / "campaign_queue.yaml"
 MANIFEST_FILE = "manifest.json"
@@ -330,10 +333,19 @@ def _evaluate(folder: Path, name: str, release: Path, *, data: str | Path | None
 
 
 # ---- prepare (here) -------------------------------------------------------------------------
-def prepare(travel: str | Path, *, data: str | Path, queue: str | Path = QUEUE_FILE, wheels: bool = True) -> int:
+def prepare(travel: str | Path, *, data: str | Path, queue: str | Path = QUEUE_FILE, wheels: bool = True,
+            untrack_models: bool = False, limit: int = TRAVEL_LIMIT, root: Path | None = None) -> tuple[int, int]:
     """Build the folder that travels to the GPU machine: the CIFAR-10 train parquet, missing wheels, and
-    the models the next item continues. Returns its size in bytes (the device accepts 64 MiB)."""
+    the models the next item continues; ignore it in this checkout (it is carried, not committed).
+
+    Returns (the folder's bytes, all the call sends: the checkout as the device counts it plus the
+    folder). Over `limit`, refuses; `untrack_models` first takes the bundled models off the index
+    for the call (`training.travel`; `retrack` puts them back). `root`: the checkout the call is made
+    from (default: this code's own), which must hold TRAVEL, since a call carries only its paths."""
     travel = Path(travel)
+    root = repo_root(Path(__file__).parent) if root is None else Path(root)
+    if not travel.resolve().is_relative_to(root):
+        raise UserError(f"{travel}: outside the checkout {root}; a GPU call carries only paths inside it")
     (travel / "cifar10-jpeg").mkdir(parents=True, exist_ok=True)  # the name cards key their JPEG caveat on
     shutil.copy2(Path(data) / "train.parquet", travel / "cifar10-jpeg" / "train.parquet")
     item = next_item(queue)
@@ -349,9 +361,16 @@ def prepare(travel: str | Path, *, data: str | Path, queue: str | Path = QUEUE_F
                                                       "manylinux2014_x86_64", "any")),
                         "-d", str(travel / "wheels"), *TRAVEL_WHEELS], check=True)
     size = sum(p.stat().st_size for p in travel.rglob("*") if p.is_file())
-    if size > 64 * 2**20:
-        raise UserError(f"{travel}: {size / 2**20:.1f} MiB, over the 64 MiB that travels")
-    return size
+    ignore_locally(root, travel)
+    if untrack_models:
+        untrack_bundled_models(root)
+    total = travelling_bytes(root, [travel])
+    if total > limit:
+        hint = ("; add --untrack-models to leave the bundled models (tracked) behind for the call"
+                if bundled_models_tracked(root) else "")
+        raise UserError(f"a GPU call from {root} carrying {travel} would send {total / 2**20:.1f} MiB, over the "
+                        f"{limit / 2**20:.0f} MiB that travels ({size / 2**20:.1f} MiB of it is {travel}){hint}")
+    return size, total
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -379,6 +398,9 @@ def main(argv: list[str] | None = None) -> None:
     p_prepare.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" /
                                                  "cifar10-jpeg"))
     p_prepare.add_argument("--queue", default=str(QUEUE_FILE))
+    p_prepare.add_argument("--untrack-models", action="store_true",
+                           help="take the bundled models off git's index for the call (undo: retrack)")
+    commands.add_parser("retrack", help="put the bundled models back on git's index after a call (here)")
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
@@ -389,12 +411,20 @@ def main(argv: list[str] | None = None) -> None:
                 sys.exit(3)
         elif args.command == "send":
             send(work=args.work, out=args.out)
+        elif args.command == "retrack":
+            done = retrack_bundled_models(repo_root(Path(__file__).parent))
+            print("bundled models back on the index" if done else "nothing to retrack")
         elif args.command == "collect":
+            if retrack_bundled_models(repo_root(Path(__file__).parent)):
+                print("bundled models back on the index", file=sys.stderr)
             folders = collect(args.outs, work=args.work, evaluate=not args.no_eval, queue=args.queue, data=args.data)
             print(json.dumps({name: str(folder) for name, folder in folders.items()}))
         else:
-            size = prepare(args.travel, data=args.data, queue=args.queue)
-            print(f"{args.travel}: {size / 2**20:.1f} MiB")
+            size, total = prepare(args.travel, data=args.data, queue=args.queue, untrack_models=args.untrack_models)
+            print(f"{args.travel}: {size / 2**20:.1f} MiB; the call sends {total / 2**20:.1f} MiB in all")
+            if args.untrack_models:
+                print("the bundled models are off git's index until `campaign retrack` (collect runs it): "
+                      "commit nothing before that")
     except (ValueError, FileNotFoundError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
