@@ -63,8 +63,9 @@ from equimod_zoo.atomic import atomic_write_text
 from equimod_zoo.errors import UserError
 from equimod_zoo.model_folder import WEIGHTS_FILE, sha256_file
 from equimod_zoo.training.run_log import LOG_FILE, read_log
-from equimod_zoo.training.travel import (TRAVEL_LIMIT, bundled_models_tracked, ignore_locally, repo_root,
-                                         retrack_bundled_models, travelling_bytes, untrack_bundled_models)
+from equimod_zoo.training.travel import (TRAVEL_LIMIT, bundled_models_tracked, folder_bytes, ignore_locally,
+                                         repo_root, retrack_bundled_models, travelling_bytes,
+                                         untrack_bundled_models)
 
 QUEUE_FILE = Path(__file__).parent / "campaign_queue.yaml"
 MANIFEST_FILE = "manifest.json"
@@ -360,11 +361,11 @@ def prepare(travel: str | Path, *, data: str | Path, queue: str | Path = QUEUE_F
                         *(f"--platform={p}" for p in ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64",
                                                       "manylinux2014_x86_64", "any")),
                         "-d", str(travel / "wheels"), *TRAVEL_WHEELS], check=True)
-    size = sum(p.stat().st_size for p in travel.rglob("*") if p.is_file())
     ignore_locally(root, travel)
     if untrack_models:
         untrack_bundled_models(root)
-    total = travelling_bytes(root, [travel])
+    size = folder_bytes(travel)
+    total = travelling_bytes(root) + size
     if total > limit:
         hint = ("; add --untrack-models to leave the bundled models (tracked) behind for the call"
                 if bundled_models_tracked(root) else "")

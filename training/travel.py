@@ -10,7 +10,6 @@ delete the bundled models (`campaign collect` retracks before anything else).
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Sequence
 from pathlib import Path
 
 from equimod_zoo.errors import UserError
@@ -32,24 +31,24 @@ def repo_root(start: str | Path = ".") -> Path:
     return Path(_git(Path(start).resolve(), "rev-parse", "--show-toplevel").strip())
 
 
-def travelling_bytes(root: Path, carried: Sequence[str | Path] = ()) -> int:
-    """Bytes a device call from `root` would send: tracked files, untracked ones git does not
-    ignore, and the `carried` folders."""
+def travelling_bytes(root: Path) -> int:
+    """Bytes of the checkout a device call from `root` sends: tracked files and untracked ones git
+    does not ignore (carried folders come on top: `folder_bytes`)."""
     names = _git(root, "ls-files", "-z", "--cached", "--others", "--exclude-standard").split("\0")
-    files = {root / name for name in names if name}
-    for folder in carried:
-        files.update(Path(folder).resolve().rglob("*"))
-    return sum(path.stat().st_size for path in files if path.is_file())
+    return sum(path.stat().st_size for path in (root / name for name in names if name) if path.is_file())
+
+
+def folder_bytes(folder: str | Path) -> int:
+    """Bytes of every file below `folder`."""
+    return sum(path.stat().st_size for path in Path(folder).rglob("*") if path.is_file())
 
 
 def ignore_locally(root: Path, path: str | Path) -> None:
     """Ignore `path` (inside `root`) in this checkout only: .git/info/exclude, not .gitignore."""
     line = f"/{Path(path).resolve().relative_to(root).as_posix().rstrip('/')}/"
-    exclude = _exclude_file(root)
-    lines = exclude.read_text().splitlines() if exclude.is_file() else []
+    lines = _exclude_lines(root)
     if line not in lines:
-        exclude.parent.mkdir(parents=True, exist_ok=True)
-        exclude.write_text("\n".join([*lines, line]) + "\n")
+        _write_exclude(root, [*lines, line])
 
 
 def bundled_models_tracked(root: Path) -> bool:
@@ -61,21 +60,17 @@ def untrack_bundled_models(root: Path) -> None:
     if not bundled_models_tracked(root):
         return
     _git(root, "rm", "-r", "-q", "--cached", "--", BUNDLED_MODELS)
-    exclude = _exclude_file(root)
-    lines = exclude.read_text().splitlines() if exclude.is_file() else []
-    exclude.parent.mkdir(parents=True, exist_ok=True)
-    exclude.write_text("\n".join([*lines, _MARK, f"/{BUNDLED_MODELS}/"]) + "\n")
+    _write_exclude(root, [*_exclude_lines(root), _MARK, f"/{BUNDLED_MODELS}/"])
 
 
 def retrack_bundled_models(root: Path) -> bool:
     """Undo `untrack_bundled_models`: the ignore lines go, the index gets HEAD's entries back.
     Returns whether there was anything to undo."""
-    exclude = _exclude_file(root)
-    lines = exclude.read_text().splitlines() if exclude.is_file() else []
+    lines = _exclude_lines(root)
     if _MARK not in lines:
         return False
     at = lines.index(_MARK)
-    exclude.write_text("\n".join(lines[:at] + lines[at + 2:]) + "\n")
+    _write_exclude(root, lines[:at] + lines[at + 2:])
     _git(root, "reset", "-q", "--", BUNDLED_MODELS)
     return True
 
@@ -83,3 +78,14 @@ def retrack_bundled_models(root: Path) -> bool:
 def _exclude_file(root: Path) -> Path:
     path = Path(_git(root, "rev-parse", "--git-path", "info/exclude").strip())
     return path if path.is_absolute() else root / path
+
+
+def _exclude_lines(root: Path) -> list[str]:
+    exclude = _exclude_file(root)
+    return exclude.read_text().splitlines() if exclude.is_file() else []
+
+
+def _write_exclude(root: Path, lines: list[str]) -> None:
+    exclude = _exclude_file(root)
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    exclude.write_text("\n".join(lines) + "\n")
