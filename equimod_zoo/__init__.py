@@ -2,14 +2,20 @@
 from __future__ import annotations
 
 import importlib
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _distribution_version
 from typing import Any
 
 from equimod_zoo import architectures as _architectures  # noqa: F401  registers resnet*_cifar with timm
 from equimod_zoo.loading import load
 from equimod_zoo.registry import ZooEntry, get_entry, list_models
+from equimod_zoo.constants import DISTRIBUTION
 from equimod_zoo.weights import locate_weights
 
-__version__ = "0.1.0"
+try:  # pyproject.toml is the one home of the version; the installed metadata carries it
+    __version__ = _distribution_version(DISTRIBUTION)
+except PackageNotFoundError:  # a source tree on sys.path without being installed
+    __version__ = "0+unknown"
 
 # Heavier parts import on first use, so `import equimod_zoo` stays quick.
 _LAZY = {

@@ -3,6 +3,8 @@
 Recipes (training/recipe.py) and the augmentation pipeline recorded in a model's config.json
 (`equimod_zoo.equimod.augment.AugmentConfig.from_dict`) are both read with `build_dataclass`, so
 a key or type error reads the same wherever it comes from: the source and the dotted key.
+A value type that is stored as a plain value rather than a mapping (a `Method`, stored as its
+name) says so with a `from_plain` classmethod and a `to_plain` method.
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ def build_dataclass(cls: type, data: Mapping[str, Any], *, source: str, prefix: 
 
 
 def plain(value: Any) -> Any:
-    """Tuples to lists, recursively: what YAML, JSON and `torch.load(weights_only=True)` all read."""
+    """Tuples to lists and dataclasses to dicts, recursively: what YAML, JSON and
+    `torch.load(weights_only=True)` all read."""
     return _plain(value)
 
 
@@ -53,8 +56,17 @@ def _coerce(hint: Any, value: Any, *, source: str, key: str) -> Any:
             raise UserError(f"{source}: {key} must be one of {', '.join(map(str, typing.get_args(hint)))}, "
                             f"got {value!r}")
         return value
+    if isinstance(hint, type) and hasattr(hint, "from_plain"):
+        try:
+            return hint.from_plain(value)
+        except UserError as error:
+            raise UserError(f"{source}: {key}: {error}") from None
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, source=source, prefix=f"{key}.")
+    if origin is dict or hint is dict:
+        if not isinstance(value, Mapping):
+            raise UserError(f"{source}: {key} must be a mapping, got {value!r}")
+        return dict(value)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise UserError(f"{source}: {key} must be a list, got {value!r}")
@@ -79,6 +91,10 @@ def _coerce(hint: Any, value: Any, *, source: str, key: str) -> Any:
 
 
 def _plain(value: Any) -> Any:
+    if hasattr(value, "to_plain"):
+        return value.to_plain()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

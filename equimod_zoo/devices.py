@@ -3,11 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from equimod_zoo.errors import UserError
+from equimod_zoo.errors import DeviceError
 
-
-class DeviceError(UserError):
-    """A device that does not exist here: the message names the argument and what is available."""
 
 
 def resolve_device(device: str | torch.device | None = None, *, argument: str = "--device") -> torch.device:

@@ -9,7 +9,8 @@ import timm
 import torch
 
 from equimod_zoo.devices import resolve_device
-from equimod_zoo.model_folder import ModelConfig, ModelFolderError, default_pretrained_cfg
+from equimod_zoo.model_folder import ModelConfig, default_pretrained_cfg
+from equimod_zoo.errors import ModelFolderError
 from equimod_zoo.registry import catalogue
 from equimod_zoo.weights import LocatedWeights, load_state_dict, local_folder, locate_weights
 

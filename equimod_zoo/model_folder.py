@@ -25,7 +25,7 @@ import torch
 from timm.models import PretrainedCfg, get_pretrained_cfg
 
 from equimod_zoo.atomic import atomic_path, atomic_write_text
-from equimod_zoo.errors import UserError
+from equimod_zoo.errors import ModelFolderError
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -73,9 +73,6 @@ _LOCATION_KEYS = ("url", "file", "state_dict", "hf_hub_id", "hf_hub_filename", "
 _PRETRAINED_CFG_FIELDS = {f.name for f in dataclasses.fields(PretrainedCfg)} - set(_LOCATION_KEYS)
 _ARCH_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
-
-class ModelFolderError(UserError):
-    """A model folder that cannot be read: the message names the file and what is wrong."""
 
 
 def sha256_file(path: str | Path, *, chunk_size: int = 1 << 20) -> str:

@@ -4,14 +4,11 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from equimod_zoo.errors import UserError
+from equimod_zoo.errors import MissingExtraError
 
 # extra -> what it installs (pyproject.toml's optional-dependencies)
 EXTRAS = {"plots": "matplotlib", "train": "tensorboard"}
 
-
-class MissingExtraError(UserError):
-    """An optional dependency is not installed; the message names the pip extra that installs it."""
 
 
 def require(module: str, extra: str, purpose: str) -> ModuleType:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from equimod_zoo.atomic import atomic_write_text
-from equimod_zoo.errors import UserError
+from equimod_zoo.errors import RecordsError
 
 if TYPE_CHECKING:  # registry reads records: the type only, to keep the import one-way
     from equimod_zoo.registry import Metric
@@ -73,9 +73,6 @@ class Record:
         del row["weights_sha256"]
         return row
 
-
-class RecordsError(UserError):
-    """A records folder or file that cannot be read or written as asked."""
 
 
 def new_record(weights_sha256: str, *, dataset: str, split: str, protocol: str, metric: str, value: float,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from equimod_zoo.dataclass_dict import build_dataclass
-from equimod_zoo.errors import UnknownNameError, UserError
+from equimod_zoo.errors import UnknownModelError, UserError
 from equimod_zoo.records import Record, read_records
 
 ZOO_DIR = Path(__file__).parent / "zoo"
@@ -111,9 +111,6 @@ class ZooEntry:
             raise UserError(f"{source}: entry {entry.name!r} has unknown method {entry.method!r}")
         return entry
 
-
-class UnknownModelError(UnknownNameError):
-    """A model name that is no zoo name, alias or arch.tag."""
 
 
 @dataclass

@@ -16,28 +16,12 @@ import safetensors.torch
 import torch
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
-from equimod_zoo.errors import UserError
-from equimod_zoo.model_folder import (
-    CONFIG_FILE,
-    WEIGHTS_FILE,
-    ModelConfig,
-    ModelFolderError,
-    is_model_folder,
-    sha256_file,
-)
+from equimod_zoo.errors import ModelFolderError, UnverifiedWeightsWarning, WeightsIntegrityError, WeightsNotFoundError
+from equimod_zoo.model_folder import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, is_model_folder, sha256_file
 from equimod_zoo.registry import ZooEntry, catalogue
 
 
-class WeightsNotFoundError(UserError, FileNotFoundError):
-    """No weights anywhere we looked; the message says where we looked and how to get them."""
 
-
-class WeightsIntegrityError(UserError):
-    """The weights file is not the one the registry or config.json promises, or holds NaN/inf."""
-
-
-class UnverifiedWeightsWarning(UserWarning):
-    """Weights loaded with no recorded sha256 to check them against."""
 
 
 @dataclass(frozen=True)

@@ -22,14 +22,11 @@ import shutil
 from collections.abc import Collection, Iterator
 from pathlib import Path
 
-from equimod_zoo.errors import UserError
+from equimod_zoo.errors import OutputRefusedError
 
 CONFIG_FILE = "config.json"  # equimod_zoo.model_folder.CONFIG_FILE, read here without importing torch
 _DEBRIS = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.(?P<kind>partial|old)")
 
-
-class OutputRefusedError(UserError):
-    """An --out that is not ours to replace."""
 
 
 def written_by(folder: Path) -> str | None:

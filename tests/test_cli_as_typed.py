@@ -107,7 +107,8 @@ def test_optional_extras_are_named_when_missing_and_never_imported_by_the_core()
     import subprocess
     import sys
 
-    from equimod_zoo.optional import MissingExtraError, require
+    from equimod_zoo.optional import require
+    from equimod_zoo.errors import MissingExtraError
 
     with pytest.raises(MissingExtraError, match=r"pip install 'equimod-zoo\[plots\]'"):
         require("matplotlib_that_is_not_installed", "plots", "the comparison chart")

@@ -14,7 +14,8 @@ from equimod_zoo.data.images import load_rgb, pixels_at_base
 from equimod_zoo.data.known import KNOWN_DATASETS, data_caveats, dataset_key, known_dataset
 from equimod_zoo.data.resize import resize_to_base
 from equimod_zoo.data.sources import folder_source
-from equimod_zoo.data.spec import DatasetSpecError, find_split, open_split, open_splits, resolve_spec
+from equimod_zoo.data.spec import find_split, open_split, open_splits, resolve_spec
+from equimod_zoo.errors import DatasetSpecError
 
 SAMPLES = Path(equimod_zoo.__file__).parent / "samples"
 # The kinds a bare convert("RGB") gets wrong: rotation, transparency, 16-bit depth, CMYK.

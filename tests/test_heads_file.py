@@ -21,7 +21,8 @@ from equimod_zoo.equimod.heads_file import (
     read_heads_schema,
     read_heads_state,
 )
-from equimod_zoo.model_folder import CONFIG_FILE, HEADS_FILE, ModelFolderError, save_weights, write_model_folder
+from equimod_zoo.model_folder import CONFIG_FILE, HEADS_FILE, save_weights, write_model_folder
+from equimod_zoo.errors import ModelFolderError
 from equimod_zoo.training.methods import MethodConfig, build_method
 
 TINY = dict(channels=(8, 16, 32, 64), stem_width=8)

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 import equimod_zoo
 from equimod_zoo.cli import app
-from equimod_zoo.data.images import ImageTooLargeError, load_rgb, pixels_at_base
+from equimod_zoo.data.images import load_rgb, pixels_at_base
+from equimod_zoo.errors import ImageTooLargeError
 from equimod_zoo.data.sources import folder_source
 from equimod_zoo.extraction.extract import extract_features
 from equimod_zoo.model_folder import write_model_folder

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from equimod_zoo.data.images import ImageTooLargeError, load_rgb
+from equimod_zoo.data.images import load_rgb
+from equimod_zoo.errors import ImageTooLargeError
 from equimod_zoo.data.sources import folder_source, imagefolder_source, scan_images
 
 

@@ -14,11 +14,11 @@ from equimod_zoo.hub.model_cards import (
     README_BEGIN,
     README_END,
     README_FILE,
-    OutOfDateError,
     check_model_cards,
     main,
     write_model_cards,
 )
+from equimod_zoo.errors import OutOfDateError
 from equimod_zoo.hub.publish import publish
 from equimod_zoo.hub.zoo_bundle import add_to_zoo
 from equimod_zoo.registry import BUNDLED_MODELS_DIR, CATALOGUE_FILE

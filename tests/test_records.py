@@ -11,12 +11,12 @@ from equimod_zoo.records import (
     REPOSITORY,
     ZOO_RECORDS_DIR,
     Record,
-    RecordsError,
     absolute_paths,
     add_records,
     command_line,
     read_records,
 )
+from equimod_zoo.errors import RecordsError
 from equimod_zoo.registry import BUNDLED_MODELS_DIR, CATALOGUE_FILE, list_models
 
 SHA = "ab" * 32

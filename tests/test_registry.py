@@ -4,7 +4,8 @@ import pytest
 from typer.testing import CliRunner
 
 from equimod_zoo.cli import app
-from equimod_zoo.registry import Catalogue, Metric, UnknownModelError, ZooEntry, get_entry, list_models
+from equimod_zoo.registry import Catalogue, Metric, ZooEntry, get_entry, list_models
+from equimod_zoo.errors import UnknownModelError
 
 
 def _entry(name, method="simclr", arch="resnet18_cifar", status="recipe-only", n=50000, epochs=800, **kw):

@@ -18,7 +18,8 @@ import equimod_zoo
 from equimod_zoo.cli import app
 from equimod_zoo.extraction.store import load_features
 from equimod_zoo.registry import list_models
-from equimod_zoo.weights import UnverifiedWeightsWarning, WeightsIntegrityError, locate_weights
+from equimod_zoo.weights import locate_weights
+from equimod_zoo.errors import UnverifiedWeightsWarning, WeightsIntegrityError
 
 TINY = {"channels": (8, 16, 32, 64), "stem_width": 8}
 

@@ -25,7 +25,8 @@ from equimod_zoo.training.export import export_checkpoint, method_from_checkpoin
 from equimod_zoo.equimod.heads_file import read_heads_schema
 from equimod_zoo.training.methods import SSLMethod
 from equimod_zoo.training.recipe import load_recipe
-from equimod_zoo.training.trainer import NonFiniteLossError, train
+from equimod_zoo.training.trainer import train
+from equimod_zoo.errors import NonFiniteLossError
 from toy_training import METHODS, tiny_recipe, write_toy_parquet
 
 

@@ -39,7 +39,7 @@ from torch.nn.parallel import DistributedDataParallel
 from equimod_zoo.atomic import atomic_write_text
 from equimod_zoo.devices import cpu_has_fast_bf16
 from equimod_zoo.equimod.augment import BatchedAugment, parameter_statistics
-from equimod_zoo.errors import UserError
+from equimod_zoo.errors import NonFiniteLossError, UserError
 from equimod_zoo.training.checkpoint import (
     CHECKPOINT_FILE,
     TrainingState,
@@ -69,9 +69,6 @@ from equimod_zoo.training.run_log import RunLog
 
 RECIPE_FILE = "recipe.yaml"
 
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 @dataclass(frozen=True)

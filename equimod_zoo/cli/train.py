@@ -44,7 +44,8 @@ def train_command(
 ) -> None:
     """Pre-train SimCLR, BYOL or EquiMod; under torchrun, on every GPU. Writes RUN/log.csv, tb/, checkpoint.pt
     and the exported model folder (RUN loads with `equimod_zoo.load(RUN)`)."""
-    from equimod_zoo.training.trainer import NonFiniteLossError, train
+    from equimod_zoo.training.trainer import train
+    from equimod_zoo.errors import NonFiniteLossError
 
     with user_errors():
         check_device(device)  # a missing GPU or a typo: one line, before any work

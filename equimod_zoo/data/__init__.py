@@ -30,12 +30,13 @@ and `dev` find a `validation` split and back.
 Beyond datasets, extraction reads a folder of images, a list of files and webdataset tar
 shards (`equimod_zoo.data.streams`). Every image is decoded by `equimod_zoo.data.images.load_rgb`.
 """
-from equimod_zoo.data.images import IMAGE_EXTENSIONS, DecodedImage, ImageTooLargeError, load_rgb, pixels_at_base
+from equimod_zoo.data.images import IMAGE_EXTENSIONS, DecodedImage, load_rgb, pixels_at_base
+from equimod_zoo.errors import DatasetSpecError, ImageTooLargeError
 from equimod_zoo.data.known import KNOWN_DATASETS, KnownDataset, known_dataset
 from equimod_zoo.data.resize import resize_to_base
 from equimod_zoo.data.sources import (FileListSource, HFDatasetSource, ImageSource, folder_source, imagefolder_source,
                                       scan_images)
-from equimod_zoo.data.spec import DataSpec, DatasetSpecError, open_split, open_splits, resolve_spec
+from equimod_zoo.data.spec import DataSpec, open_split, open_splits, resolve_spec
 
 __all__ = [
     "IMAGE_EXTENSIONS", "DecodedImage", "ImageTooLargeError", "load_rgb", "pixels_at_base", "KNOWN_DATASETS",

@@ -24,7 +24,7 @@ import torch
 from PIL import Image, ImageOps
 
 from equimod_zoo.data.resize import resize_to_base
-from equimod_zoo.errors import UserError
+from equimod_zoo.errors import ImageTooLargeError
 
 # Every extension an image file may have: what a folder scan picks up.
 IMAGE_EXTENSIONS = frozenset({
@@ -38,9 +38,6 @@ _DRAFT_FORMATS = ("JPEG", "MPO")
 # EXIF orientations 5-8 turn the image a quarter, swapping width and height.
 _SWAPS_AXES = {5, 6, 7, 8}
 
-
-class ImageTooLargeError(UserError):
-    """More pixels than the limit: refused before decoding, like Pillow's DecompressionBombError."""
 
 
 @dataclass

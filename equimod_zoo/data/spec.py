@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from equimod_zoo.data.known import KNOWN_DATASETS, KnownDataset
-from equimod_zoo.errors import UnknownNameError, UserError
+from equimod_zoo.errors import DataUnavailableError, DatasetSpecError, UnknownNameError, UserError
 from equimod_zoo.data.sources import FileListSource, HFDatasetSource, ImageSource, scan_images
 
 Layout = Literal["hub", "parquet", "cub", "imagefolder"]
@@ -28,12 +28,6 @@ CUB_FILES = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "cl
 _PARQUET_SPLIT = re.compile(r"([A-Za-z]\w*?)(?:-\d+-of-\d+)?(?:-[0-9a-f]+)?")
 
 
-class DatasetSpecError(UserError):
-    """A spec that names nothing usable: an empty string, a folder of no known layout, an unknown name."""
-
-
-class DataUnavailableError(FileNotFoundError):
-    """A Hub dataset that is neither cached nor reachable."""
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ import torch
 from equimod_zoo.dataclass_dict import build_dataclass
 from equimod_zoo.equimod.augment import PARAM_NAMES
 from equimod_zoo.equimod.heads import AugmentationEmbedding, EquiModHeads, EquiModProjectionHead, EquivariantPredictor
-from equimod_zoo.errors import UserError
-from equimod_zoo.model_folder import CONFIG_FILE, HEADS_FILE, ModelConfig, ModelFolderError
+from equimod_zoo.errors import ModelFolderError, UserError
+from equimod_zoo.model_folder import CONFIG_FILE, HEADS_FILE, ModelConfig
 
 SCHEMA_KEY = "heads"  # config.json: equimod.heads
 METHODS = ("simclr", "byol", "simclr_equimod", "byol_equimod")

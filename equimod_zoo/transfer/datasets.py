@@ -15,8 +15,8 @@ from pathlib import Path
 
 from equimod_zoo.data.known import KNOWN_DATASETS, METRICS, KnownDataset, MetricName
 from equimod_zoo.data.sources import ImageSource, SubsetSource, evenly_spaced
-from equimod_zoo.data.spec import DataSpec, DatasetSpecError, find_split, open_splits, resolve_spec
-from equimod_zoo.errors import UserError
+from equimod_zoo.data.spec import DataSpec, find_split, open_splits, resolve_spec
+from equimod_zoo.errors import DatasetSpecError, UserError
 
 SPLIT_ROLES = ("train", "val", "test")
 
