@@ -4,9 +4,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-CACHE_ENV = "EQUIMOD_ZOO_CACHE"
+from equimod_zoo.constants import CACHE_ENV, DEFAULT_CACHE_DIR
 
 
 def default_cache_dir() -> Path:
     """`$EQUIMOD_ZOO_CACHE`, else `~/.cache/equimod_zoo`."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "equimod_zoo").expanduser()
+    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR).expanduser()

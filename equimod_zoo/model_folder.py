@@ -1,6 +1,7 @@
 """The model folder: timm's Hugging Face layout, shared by training export, hub and load.
 
     FOLDER/config.json                 timm schema; our metadata under the top-level "equimod" key
+                                       (a `ModelMetadata`, equimod_zoo/model_metadata.py)
     FOLDER/model.safetensors           headless backbone, timm key names (fp32 or fp16)
     FOLDER/equimod_heads.safetensors   optional: the projection / parameter / predictor heads
     FOLDER/README.md                   optional: the model card
@@ -15,6 +16,7 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,13 +27,11 @@ import torch
 from timm.models import PretrainedCfg, get_pretrained_cfg
 
 from equimod_zoo.atomic import atomic_path, atomic_write_text
-from equimod_zoo.errors import ModelFolderError
+from equimod_zoo.constants import CONFIG_FILE, HEADS_FILE, METADATA_KEY, PAPER_ID, WEIGHTS_FILE
+from equimod_zoo.errors import ModelFolderError, UserError
+from equimod_zoo.json_file import read_json
+from equimod_zoo.model_metadata import ModelMetadata
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-HEADS_FILE = "equimod_heads.safetensors"
-CARD_FILE = "README.md"
-PAPER_ID = "arXiv:2211.01244"
 _PRETRAINED_CFG_KEYS = (
     "input_size", "fixed_input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std",
     "pool_size", "first_conv", "classifier",
@@ -104,7 +104,7 @@ class ModelConfig:
     pretrained_cfg: dict[str, Any]
     global_pool: str = "avg"
     model_args: dict[str, Any] = field(default_factory=dict)  # constructor arguments, e.g. a reduced width
-    equimod: dict[str, Any] = field(default_factory=dict)  # method, epochs, data, results, weights_sha256...
+    equimod: ModelMetadata = field(default_factory=ModelMetadata)  # how the weights were made
     num_classes: int = 0  # the classifier in the weights file (0: headless, as our exports are)
 
     def to_dict(self) -> dict[str, Any]:
@@ -114,7 +114,7 @@ class ModelConfig:
             "num_features": self.num_features,
             "global_pool": self.global_pool,
             "pretrained_cfg": self.pretrained_cfg,
-            "equimod": self.equimod,
+            METADATA_KEY: self.equimod.to_dict(),
         }
         if self.model_args:
             data["model_args"] = self.model_args
@@ -124,21 +124,18 @@ class ModelConfig:
     def read(cls, folder: str | Path) -> ModelConfig:
         path = Path(folder) / CONFIG_FILE
         try:
-            data = json.loads(path.read_text())
+            data = read_json(path, error=ModelFolderError)
         except FileNotFoundError:
             raise ModelFolderError(f"{path}: missing; a model folder needs {CONFIG_FILE} and {WEIGHTS_FILE}") from None
-        except json.JSONDecodeError as error:
-            raise ModelFolderError(f"{path}: not valid JSON ({error})") from None
-        if not isinstance(data, dict):
-            raise ModelFolderError(f"{path}: expected a JSON object, found {type(data).__name__}")
         model_args = _checked_model_args(data.get("model_args", {}), path)
         # timm's save_for_hf records the head and the pooling among the constructor arguments too
         num_classes = model_args.pop("num_classes", data.get("num_classes", 0))
         if not MODEL_ARGS["num_classes"][0](num_classes):
             raise ModelFolderError(f"{path}: num_classes {num_classes!r} is not {MODEL_ARGS['num_classes'][1]}")
-        equimod = data.get("equimod", {})
-        if not isinstance(equimod, dict):
-            raise ModelFolderError(f"{path}: 'equimod' must be an object, found {type(equimod).__name__}")
+        try:
+            equimod = ModelMetadata.from_dict(data.get(METADATA_KEY) or {}, source=str(path))
+        except UserError as error:
+            raise ModelFolderError(str(error)) from None
         num_features = data.get("num_features") or 0
         if not isinstance(num_features, int) or num_features < 0:
             raise ModelFolderError(f"{path}: num_features {num_features!r} is not a non-negative integer")
@@ -148,7 +145,7 @@ class ModelConfig:
             pretrained_cfg=_checked_pretrained_cfg(data.get("pretrained_cfg", {}), path),
             global_pool=str(model_args.get("global_pool", data.get("global_pool", "avg"))),
             model_args=model_args,
-            equimod=dict(equimod),
+            equimod=equimod,
             num_classes=num_classes,
         )
 
@@ -180,11 +177,17 @@ def weight_keys(path: str | Path) -> set[str]:
 
 
 def write_model_folder(folder: str | Path, backbone: torch.nn.Module, *, arch: str,
-                       equimod: dict[str, Any] | None = None, heads: dict[str, torch.Tensor] | None = None,
+                       equimod: ModelMetadata | Mapping[str, Any] | None = None,
+                       heads: dict[str, torch.Tensor] | None = None,
                        dtype: torch.dtype | None = None, pretrained_cfg: dict[str, Any] | None = None,
                        model_args: dict[str, Any] | None = None) -> ModelConfig:
-    """Export a headless backbone (and optionally its EquiMod heads) as a model folder."""
+    """Export a headless backbone (and optionally its EquiMod heads) as a model folder.
+
+    `equimod` is the metadata config.json records (a `ModelMetadata`, or its dict form).
+    """
     folder = Path(folder)
+    if not isinstance(equimod, ModelMetadata):
+        equimod = ModelMetadata.from_dict(equimod or {}, source="write_model_folder(equimod=...)")
     state = {k: v for k, v in backbone.state_dict().items() if not k.startswith("fc.")}
     sha = save_weights(state, folder / WEIGHTS_FILE, dtype=dtype)
     if heads:
@@ -194,7 +197,7 @@ def write_model_folder(folder: str | Path, backbone: torch.nn.Module, *, arch: s
         num_features=int(backbone.num_features),
         pretrained_cfg=pretrained_cfg or default_pretrained_cfg(arch),
         model_args={k: _jsonable(v) for k, v in (model_args or {}).items()},
-        equimod={**(equimod or {}), "weights_sha256": sha},
+        equimod=equimod.replace(weights_sha256=sha),
     )
     config.write(folder)
     return config

@@ -14,6 +14,7 @@ from typing import Any
 
 from equimod_zoo.constants import METADATA_KEY
 from equimod_zoo.dataclass_dict import build_dataclass, plain
+from equimod_zoo.errors import UserError
 from equimod_zoo.method import Method
 
 
@@ -92,4 +93,8 @@ class ModelMetadata:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str) -> ModelMetadata:
+        if isinstance(data, Mapping) and data.get("results"):  # an older equimod-zoo wrote numbers here
+            raise UserError(f"{source}: holds {METADATA_KEY}.results written into the model folder by an older "
+                            "equimod-zoo; measured numbers now live in a records folder: re-measure with "
+                            "`--record DIR` and export with `--records DIR`")
         return build_dataclass(cls, data, source=source, prefix=f"{METADATA_KEY}.")

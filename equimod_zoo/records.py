@@ -29,19 +29,17 @@ import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from equimod_zoo.atomic import atomic_write_text
+from equimod_zoo.constants import DATA_ENV
 from equimod_zoo.errors import RecordsError
-
-if TYPE_CHECKING:  # registry reads records: the type only, to keep the import one-way
-    from equimod_zoo.registry import Metric
+from equimod_zoo.json_file import read_json
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 ZOO_RECORDS_DIR = PACKAGE_DIR / "zoo" / "records"
 # The checkout the package runs from (None when installed without one): commands are written relative to it.
 REPOSITORY = PACKAGE_DIR.parent if (PACKAGE_DIR.parent / "pyproject.toml").is_file() else None
-DATA_VARIABLE = "EQUIMOD_DATA"
 RECORD_OPTION = "--record"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _SPEC_PREFIX = re.compile(r"[a-z][a-z0-9_-]+")  # `imagefolder:DIR`, `parquet:DIR`: a dataset spec's layout
@@ -82,18 +80,6 @@ def new_record(weights_sha256: str, *, dataset: str, split: str, protocol: str, 
                   value=round(float(value), 4), command=command if command is not None else command_line(),
                   date=datetime.datetime.now(datetime.timezone.utc).date().isoformat(), version=_version(),
                   commit=_commit())
-
-
-def records_from_metrics(metrics: Iterable[Metric], *, split: str) -> list[Record]:
-    """Records, measured now, of the metrics an evaluation returns (each with its weights' sha256 and command)."""
-    records = []
-    for m in metrics:
-        if not m.weights_sha256:
-            raise RecordsError(f"the {m.dataset} {m.protocol} {m.name} result names no weights sha256; records are "
-                               "keyed by it")
-        records.append(new_record(m.weights_sha256, dataset=m.dataset, split=split, protocol=m.protocol,
-                                  metric=m.name, value=m.value, command=m.command))
-    return records
 
 
 def records_file(records_dir: str | Path, weights_sha256: str) -> Path:
@@ -146,13 +132,13 @@ def check_records_dir(folder: Path) -> None:
 
 
 def _read_file(path: Path) -> list[Record]:
+    data = read_json(path, error=RecordsError)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
         sha = data["weights_sha256"]
         rows = data["records"]
         names = {f.name for f in fields(Record)} - {"weights_sha256"}
         records = [Record(weights_sha256=sha, **{k: v for k, v in row.items() if k in names}) for row in rows]
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
+    except (KeyError, TypeError, AttributeError) as error:
         raise RecordsError(f"{path}: not a records file ({type(error).__name__}: {error})") from None
     if path.stem != sha:
         raise RecordsError(f"{path}: holds records of weights {sha}, not of the weights its name says")
@@ -175,8 +161,8 @@ def _locked(folder: Path) -> Iterator[None]:
 
 def data_folder() -> Path:
     """$EQUIMOD_DATA, or ../shared/data beside the repository (where the tests and the release script look)."""
-    if os.environ.get(DATA_VARIABLE):
-        return Path(os.environ[DATA_VARIABLE])
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV])
     return (REPOSITORY or Path.cwd()).parent / "shared" / "data"
 
 
@@ -214,7 +200,7 @@ def _portable(text: str) -> str:
     data = os.path.realpath(data_folder())
     if path == data or path.startswith(data + os.sep):
         inside = os.path.relpath(path, data)
-        return f"${DATA_VARIABLE}" + ("" if inside == "." else "/" + shlex.quote(inside))
+        return f"${DATA_ENV}" + ("" if inside == "." else "/" + shlex.quote(inside))
     base = os.path.realpath(REPOSITORY or Path.cwd())
     return shlex.quote(os.path.relpath(path, base))
 

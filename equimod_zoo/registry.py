@@ -1,8 +1,9 @@
 """The zoo catalogue: one data row per trained (or planned) backbone.
 
-Entries live in `equimod_zoo/zoo/catalogue.json`; code never special-cases a model name. An
-entry's measured metrics are not written in the catalogue: they are the records of its weights'
-sha256 in `equimod_zoo/zoo/records/` (see `equimod_zoo.records`), read when the catalogue loads.
+Entries live in `equimod_zoo/zoo/catalogue.json`, read on first use (never at import); code never
+special-cases a model name. An entry's measured numbers are not written in the catalogue: they
+are the records of its weights' sha256 in `equimod_zoo/zoo/records/` (see `equimod_zoo.records`),
+read when `entry.metrics` is first asked for, so a damaged records file fails only that call.
 A name resolves, in order, as an entry name, an explicit alias, a timm-style `arch.tag`, or a
 short alias `{method}_{depth}` such as `byol_equimod_r50`, which points to the best entry
 for that method and depth: available before recipe-only, then the larger training set,
@@ -11,16 +12,17 @@ then the longer schedule.
 from __future__ import annotations
 
 import fnmatch
-import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from equimod_zoo.dataclass_dict import build_dataclass
+from equimod_zoo.dataclass_dict import build_dataclass, plain
 from equimod_zoo.errors import UnknownModelError, UserError
+from equimod_zoo.json_file import read_json
+from equimod_zoo.method import Method
 from equimod_zoo.records import Record, read_records
 
 ZOO_DIR = Path(__file__).parent / "zoo"
@@ -29,24 +31,6 @@ BUNDLED_MODELS_DIR = ZOO_DIR / "models"
 RECORDS_DIR_NAME = "records"  # beside the catalogue: the records its metrics come from
 
 Status = Literal["available", "recipe-only"]
-METHODS = ("simclr", "simclr_equimod", "byol", "byol_equimod")
-
-
-@dataclass(frozen=True)
-class Metric:
-    """One measured number, in percent, with the command that reproduces it."""
-
-    name: str  # top1, top5, mean_per_class_accuracy, ...
-    dataset: str  # cifar10, flowers102, ...
-    protocol: str  # linear, knn, finetune, ...
-    value: float
-    command: str
-    weights_sha256: str | None = None  # the exact weights the number was measured on
-
-    @classmethod
-    def from_record(cls, record: Record) -> Metric:
-        return cls(record.metric, record.dataset, record.protocol, record.value, record.command,
-                   record.weights_sha256)
 
 
 @dataclass(frozen=True)
@@ -56,7 +40,7 @@ class ZooEntry:
     name: str
     arch: str  # a timm architecture name
     tag: str  # timm-style pretrained tag: `arch.tag` names these weights
-    method: str  # one of METHODS
+    method: Method
     data: str  # training data, e.g. "cifar10 (JPEG re-encoding, ../shared/data/cifar10-jpeg)"
     num_train_images: int
     epochs: int  # trained epochs when available; the recipe's plan when recipe-only
@@ -67,8 +51,9 @@ class ZooEntry:
     folder: str | None = None  # bundled folder name under equimod_zoo/zoo/models
     hf_hub_id: str | None = None  # set only once the repository was published
     sha256: str | None = None  # of model.safetensors
-    metrics: tuple[Metric, ...] = ()  # from the records of `sha256`, never written in the catalogue
     notes: str = ""
+    # where the records of `sha256` live (the catalogue's `records/`); not a catalogue key
+    records_dir: Path | None = field(default=None, compare=False, repr=False, init=False)
 
     @property
     def arch_tag(self) -> str:
@@ -97,18 +82,27 @@ class ZooEntry:
     def bundled_folder(self) -> Path | None:
         return BUNDLED_MODELS_DIR / self.folder if self.folder else None
 
+    @cached_property
+    def metrics(self) -> tuple[Record, ...]:
+        """The numbers measured on these weights: the records of `sha256` (none for a recipe-only entry)."""
+        if not self.sha256 or self.records_dir is None:
+            return ()
+        return tuple(read_records(self.records_dir, self.sha256))
+
+    def __post_init__(self) -> None:
+        if isinstance(self.method, str):  # ZooEntry(method="simclr_equimod", ...) from Python
+            object.__setattr__(self, "method", Method.parse(self.method))
+
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["aliases"] = list(self.aliases)
-        data["metrics"] = [asdict(m) for m in self.metrics]
-        return data
+        """The catalogue row (measured numbers are not part of it: see `metrics`)."""
+        return {name: plain(getattr(self, name)) for name in self.__dataclass_fields__ if name != "records_dir"}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, source: str | Path = CATALOGUE_FILE) -> ZooEntry:
+    def from_dict(cls, data: Mapping[str, Any], *, source: str | Path = CATALOGUE_FILE,
+                  records_dir: Path | None = None) -> ZooEntry:
         """A catalogue entry, every key and type checked (`build_dataclass`)."""
         entry = build_dataclass(cls, data, source=str(source), prefix=f"{data.get('name')}.")
-        if entry.method not in METHODS:
-            raise UserError(f"{source}: entry {entry.name!r} has unknown method {entry.method!r}")
+        object.__setattr__(entry, "records_dir", records_dir)
         return entry
 
 
@@ -133,15 +127,12 @@ class Catalogue:
         """The catalogue at `path`, each entry's metrics read from `records_dir` (default: `records/` beside it)."""
         path = Path(path)
         records_dir = path.parent / RECORDS_DIR_NAME if records_dir is None else Path(records_dir)
-        rows = json.loads(path.read_text())
         entries = []
-        for row in rows:
-            if "metrics" in row:
+        for row in read_json(path, expect=list):
+            if isinstance(row, Mapping) and "metrics" in row:
                 raise UserError(f"{path}: entry {row.get('name')!r} writes metrics by hand; measured numbers "
                                 f"live only in the records ({records_dir})")
-            records = read_records(records_dir, row["sha256"]) if row.get("sha256") else []
-            entries.append(ZooEntry.from_dict({**row, "metrics": [asdict(Metric.from_record(r)) for r in records]},
-                                              source=path))
+            entries.append(ZooEntry.from_dict(row, source=path, records_dir=records_dir))
         return cls(tuple(entries))
 
     def short_aliases(self) -> dict[str, ZooEntry]:

@@ -16,8 +16,9 @@ import safetensors.torch
 import torch
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
+from equimod_zoo.constants import CONFIG_FILE, WEIGHTS_FILE
 from equimod_zoo.errors import ModelFolderError, UnverifiedWeightsWarning, WeightsIntegrityError, WeightsNotFoundError
-from equimod_zoo.model_folder import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, is_model_folder, sha256_file
+from equimod_zoo.model_folder import ModelConfig, is_model_folder, sha256_file
 from equimod_zoo.registry import ZooEntry, catalogue
 
 
@@ -108,7 +109,7 @@ def _from_local(folder: Path, given: Path) -> LocatedWeights:
     if not weights.is_file():
         raise WeightsNotFoundError(f"{weights}: missing; the folder has {CONFIG_FILE} but no {WEIGHTS_FILE}")
     config = ModelConfig.read(folder)
-    return _verified(str(given), weights, config, config.equimod.get("weights_sha256"), "local")
+    return _verified(str(given), weights, config, config.equimod.weights_sha256, "local")
 
 
 def _from_hf_cache(entry: ZooEntry) -> LocatedWeights | None:

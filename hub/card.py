@@ -13,14 +13,17 @@ from typing import Any
 import yaml
 from huggingface_hub import EvalResult, ModelCardData
 
-from equimod_zoo.data.known import data_caveats, dataset_key
+from equimod_zoo.constants import PAPER_ID
+from equimod_zoo.data.known import data_caveats
 from equimod_zoo.data.known import known_dataset as dataset_info
-from equimod_zoo.model_folder import PAPER_ID, ModelConfig
+from equimod_zoo.dataclass_dict import plain
+from equimod_zoo.model_folder import ModelConfig
+from equimod_zoo.model_metadata import ModelMetadata
+from equimod_zoo.paper import paper_result, paper_source
 from equimod_zoo.records import Record
 
 PAPER_URL = "https://arxiv.org/abs/2211.01244"
 PAPER_EPOCHS = 800
-PAPER_SOURCE = "Devillers & Lefort, ICLR 2023 (arXiv:2211.01244), Table 1: linear top-1, 800 epochs"
 CITATION = """@inproceedings{devillers2023equimod,
   title     = {EquiMod: An Equivariance Module to Improve Visual Instance Discrimination},
   author    = {Devillers, Alexandre and Lefort, Mathieu},
@@ -29,42 +32,14 @@ CITATION = """@inproceedings{devillers2023equimod,
   url       = {https://arxiv.org/abs/2211.01244}
 }"""
 
-METHOD_TITLES = {"simclr": "SimCLR", "simclr_equimod": "SimCLR + EquiMod", "byol": "BYOL",
-                 "byol_equimod": "BYOL + EquiMod"}
 METRIC_TITLES = {"top1": "top-1 accuracy", "top5": "top-5 accuracy", "knn_top1": "k-NN top-1 accuracy",
                  "mean_per_class_accuracy": "mean per-class accuracy"}
 PROTOCOL_TITLES = {"linear": "linear probe on frozen features", "knn": "k-NN classifier on frozen features",
                    "finetune": "full fine-tuning"}
 
 
-@dataclass(frozen=True)
-class PaperResult:
-    """A figure from the paper: the paper's measurement, not ours."""
-
-    method: str
-    data: str
-    arch: str
-    epochs: int
-    top1: float
-    top5: float
-
-
-PAPER_TABLE1 = (
-    PaperResult("simclr", "cifar10", "resnet18_cifar", 800, 90.96, 99.73),
-    PaperResult("simclr_equimod", "cifar10", "resnet18_cifar", 800, 92.79, 99.78),
-    PaperResult("byol", "cifar10", "resnet18_cifar", 800, 90.44, 99.62),
-    PaperResult("byol_equimod", "cifar10", "resnet18_cifar", 800, 91.57, 99.71),
-    PaperResult("simclr", "imagenet-1k", "resnet50", 800, 71.57, 90.48),
-    PaperResult("simclr_equimod", "imagenet-1k", "resnet50", 800, 72.30, 90.84),
-    PaperResult("byol", "imagenet-1k", "resnet50", 800, 74.03, 91.51),
-    PaperResult("byol_equimod", "imagenet-1k", "resnet50", 800, 73.22, 91.26),
-)
-
-
-def paper_result(method: str, data: str, arch: str) -> PaperResult | None:
-    """The paper's linear-evaluation figure for the same method, data and architecture, if it has one."""
-    key = dataset_key(data)
-    return next((p for p in PAPER_TABLE1 if (p.method, p.data, p.arch) == (method, key, arch)), None)
+def _method_title(meta: ModelMetadata, unknown: str = "unknown") -> str:
+    return meta.method.title if meta.method else unknown
 
 
 @dataclass(frozen=True)
@@ -87,11 +62,10 @@ class CardFacts:
 def card_metadata(config: ModelConfig, facts: CardFacts) -> ModelCardData:
     """The YAML front matter: library, license, tags, datasets and a model-index of the measured results."""
     meta = config.equimod
-    method = meta.get("method", "")
+    method = meta.method
     data = _data_name(meta)
     tags = ["image-feature-extraction", "timm", "self-supervised", "equimod-zoo",
-            *[t for t in ("simclr", "byol") if t in method.split("_")],
-            *(["equimod"] if "equimod" in method else []), "resnet"]
+            *([method.base] if method else []), *(["equimod"] if method and method.equimod else []), "resnet"]
     train_info = dataset_info(data) if data else None
     datasets = [train_info.hub_id] if train_info and train_info.hub_id else []
     eval_results = [
@@ -138,11 +112,11 @@ def render_card(config: ModelConfig, facts: CardFacts) -> str:
 def summary(config: ModelConfig, facts: CardFacts) -> str:
     """One paragraph: what the backbone is and how far it was trained. MODEL_CARDS.md quotes it."""
     meta = config.equimod
-    method = METHOD_TITLES.get(meta.get("method", ""), meta.get("method", "an unknown method"))
+    method = _method_title(meta, "an unknown method")
     data = _data_name(meta)
-    epochs = meta.get("epochs")
+    epochs = meta.epochs
     trained = f"for {epochs} epochs" if epochs is not None else "for an unrecorded number of epochs"
-    steps = f"{meta['steps']} steps; " if meta.get("steps") is not None else ""
+    steps = f"{meta.steps} steps; " if meta.steps is not None else ""
     on = f" on {dataset_info(data).title}" if data else ""
     measured = ("; measured: " + ", ".join(_metric_phrase(m) for m in facts.records)) if facts.records else \
         "; no evaluation has been recorded for these weights yet"
@@ -151,28 +125,30 @@ def summary(config: ModelConfig, facts: CardFacts) -> str:
             f"{config.num_features}-d features{measured}.")
 
 
-def _steps(meta: dict[str, Any]) -> str:
-    return f" ({meta['steps']} steps)" if meta.get("steps") is not None else ""
+def _steps(meta: ModelMetadata) -> str:
+    return f" ({meta.steps} steps)" if meta.steps is not None else ""
 
 
 def _metric_phrase(m: Record) -> str:
     return f"{dataset_info(m.dataset).title} {m.protocol} {m.metric} {m.value:.2f}%"
 
 
-def _data_name(meta: dict[str, Any]) -> str:
-    data = meta.get("data")
-    return str(data.get("name", "")) if isinstance(data, dict) else str(data or "")
+def _data_name(meta: ModelMetadata) -> str:
+    return meta.data.name if meta.data else ""
+
+
+def _data_description(meta: ModelMetadata) -> str:
+    return (meta.data.description if meta.data else "") or _data_name(meta)
 
 
 def _details(config: ModelConfig, facts: CardFacts) -> str:
     meta, cfg = config.equimod, config.pretrained_cfg
-    data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
     rows = [
         ("Architecture", f"`{config.architecture}` (timm ResNet)"
          + (f", `model_args` {json.dumps(config.model_args)}" if config.model_args else "")),
-        ("Method", METHOD_TITLES.get(meta.get("method", ""), meta.get("method", "unknown"))),
-        ("Pre-training data", data.get("description") or _data_name(meta) or "unknown"),
-        ("Training images", data.get("num_images", "unknown")),
+        ("Method", _method_title(meta)),
+        ("Pre-training data", _data_description(meta) or "unknown"),
+        ("Training images", meta.data.num_images if meta.data and meta.data.num_images is not None else "unknown"),
         ("Parameters", f"{facts.num_parameters / 1e6:.2f} M ({facts.weights_dtype})"),
         ("Output", f"{config.num_features}-d features ({config.global_pool} pooling), no classifier"),
         ("Input", f"{tuple(cfg.get('input_size', ()))}, {cfg.get('interpolation')} resize, crop_pct "
@@ -227,16 +203,16 @@ def _usage(config: ModelConfig, facts: CardFacts) -> str:
 def _recipe(config: ModelConfig, facts: CardFacts) -> str:
     meta = config.equimod
     keys = ("method", "recipe", "epochs", "steps", "batch_size", "seed")
-    lines = [f"- {k}: `{meta[k]}`" for k in keys if meta.get(k) is not None]
-    compute = meta.get("compute")
-    if isinstance(compute, dict) and compute.get("seconds_per_epoch"):
-        lines.append(f"- training time: {compute['seconds_per_epoch']:.2f} s per epoch on {compute.get('hardware')} "
-                     f"({compute['train_seconds']:.0f} s in all: the wall time of the training loop, "
+    lines = [f"- {k}: `{getattr(meta, k)}`" for k in keys if getattr(meta, k) is not None]
+    compute = meta.compute
+    if compute is not None and compute.seconds_per_epoch:
+        lines.append(f"- training time: {compute.seconds_per_epoch:.2f} s per epoch on {compute.hardware} "
+                     f"({compute.train_seconds:.0f} s in all: the wall time of the training loop, "
                      "without data decoding or evaluation)")
-    if "converted_from" in meta:
-        lines.append(f"- converted from a foreign checkpoint: `{json.dumps(meta['converted_from'])}`")
-    recipe = facts.recipe_yaml or (yaml.safe_dump(meta["recipe_config"], sort_keys=False)
-                                   if meta.get("recipe_config") else None)
+    if meta.converted_from is not None:
+        lines.append(f"- converted from a foreign checkpoint: `{json.dumps(plain(meta.converted_from))}`")
+    recipe = facts.recipe_yaml or (yaml.safe_dump(meta.recipe_config, sort_keys=False)
+                                   if meta.recipe_config else None)
     text = "## Training recipe\n\n" + ("\n".join(lines) or "No training metadata was recorded.")
     if recipe:
         text += f"\n\nThe resolved recipe:\n\n```yaml\n{recipe.strip()}\n```"
@@ -262,10 +238,11 @@ def _evaluation(config: ModelConfig, facts: CardFacts) -> str:
             "the command beside it, run from the root of the equimod-zoo repository with `$EQUIMOD_DATA` the data "
             "folder.\n\n| dataset | protocol | metric | value (%) | command | date |\n"
             f"|---|---|---|---|---|---|\n{rows}")
-    paper = paper_result(config.equimod.get("method", ""), _data_name(config.equimod), config.architecture)
+    meta = config.equimod
+    paper = paper_result(meta.method, _data_name(meta), config.architecture) if meta.method else None
     if paper is not None:
         text += (f"\n\nFor reference, the paper reports {paper.top1:.2f}% linear top-1 ({paper.top5:.2f}% top-5) "
-                 f"for {METHOD_TITLES[paper.method]} in this setting after {paper.epochs} epochs ({PAPER_SOURCE}); "
+                 f"for {paper.method.title} in this setting after {paper.epochs} epochs ({paper_source()}); "
                  "that is the paper's figure, not a measurement of these weights.")
     return text
 
@@ -337,23 +314,22 @@ def _cell(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def epochs_in_cycles(meta: dict[str, Any]) -> str | None:
-    """"N epochs in K cycles" from a model's `equimod` metadata (`cycles`: one row per training cycle)."""
-    if meta.get("epochs") is None:
+def epochs_in_cycles(meta: ModelMetadata) -> str | None:
+    """"N epochs in K cycles" from a model's metadata (`cycles`: one row per training cycle)."""
+    if meta.epochs is None:
         return None
-    cycles = len(meta.get("cycles") or [None])  # a model from before cycles were recorded: one
-    return f"{meta['epochs']} epochs in {cycles} cycle{'s' if cycles != 1 else ''}"
+    cycles = meta.num_cycles  # a model from before cycles were recorded: one
+    return f"{meta.epochs} epochs in {cycles} cycle{'s' if cycles != 1 else ''}"
 
 
 def _provenance(config: ModelConfig) -> str:
     meta = config.equimod
-    data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
     rows = [
         ("Training", epochs_in_cycles(meta)),
-        ("Source commit", meta.get("source_commit")),
-        ("Training data", data.get("description") or _data_name(meta) or None),
-        ("Training data sha256", data.get("sha256")),
-        ("Weights sha256 (`model.safetensors`)", meta.get("weights_sha256")),
+        ("Source commit", meta.source_commit),
+        ("Training data", _data_description(meta) or None),
+        ("Training data sha256", meta.data.sha256 if meta.data else None),
+        ("Weights sha256 (`model.safetensors`)", meta.weights_sha256),
     ]
     lines = "\n".join(f"- {k}: `{v}`" if v else f"- {k}: not recorded" for k, v in rows)
     return f"## Provenance\n\n{lines}"
@@ -361,7 +337,7 @@ def _provenance(config: ModelConfig) -> str:
 
 def _limitations(config: ModelConfig) -> str:
     meta = config.equimod
-    epochs = meta.get("epochs")
+    epochs = meta.epochs
     if epochs is None:
         schedule = (f"The number of pre-training epochs was not recorded; the paper trains for {PAPER_EPOCHS}, "
                     "so do not assume these weights match the paper.")
@@ -370,8 +346,7 @@ def _limitations(config: ModelConfig) -> str:
                     f"{PAPER_EPOCHS}-epoch schedule: expect accuracies below the paper's figures.")
     else:
         schedule = f"Trained for {epochs} epochs, the paper's schedule is {PAPER_EPOCHS}."
-    data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
-    described = f"{_data_name(meta)} {data.get('description', '')}".lower()
+    described = f"{_data_name(meta)} {meta.data.description if meta.data else ''}".lower()
     caveats = data_caveats(described)
     items = [
         schedule,

@@ -20,11 +20,12 @@ import timm
 import torch
 
 import equimod_zoo  # also registers the CIFAR-stem architectures with timm
+from equimod_zoo.constants import CONFIG_FILE, HEADS_FILE, WEIGHTS_FILE
 from equimod_zoo.errors import UserError
 from equimod_zoo.hub.staging import check_output, move_into_place, staging_dir
-from equimod_zoo.model_folder import (CONFIG_FILE, HEADS_FILE, WEIGHTS_FILE, check_model_args, sha256_file,
-                                      write_model_folder)
-from equimod_zoo.registry import METHODS
+from equimod_zoo.method import Method
+from equimod_zoo.model_folder import check_model_args, sha256_file, write_model_folder
+from equimod_zoo.model_metadata import ConvertedFrom, ModelMetadata
 
 
 @dataclass(frozen=True)
@@ -216,7 +217,7 @@ def convert_checkpoint(
         out: the model folder to create.
         arch: the timm architecture; detected from the weights when None.
         model_args: constructor arguments; inferred from the weights' widths when None.
-        method: the pre-training method recorded in the metadata (one of registry.METHODS);
+        method: the pre-training method recorded in the metadata (a `Method` name);
             detected for the official EquiMod checkpoints.
         dtype: store the weights in this precision; None keeps float32.
         overwrite: replace an existing `out` that an earlier conversion wrote; anything else is refused.
@@ -225,8 +226,12 @@ def convert_checkpoint(
         raise UserError(f"--from {source!r}: expected one of {', '.join(LAYOUTS)}")
     if model_args is not None:
         model_args = check_model_args(model_args, "--model-args")
-    if method is not None and method not in METHODS:
-        raise UserError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
+    parsed_method = None
+    if method is not None:
+        try:
+            parsed_method = Method.parse(method)
+        except UserError as error:
+            raise UserError(f"--method: {error}") from None
     path, out = Path(checkpoint), Path(out)
     check_output(out, kind=WRITTEN_BY, files=CONVERT_FILES, sources=[path], overwrite=overwrite)
     layout = LAYOUTS[source]
@@ -241,13 +246,13 @@ def convert_checkpoint(
         raise UserError(f"--arch {arch!r}: not a timm architecture")
     model = timm.create_model(arch, pretrained=False, num_classes=0, **model_args).eval()
     _load_strict(model, backbone, arch, path)
-    method = method or _official_method(content, source)
-    equimod = {
-        "converted_from": {"file": path.name, "format": source, "sha256": sha256_file(path)},
-        **({"method": method} if method else {}),
-        **({"epochs": int(content["epoch"])} if isinstance(content.get("epoch"), int) else {}),
-        "written_by": WRITTEN_BY,
-    }
+    detected_method = _official_method(content, source)
+    equimod = ModelMetadata(
+        converted_from=ConvertedFrom(file=path.name, format=source, sha256=sha256_file(path)),
+        method=parsed_method or (Method.parse(detected_method) if detected_method else None),
+        epochs=content["epoch"] if isinstance(content.get("epoch"), int) else None,
+        written_by=WRITTEN_BY,
+    )
     with staging_dir(out) as stage:
         config = write_model_folder(stage, model, arch=arch, equimod=equimod, heads=heads or None, dtype=dtype,
                                     model_args=model_args)
@@ -256,7 +261,7 @@ def convert_checkpoint(
             raise UserError(f"{stage}: the written folder does not rebuild the converted {arch}")
         move_into_place(stage, out)
     return ConversionReport(folder=out, arch=arch, model_args=dict(model_args),
-                            weights_sha256=config.equimod["weights_sha256"], backbone_keys=len(backbone),
+                            weights_sha256=config.equimod.weights_sha256, backbone_keys=len(backbone),
                             head_keys=len(heads), ignored_keys=tuple(ignored))
 
 

@@ -30,26 +30,15 @@ from huggingface_hub.utils import validate_repo_id
 
 import equimod_zoo
 from equimod_zoo.atomic import atomic_write_text
-from equimod_zoo.equimod.heads_file import SCHEMA_KEY
+from equimod_zoo.constants import CARD_FILE, CONFIG_FILE, HEADS_FILE, LOG_FILE, PAPER_ID, PROBE_FILE, RECIPE_FILE, WEIGHTS_FILE
 from equimod_zoo.errors import UserError
 from equimod_zoo.hub.card import CardFacts, render_card
 from equimod_zoo.hub.staging import check_output, move_into_place, staging_dir
-from equimod_zoo.model_folder import (
-    CARD_FILE,
-    CONFIG_FILE,
-    HEADS_FILE,
-    PAPER_ID,
-    WEIGHTS_FILE,
-    ModelConfig,
-    save_weights,
-    sha256_file,
-)
+from equimod_zoo.json_file import read_json
+from equimod_zoo.model_folder import ModelConfig, save_weights, sha256_file
 from equimod_zoo.records import ZOO_RECORDS_DIR, Record, read_records
 from equimod_zoo.weights import locate_weights
 
-PROBE_FILE = "probe_augs.json"
-RECIPE_FILE = "recipe.yaml"
-LOG_FILE = "log.csv"
 WRITTEN_BY = "export"  # config.json's equimod.written_by: marks a folder --overwrite may replace
 EXPORT_FILES = (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE, HEADS_FILE, PROBE_FILE, RECIPE_FILE, LOG_FILE)
 DEFAULT_LICENSE = "apache-2.0"  # the zoo's license, for sources that do not name one
@@ -107,17 +96,16 @@ def export_model(
     located = locate_weights(source)
     src = located.weights.parent
     check_output(out, kind=WRITTEN_BY, files=EXPORT_FILES, sources=[src, *records_dirs], overwrite=overwrite)
-    _refuse_folder_results(located.config, src)
     with staging_dir(out) as stage:
         config = _write_weights(located.weights, located.config, stage, dtype)
         sha = sha256_file(stage / WEIGHTS_FILE)
         heads = _copy_heads(src, stage, with_heads, dtype)
         _copy_probe(src, stage, sha)
         _copy_training_record(src, stage)
-        hub = {"hf_hub_id": repo_id} if published else {}  # a repository only once it exists
-        dropped = ("hf_hub_id", "results") if heads else ("hf_hub_id", "results", SCHEMA_KEY)  # no file, no schema
-        kept = {k: v for k, v in config.equimod.items() if k not in dropped}
-        config.equimod = {**kept, "weights_sha256": sha, **hub, "written_by": WRITTEN_BY}
+        config.equimod = config.equimod.replace(
+            weights_sha256=sha, written_by=WRITTEN_BY,
+            hf_hub_id=repo_id if published else None,  # a repository only once it exists
+            heads=config.equimod.heads if heads else None)  # no heads file, no schema
         config.write(stage)
         records = records_of(sha, records_dirs)
         card = folder_card(stage, config, repo_id=repo_id, zoo_name=zoo_name, published=published, records=records)
@@ -224,16 +212,8 @@ def _timm_config(source: ModelConfig, path: Path) -> ModelConfig:
         pretrained_cfg=cfg,
         global_pool=source.global_pool,
         model_args=dict(source.model_args),
-        equimod=dict(source.equimod),
+        equimod=source.equimod,
     )
-
-
-def _refuse_folder_results(config: ModelConfig, src: Path) -> None:
-    """Numbers live in records, not in config.json; an older folder's recorded results are not dropped silently."""
-    if config.equimod.get("results"):
-        raise UserError(f"{src / CONFIG_FILE}: holds equimod.results written into the model folder by an older "
-                        "equimod-zoo; measured numbers now live in a records folder: re-measure with "
-                        "`--record DIR` and export with `--records DIR`")
 
 
 def _copy_heads(src: Path, stage: Path, with_heads: bool | None, dtype: str | None) -> str | None:
@@ -268,10 +248,7 @@ def _copy_probe(src: Path, stage: Path, sha: str) -> dict[str, Any] | None:
 
 def probe_report_for(path: Path, sha: str) -> dict[str, Any]:
     """The one report of `probe-augs --json` in `path` that was measured on the weights `sha`."""
-    try:
-        reports = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise UserError(f"{path}: not valid JSON ({error})") from None
+    reports = read_json(path, expect=(dict, list))
     reports = reports if isinstance(reports, list) else [reports]
     if not all(isinstance(r, dict) for r in reports):
         raise UserError(f"{path}: expected a JSON object or a list of objects")
@@ -283,13 +260,7 @@ def probe_report_for(path: Path, sha: str) -> dict[str, Any]:
 
 
 def _read_probe(path: Path) -> dict[str, Any]:
-    try:
-        report = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise UserError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(report, dict):
-        raise UserError(f"{path}: expected a JSON object")
-    return report
+    return read_json(path)
 
 
 def _weights_dtype(path: Path) -> torch.dtype:

@@ -22,9 +22,9 @@ import shutil
 from collections.abc import Collection, Iterator
 from pathlib import Path
 
+from equimod_zoo.constants import CONFIG_FILE, METADATA_KEY
 from equimod_zoo.errors import OutputRefusedError
 
-CONFIG_FILE = "config.json"  # equimod_zoo.model_folder.CONFIG_FILE, read here without importing torch
 _DEBRIS = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.(?P<kind>partial|old)")
 
 
@@ -35,7 +35,7 @@ def written_by(folder: Path) -> str | None:
         data = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    meta = data.get("equimod") if isinstance(data, dict) else None
+    meta = data.get(METADATA_KEY) if isinstance(data, dict) else None
     value = meta.get("written_by") if isinstance(meta, dict) else None
     return value if isinstance(value, str) else None
 

@@ -19,10 +19,13 @@ from typing import Any
 
 from equimod_zoo import registry
 from equimod_zoo.atomic import atomic_write_text
+from equimod_zoo.constants import CARD_FILE, CONFIG_FILE, HEADS_FILE, PROBE_FILE, WEIGHTS_FILE
 from equimod_zoo.errors import UserError
-from equimod_zoo.hub.export import EXPORT_FILES, PROBE_FILE, WRITTEN_BY, folder_card, probe_report_for
+from equimod_zoo.hub.card import PAPER_EPOCHS
+from equimod_zoo.hub.export import EXPORT_FILES, WRITTEN_BY, folder_card, probe_report_for
 from equimod_zoo.hub.staging import check_output, move_into_place, staging_dir
-from equimod_zoo.model_folder import CARD_FILE, CONFIG_FILE, HEADS_FILE, WEIGHTS_FILE, ModelConfig, sha256_file
+from equimod_zoo.model_folder import ModelConfig, sha256_file
+from equimod_zoo.model_metadata import ModelMetadata
 from equimod_zoo.records import add_records, read_records
 from equimod_zoo.registry import BUNDLED_MODELS_DIR, CATALOGUE_FILE, RECORDS_DIR_NAME, Catalogue, ZooEntry
 
@@ -56,7 +59,7 @@ def add_to_zoo(
         raise UserError(f"--name {name!r}: expected a plain name such as simclr_equimod_r18_cifar10")
     config = ModelConfig.read(folder)
     sha = sha256_file(folder / WEIGHTS_FILE)
-    if config.equimod.get("weights_sha256") != sha:
+    if config.equimod.weights_sha256 != sha:
         raise UserError(f"{folder / CONFIG_FILE}: weights_sha256 does not match {folder / WEIGHTS_FILE} ({sha})")
     size_mb = sum((folder / f).stat().st_size for f in (WEIGHTS_FILE, HEADS_FILE) if (folder / f).is_file()) / 2**20
     if size_mb > max_weights_mb:
@@ -67,7 +70,7 @@ def add_to_zoo(
     rows = json.loads(catalogue_path.read_text())
     index = next((i for i, row in enumerate(rows) if row["name"] == name), None)
     current = rows[index] if index is not None else None
-    row = _entry_row(config, name, sha, current, hf_hub_id or config.equimod.get("hf_hub_id"), folder)
+    row = _entry_row(config, name, sha, current, hf_hub_id or config.equimod.hf_hub_id, folder)
     if index is None:
         rows.append(row)
     else:
@@ -100,7 +103,7 @@ def bundled_card(entry: ZooEntry, folder: Path, records_dir: Path) -> str:
 def _entry_row(config: ModelConfig, name: str, sha: str, current: dict[str, Any] | None, hf_hub_id: str | None,
                folder: Path) -> dict[str, Any]:
     meta = config.equimod
-    method = meta.get("method")
+    method = meta.method.name if meta.method else None
     if current is not None:
         for key, value in (("arch", config.architecture), ("method", method)):
             if value is not None and current[key] != value:
@@ -110,11 +113,11 @@ def _entry_row(config: ModelConfig, name: str, sha: str, current: dict[str, Any]
     else:
         if method is None:
             raise UserError(f"{folder / CONFIG_FILE}: no equimod.method, needed for a new zoo entry {name!r}")
-        data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
         row = {
             "name": name, "arch": config.architecture, "tag": name, "method": method,
-            "data": data.get("name", ""), "num_train_images": int(data.get("num_images") or 0),
-            "epochs": 0, "recipe": meta.get("recipe", ""), "license": config.pretrained_cfg.get("license", ""),
+            "data": meta.data.name if meta.data else "",
+            "num_train_images": (meta.data.num_images or 0) if meta.data else 0,
+            "epochs": 0, "recipe": meta.recipe or "", "license": config.pretrained_cfg.get("license", ""),
             "status": "available", "aliases": [], "notes": "",
         }
     # A Hub id that served other weights would fail its sha256 check: keep it only for these weights.
@@ -126,22 +129,24 @@ def _entry_row(config: ModelConfig, name: str, sha: str, current: dict[str, Any]
         hf_hub_id=hf_hub_id or (current.get("hf_hub_id") if keep_hub else None),
     )
     # What these weights were trained with replaces what the entry planned.
-    data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
-    if data.get("num_images"):
-        row["num_train_images"] = int(data["num_images"])
-    if meta.get("recipe"):
-        row["recipe"] = meta["recipe"]
-    if meta.get("epochs") is not None:
-        row["epochs"] = int(meta["epochs"])
-    row["notes"] = _training_note(meta, data)
+    if meta.data and meta.data.num_images:
+        row["num_train_images"] = meta.data.num_images
+    if meta.recipe:
+        row["recipe"] = meta.recipe
+    if meta.epochs is not None:
+        row["epochs"] = meta.epochs
+    row["notes"] = _training_note(meta)
     return row
 
 
-def _training_note(meta: dict[str, Any], data: dict[str, Any]) -> str:
-    steps = f", {meta['steps']} steps" if meta.get("steps") else ""
-    return (f"Trained by equimod-zoo with recipe {meta.get('recipe', '?')} for {meta.get('epochs', '?')} epochs"
-            f"{steps} at batch {meta.get('batch_size', '?')} on {data.get('num_images', '?')} images "
-            f"({data.get('name', 'unknown data')}); the paper trains for 800 epochs.")
+def _training_note(meta: ModelMetadata) -> str:
+    steps = f", {meta.steps} steps" if meta.steps else ""
+    images = meta.data.num_images if meta.data and meta.data.num_images is not None else "?"
+    data = meta.data.name if meta.data else "unknown data"
+    return (f"Trained by equimod-zoo with recipe {meta.recipe or '?'} for "
+            f"{meta.epochs if meta.epochs is not None else '?'} epochs{steps} at batch "
+            f"{meta.batch_size if meta.batch_size is not None else '?'} on {images} images ({data}); the paper "
+            f"trains for {PAPER_EPOCHS} epochs.")
 
 
 def _bundle_folder(folder: Path, target: Path, entry: ZooEntry, probe: dict[str, Any] | None,

@@ -15,7 +15,7 @@ from equimod_zoo import __version__
 from equimod_zoo.cli import app
 from equimod_zoo.cli.errors import user_errors
 from equimod_zoo.cli.network import is_network_error, offline_unless_reachable
-from equimod_zoo.extraction.extract import DEFAULT_MODEL
+from equimod_zoo.constants import DEFAULT_MODEL
 from equimod_zoo.extraction.store import load_features
 
 

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 import equimod_zoo
 from equimod_zoo.cli import app
+from equimod_zoo.constants import HEADS_FILE
 from equimod_zoo.hub.convert import convert_checkpoint, read_checkpoint
-from equimod_zoo.model_folder import HEADS_FILE
 
 TINY = {"channels": (8, 16, 32, 64)}  # the fixture's stem_width=8 leaves timm's plain 64-channel stem
 

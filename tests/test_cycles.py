@@ -10,8 +10,8 @@ import torch
 from typer.testing import CliRunner
 
 from equimod_zoo.cli import app
+from equimod_zoo.constants import HEADS_FILE
 from equimod_zoo.equimod.augment import PARAM_NAMES
-from equimod_zoo.model_folder import HEADS_FILE
 from equimod_zoo.training.distributed import setup_distributed
 from equimod_zoo.training.trainer import _Trainer, train
 from toy_training import tiny_recipe, write_toy_parquet

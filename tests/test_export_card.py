@@ -11,10 +11,11 @@ from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
 import equimod_zoo
+from equimod_zoo.constants import HEADS_FILE, WEIGHTS_FILE
 from equimod_zoo.equimod.heads_file import SCHEMA_KEY
 from equimod_zoo.hub.export import export_model, verify_reload
 from equimod_zoo.hub.model_cards import card_summary
-from equimod_zoo.model_folder import HEADS_FILE, WEIGHTS_FILE, sha256_file, write_model_folder
+from equimod_zoo.model_folder import sha256_file, write_model_folder
 from equimod_zoo.records import Record, add_records, read_records
 
 TINY = {"channels": (8, 16, 32, 64), "stem_width": 8}
@@ -40,7 +41,7 @@ def make_run_folder(folder: Path, model: torch.nn.Module, *, epochs: int = 3, re
                  "data": {"name": "cifar10", "description": "CIFAR-10 train split, JPEG re-encoding (quality 75)",
                           "num_images": 50000, "sha256": "ab" * 32}},
     )
-    sha = config.equimod["weights_sha256"]
+    sha = config.equimod.weights_sha256
     (folder / "log.csv").write_text("step,epoch,lr,loss,loss_inv,loss_eq,eq_gain\n10,0,0.1,5.5,3.0,2.5,0.01\n"
                                     "20,1,0.1,5.123456,3.0,2.123,0.052\n")
     (folder / "recipe.yaml").write_text(f"method: {method}\nepochs: {epochs}\nbatch_size: 64\n")

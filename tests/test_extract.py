@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 import equimod_zoo
 from equimod_zoo.cli import app
-from equimod_zoo.extraction.extract import DEFAULT_MODEL, extract_features
+from equimod_zoo.constants import DEFAULT_MODEL
+from equimod_zoo.extraction.extract import extract_features
 from equimod_zoo.data.sources import HFDatasetSource, imagefolder_source
 from equimod_zoo.data.spec import open_split
 from equimod_zoo.extraction.store import label_names, load_features, read_info, read_metadata
@@ -278,14 +279,14 @@ def test_readme_main_job_runs_on_the_bundled_default(tmp_path):
 def test_default_model_with_weights_is_used(tmp_path, tiny, monkeypatch):
     folder = tmp_path / "bundled"
     config = write_model_folder(folder, tiny, arch="resnet18_cifar", model_args=TINY_ARGS)
-    _default_entry_as(monkeypatch, status="available", folder=str(folder), sha256=config.equimod["weights_sha256"])
+    _default_entry_as(monkeypatch, status="available", folder=str(folder), sha256=config.equimod.weights_sha256)
     (tmp_path / "imgs").mkdir()
     _photo((20, 20), 0).save(tmp_path / "imgs" / "a.jpg")
     result = CliRunner().invoke(app, ["extract", "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "out"),
                                       "--workers", "0"])
     assert result.exit_code == 0, result.output
     info = json.loads((tmp_path / "out" / "extraction.json").read_text())
-    assert info["model"] == DEFAULT_MODEL and info["weights_sha256"] == config.equimod["weights_sha256"]
+    assert info["model"] == DEFAULT_MODEL and info["weights_sha256"] == config.equimod.weights_sha256
 
 
 def test_compiled_path_pads_batches_and_keeps_features(image_dir, tmp_path, tiny, monkeypatch):

@@ -13,6 +13,7 @@ import timm
 import torch
 
 import equimod_zoo  # noqa: F401  (registers resnet18_cifar)
+from equimod_zoo.constants import CONFIG_FILE, HEADS_FILE
 from equimod_zoo.equimod.augment import PARAM_NAMES
 from equimod_zoo.equimod.heads_file import (
     SCHEMA_KEY,
@@ -21,8 +22,8 @@ from equimod_zoo.equimod.heads_file import (
     read_heads_schema,
     read_heads_state,
 )
-from equimod_zoo.model_folder import CONFIG_FILE, HEADS_FILE, save_weights, write_model_folder
 from equimod_zoo.errors import ModelFolderError
+from equimod_zoo.model_folder import save_weights, write_model_folder
 from equimod_zoo.training.methods import MethodConfig, build_method
 
 TINY = dict(channels=(8, 16, 32, 64), stem_width=8)

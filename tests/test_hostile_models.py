@@ -13,10 +13,11 @@ from typer.testing import CliRunner
 import equimod_zoo
 from equimod_zoo.cli import app
 from equimod_zoo.cli.errors import user_errors
+from equimod_zoo.constants import WEIGHTS_FILE
 from equimod_zoo.devices import resolve_device
 from equimod_zoo.errors import DeviceError, ModelFolderError, UnverifiedWeightsWarning, UserError, WeightsIntegrityError
 from equimod_zoo.hub.convert import convert_checkpoint, read_checkpoint
-from equimod_zoo.model_folder import WEIGHTS_FILE, write_model_folder
+from equimod_zoo.model_folder import write_model_folder
 
 TINY = {"channels": (8, 16, 32, 64), "stem_width": 8}
 

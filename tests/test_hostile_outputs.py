@@ -14,11 +14,12 @@ from test_export_card import make_run_folder
 from typer.testing import CliRunner
 
 from equimod_zoo.cli import app
+from equimod_zoo.constants import WEIGHTS_FILE
 from equimod_zoo.hub.convert import convert_checkpoint
 from equimod_zoo.hub.export import export_model
 from equimod_zoo.hub.staging import clean_debris, staging_dir
 from equimod_zoo.hub.zoo_bundle import add_to_zoo
-from equimod_zoo.model_folder import WEIGHTS_FILE, sha256_file
+from equimod_zoo.model_folder import sha256_file
 
 
 @pytest.fixture

@@ -6,8 +6,9 @@ import torch
 
 import equimod_zoo
 from equimod_zoo import registry
-from equimod_zoo.model_folder import WEIGHTS_FILE, write_model_folder
+from equimod_zoo.constants import WEIGHTS_FILE
 from equimod_zoo.errors import ModelFolderError, WeightsIntegrityError, WeightsNotFoundError
+from equimod_zoo.model_folder import write_model_folder
 from equimod_zoo.registry import Catalogue, ZooEntry
 
 TINY = {"channels": (8, 16, 32, 64), "stem_width": 8}

@@ -7,8 +7,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import equimod_zoo  # noqa: F401  (registers resnet18_cifar)
-from equimod_zoo.training.methods import METHODS, MethodConfig, StepOutput, build_method, byol_momentum
+from equimod_zoo.method import all_method_names
+from equimod_zoo.training.methods import MethodConfig, StepOutput, build_method, byol_momentum
 from equimod_zoo.training.optim import OptimConfig, build_optimizer
+
+METHODS = all_method_names()
 
 TINY_HEADS = dict(
     proj_hidden=32, proj_out=16, byol_proj_hidden=32, byol_proj_out=16, byol_pred_hidden=32,

@@ -8,7 +8,7 @@ from test_export_card import make_run_folder, records_dir
 from typer.testing import CliRunner
 
 from equimod_zoo.cli import app
-from equimod_zoo.hub.card import PAPER_TABLE1
+from equimod_zoo.paper import paper_table
 from equimod_zoo.hub.model_cards import (
     MODEL_CARDS_FILE,
     README_BEGIN,
@@ -66,7 +66,7 @@ def test_table_rows_pairs_and_paper_figures(zoo):
             "92.79 *paper*, 800 ep |") in text
     assert "| ImageNet-1k, `resnet50` | BYOL | 800 ep planned (recipe-only) | — | — | — | 74.03 *paper*, 800 ep |" in text
     assert "| 800 planned | — | recipe-only |" in text
-    for paper in PAPER_TABLE1:
+    for paper in paper_table().results:
         assert f"{paper.top1:.2f} *paper*" in text
     assert not write_model_cards(zoo.cards, catalogue_path=zoo.catalogue, models_dir=zoo.models)  # idempotent
     check_model_cards(zoo.cards, catalogue_path=zoo.catalogue, models_dir=zoo.models)

@@ -17,9 +17,9 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 import equimod_zoo
+from equimod_zoo.constants import CONFIG_FILE, HEADS_FILE
 from equimod_zoo.equimod.augment import NUM_PARAMS, PARAM_NAMES, BatchedAugment
 from equimod_zoo.equimod.heads_file import SCHEMA_KEY, load_equimod_heads
-from equimod_zoo.model_folder import CONFIG_FILE, HEADS_FILE
 from equimod_zoo.training.recipe import load_recipe
 
 RAW = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # outputs in [0, 1], comparable with torchvision's
@@ -246,7 +246,7 @@ def test_bundled_models_load_with_the_pipeline_they_were_trained_with(folder):
     config = ModelConfig.read(folder.parent)
     assert equimod_zoo.load(folder.parent) is not None
     augmentation = probe_augmentation(config, mean=(0.5,) * 3, std=(0.25,) * 3)
-    recorded = config.equimod["recipe_config"]["augment"]
+    recorded = config.equimod.recipe_config["augment"]
     assert augmentation.augment.config.params == tuple(recorded.get("params") or PARAM_NAMES)
     assert augmentation.augment.config.views == load_recipe(folder.parent / "recipe.yaml").augment.views
 

@@ -12,10 +12,11 @@ from typer.testing import CliRunner
 
 import equimod_zoo
 from equimod_zoo.cli import app
+from equimod_zoo.constants import WEIGHTS_FILE
 from equimod_zoo.hub import publish as publish_module
 from equimod_zoo.hub.publish import publish
 from equimod_zoo.hub.zoo_bundle import add_to_zoo
-from equimod_zoo.model_folder import WEIGHTS_FILE, sha256_file
+from equimod_zoo.model_folder import sha256_file
 from equimod_zoo.records import ZOO_RECORDS_DIR
 from equimod_zoo.registry import BUNDLED_MODELS_DIR, CATALOGUE_FILE, Catalogue
 
@@ -141,7 +142,7 @@ def test_zoo_add_updates_the_entry_and_bundles_a_loadable_folder(hub, run, tmp_p
     assert "for 3 epochs" in row["notes"] and "not trained yet" not in row["notes"]
     # the numbers are the zoo's records of these weights, never written in the catalogue
     assert "metrics" not in row
-    assert {(m.name, m.value, m.weights_sha256) for m in entry.metrics} == {("top1", 41.2345, sha),
+    assert {(m.metric, m.value, m.weights_sha256) for m in entry.metrics} == {("top1", 41.2345, sha),
                                                                             ("knn_top1", 38.5, sha)}
     assert (zoo.records / f"{sha}.json").is_file()
     assert all(rows[name] == before[name] for name in rows if name != "simclr_equimod_r18_cifar10")  # untouched

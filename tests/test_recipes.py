@@ -18,7 +18,7 @@ def test_every_zoo_entry_has_its_recipe():
     for entry in catalogue().entries:
         assert entry.recipe in names, entry.name
         recipe = load_recipe(entry.recipe)
-        assert (recipe.name, recipe.arch, recipe.method.name) == (entry.recipe, entry.arch, entry.method)
+        assert (recipe.name, recipe.arch, recipe.method.name) == (entry.recipe, entry.arch, entry.method.name)
         if entry.status == "recipe-only":  # a trained entry records the epochs it got, the plan is the recipe's
             assert recipe.epochs == entry.epochs, entry.name
 

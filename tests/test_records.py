@@ -57,7 +57,7 @@ def test_numbers_never_go_into_a_model_folder_and_bad_files_are_refused(tmp_path
         add_records(tmp_path / "records", [_record(command="equimod-zoo linear --train /work/rel/w/x")])
     (tmp_path / "records").mkdir(exist_ok=True)
     (tmp_path / "records" / f"{SHA}.json").write_text("{not json")
-    with pytest.raises(RecordsError, match=f"{SHA}.json: not a records file"):
+    with pytest.raises(RecordsError, match=f"{SHA}.json: not valid JSON"):
         read_records(tmp_path / "records", SHA)
 
 
@@ -90,7 +90,7 @@ def test_the_zoo_records_match_the_catalogue_and_hold_portable_commands():
         assert absolute_paths(record.command) == [], record.command
         assert record.command.startswith("equimod-zoo ") and record.date and record.version
     for entry in list_models(pretrained=True):
-        assert {(m.dataset, m.protocol, m.name) for m in entry.metrics} >= {
+        assert {(m.dataset, m.protocol, m.metric) for m in entry.metrics} >= {
             ("cifar10", "linear", "top1"), ("cifar10", "knn", "knn_top1"), ("flowers102", "linear",
                                                                             "mean_per_class_accuracy")}
 

@@ -13,6 +13,7 @@ import equimod_zoo  # noqa: F401  (registers resnet18_cifar)
 from equimod_zoo.cli import app
 from equimod_zoo.model_folder import ModelConfig, default_pretrained_cfg, write_model_folder
 from equimod_zoo.equimod.heads_file import load_equimod_heads
+from equimod_zoo.model_metadata import ModelMetadata
 from equimod_zoo.sensitivity.equivariance import equivariance_metrics
 from equimod_zoo.sensitivity.probes import BALANCED_ACCURACY, R2, metric_of, probe_parameters, split_images
 from equimod_zoo.sensitivity.run import REPORT_KEYS, SCORE_KEYS
@@ -119,7 +120,7 @@ def test_equimod_heads_load_and_an_invariant_predictor_scores_the_invariant_base
 def test_probe_augmentation_follows_the_models_training_recipe():
     recipe = load_recipe("simclr_equimod_r18_cifar10")
     config = ModelConfig("resnet18_cifar", 512, default_pretrained_cfg("resnet18_cifar"),
-                         equimod={"recipe_config": recipe.to_dict()})
+                         equimod=ModelMetadata(recipe_config=recipe.to_dict()))
     augmentation = probe_augmentation(config, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
     assert augmentation.augment.config.views == recipe.augment.views
     assert augmentation.augment.config.crop_scale == recipe.augment.crop_scale
@@ -159,7 +160,7 @@ def test_cli_end_to_end_with_a_model_folder_and_a_parquet_dataset(tmp_path, tiny
     report = json.loads((tmp_path / "one.json").read_text())
     assert tuple(report) == REPORT_KEYS
     assert report["num_images"] == 30 and report["num_samples"] == 60 and report["resolution"] == 16
-    assert report["weights_sha256"] == ModelConfig.read(tmp_path / "equimod").equimod["weights_sha256"]
+    assert report["weights_sha256"] == ModelConfig.read(tmp_path / "equimod").equimod.weights_sha256
     assert list(report["inputs"]) == ["view", "pair"]
     for scores in report["inputs"].values():
         assert list(scores) == list(PARAM_NAMES)

@@ -94,7 +94,7 @@ def test_run_folder_loads_with_equimod_zoo_load(run, tmp_path, toy_data):
     x = torch.randn(4, 3, 8, 8)
     with torch.no_grad():
         assert torch.allclose(model(x), method.backbone.eval()(x), atol=1e-6)
-    assert export_checkpoint(folder, tmp_path / "again").equimod["weights_sha256"] == meta["weights_sha256"]
+    assert export_checkpoint(folder, tmp_path / "again").equimod.weights_sha256 == meta["weights_sha256"]
 
 
 def test_resume_continues_exactly(run, tmp_path):

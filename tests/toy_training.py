@@ -7,6 +7,7 @@ import datasets
 import numpy as np
 import PIL.Image
 
+from equimod_zoo.method import all_method_names
 from equimod_zoo.training.recipe import load_recipe
 
 # Milder augmentations and a larger LARS trust coefficient so that a few steps visibly lower the loss.
@@ -20,7 +21,7 @@ TINY = {
     "batch_size": 16, "epochs": 2, "optim.lr": 4.0, "optim.reference_batch_size": 64, "optim.eta": 0.02,
     "optim.warmup_epochs": 0, "param_stats_samples": 512, "workers": 0, "log_every": 1, "checkpoint_every": 1,
 }
-METHODS = ("simclr", "simclr_equimod", "byol", "byol_equimod")
+METHODS = tuple(all_method_names())
 
 
 def tiny_recipe(method: str, **overrides):

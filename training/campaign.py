@@ -60,9 +60,10 @@ if __name__ == "__main__" and not __package__:
         setattr(equimod_zoo, _name, sys.modules[_spec.name])
 
 from equimod_zoo.atomic import atomic_write_text
+from equimod_zoo.constants import LOG_FILE, WEIGHTS_FILE
 from equimod_zoo.errors import UserError
-from equimod_zoo.model_folder import WEIGHTS_FILE, sha256_file
-from equimod_zoo.training.run_log import LOG_FILE, read_log
+from equimod_zoo.model_folder import sha256_file
+from equimod_zoo.training.run_log import read_log
 from equimod_zoo.training.travel import (TRAVEL_LIMIT, bundled_models_tracked, folder_bytes, ignore_locally,
                                          repo_root, retrack_bundled_models, travelling_bytes,
                                          untrack_bundled_models)

@@ -18,7 +18,6 @@ import torch
 from equimod_zoo.atomic import atomic_path
 from equimod_zoo.errors import UserError
 
-CHECKPOINT_FILE = "checkpoint.pt"
 FORMAT_VERSION = 1
 
 

@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 
+from equimod_zoo.constants import HEADS_FILE
 from equimod_zoo.equimod.heads_file import read_heads_schema, read_heads_state
 from equimod_zoo.errors import UserError
-from equimod_zoo.model_folder import HEADS_FILE
+from equimod_zoo.model_metadata import Compute, Cycle, ModelMetadata
 from equimod_zoo.training.methods import SSLMethod
 from equimod_zoo.training.recipe import Recipe
 from equimod_zoo.weights import load_state_dict, locate_weights
@@ -34,7 +35,7 @@ class SourceModel:
     weights_sha256: str
     backbone: dict[str, torch.Tensor]
     heads: dict[str, torch.Tensor]
-    history: list[dict[str, Any]]
+    history: tuple[Cycle, ...]
 
 
 def load_source(name_or_path: str | Path, recipe: Recipe) -> SourceModel:
@@ -42,7 +43,7 @@ def load_source(name_or_path: str | Path, recipe: Recipe) -> SourceModel:
     located = locate_weights(name_or_path)
     meta = located.config.equimod
     where = f"--init-from {name_or_path}"
-    method = meta.get("method")
+    method = meta.method.name if meta.method else None
     if method != recipe.method.name:
         raise UserError(f"{where}: a {method or 'non-equimod-zoo'} model; recipe {recipe.name} trains "
                         f"{recipe.method.name}")
@@ -104,18 +105,17 @@ def _tensor_at(method: SSLMethod, key: str) -> torch.Tensor:
     return module.state_dict(keep_vars=True)[rest]
 
 
-def cycles_of(meta: dict[str, Any]) -> list[dict[str, Any]]:
-    """A model's training cycles from its `equimod` metadata (one cycle for a model from before cycles)."""
-    if meta.get("cycles"):
-        return [dict(cycle) for cycle in meta["cycles"]]
-    compute = meta.get("compute") or {}
-    return [cycle_record(recipe=meta.get("recipe"), epochs=meta.get("epochs"), steps=meta.get("steps"),
-                         compute=compute, init_from_sha256=None)]
+def cycles_of(meta: ModelMetadata) -> tuple[Cycle, ...]:
+    """A model's training cycles from its metadata (one cycle for a model from before cycles)."""
+    if meta.cycles:
+        return meta.cycles
+    return (cycle_record(recipe=meta.recipe, epochs=meta.epochs, steps=meta.steps, compute=meta.compute,
+                         init_from_sha256=None),)
 
 
-def cycle_record(*, recipe: str | None, epochs: int | None, steps: int | None, compute: dict[str, Any] | None,
-                 init_from_sha256: str | None) -> dict[str, Any]:
+def cycle_record(*, recipe: str | None, epochs: int | None, steps: int | None, compute: Compute | None,
+                 init_from_sha256: str | None) -> Cycle:
     """One row of `equimod.cycles`."""
-    compute = compute or {}
-    return {"recipe": recipe, "epochs": epochs, "steps": steps, "hardware": compute.get("hardware"),
-            "seconds_per_epoch": compute.get("seconds_per_epoch"), "init_from_sha256": init_from_sha256}
+    compute = compute or Compute()
+    return Cycle(recipe=recipe, epochs=epochs, steps=steps, hardware=compute.hardware,
+                 seconds_per_epoch=compute.seconds_per_epoch, init_from_sha256=init_from_sha256)

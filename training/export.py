@@ -8,15 +8,18 @@ input size, interpolation, crop) is the data config the backbone was trained wit
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import timm
 import torch
 
-from equimod_zoo.equimod.heads_file import SCHEMA_KEY
+from equimod_zoo.constants import CHECKPOINT_FILE
+from equimod_zoo.method import Method
 from equimod_zoo.model_folder import ModelConfig, default_pretrained_cfg, write_model_folder
-from equimod_zoo.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from equimod_zoo.model_metadata import Compute, Cycle, ModelMetadata, TrainingData
+from equimod_zoo.training.checkpoint import load_checkpoint
 from equimod_zoo.training.cycles import cycle_record
 from equimod_zoo.training.methods import SSLMethod, build_method
 from equimod_zoo.training.recipe import Recipe, recipe_from_dict
@@ -45,39 +48,41 @@ def source_commit() -> str | None:
     return result.stdout.strip() or None
 
 
-def compute_record(state: dict[str, Any], epochs_completed: int) -> dict[str, Any] | None:
+def compute_record(state: dict[str, Any], epochs_completed: int) -> Compute | None:
     """What the run cost: the hardware and the training loop's wall time in total and per epoch."""
     if "train_seconds" not in state:
         return None  # a checkpoint from before compute was recorded
     seconds = float(state["train_seconds"])
-    return {"hardware": state.get("hardware"), "train_seconds": round(seconds, 1),
-            "seconds_per_epoch": round(seconds / epochs_completed, 2) if epochs_completed else None}
+    return Compute(hardware=state.get("hardware"), train_seconds=round(seconds, 1),
+                   seconds_per_epoch=round(seconds / epochs_completed, 2) if epochs_completed else None)
 
 
 def export_run(out: str | Path, method: SSLMethod, recipe: Recipe, *, data: dict[str, Any], epochs_completed: int,
-               steps: int, compute: dict[str, Any] | None = None, history: list[dict[str, Any]] | None = None,
+               steps: int, compute: Compute | None = None, history: Sequence[Cycle | Mapping[str, Any]] = (),
                init_from_sha256: str | None = None) -> ModelConfig:
     """Write `method`'s backbone and heads into the model folder `out` (the run folder).
 
     `history` holds the cycles of the model this run started from (`--init-from`, whose weights
     had `init_from_sha256`); `epochs` and `steps` are totals over every cycle, this run's last.
     """
-    cycles = [*(history or []), cycle_record(recipe=recipe.name, epochs=epochs_completed, steps=steps,
-                                             compute=compute, init_from_sha256=init_from_sha256)]
-    metadata = {
-        "method": recipe.method.name,
-        "recipe": recipe.name,
-        "recipe_config": recipe.to_dict(),
-        "epochs": sum(cycle["epochs"] or 0 for cycle in cycles),
-        "steps": sum(cycle["steps"] or 0 for cycle in cycles),
-        "cycles": cycles,
-        "batch_size": recipe.batch_size,
-        "seed": recipe.seed,
-        "data": dict(data),
-        "compute": compute,
-        "source_commit": source_commit(),
-        SCHEMA_KEY: method.heads_schema(recipe.augment.params).to_dict(),
-    }
+    # a checkpoint stores the cycles it continues as plain dicts (weights_only=True reads no classes)
+    earlier = tuple(c if isinstance(c, Cycle) else Cycle(**c) for c in history)
+    cycles = (*earlier, cycle_record(recipe=recipe.name, epochs=epochs_completed, steps=steps, compute=compute,
+                                     init_from_sha256=init_from_sha256))
+    metadata = ModelMetadata(
+        method=Method.parse(recipe.method.name),
+        recipe=recipe.name,
+        recipe_config=recipe.to_dict(),
+        epochs=sum(cycle.epochs or 0 for cycle in cycles),
+        steps=sum(cycle.steps or 0 for cycle in cycles),
+        cycles=cycles,
+        batch_size=recipe.batch_size,
+        seed=recipe.seed,
+        data=TrainingData(**data),
+        compute=compute,
+        source_commit=source_commit(),
+        heads=method.heads_schema(recipe.augment.params).to_dict(),
+    )
     return write_model_folder(
         out,
         method.backbone,
@@ -115,5 +120,5 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None) -> 
     state = payload["state"]
     return export_run(out if out is not None else checkpoint.parent, method, recipe, data=payload["data"],
                       epochs_completed=state["epochs_completed"], steps=state["step"],
-                      compute=compute_record(state, state["epochs_completed"]), history=state.get("history"),
+                      compute=compute_record(state, state["epochs_completed"]), history=state.get("history", ()),
                       init_from_sha256=state.get("init_from_sha256"))

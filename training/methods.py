@@ -31,9 +31,9 @@ from equimod_zoo.equimod.heads import (
 from equimod_zoo.equimod.augment import NUM_PARAMS
 from equimod_zoo.equimod.heads_file import HeadsSchema
 from equimod_zoo.errors import UserError
+from equimod_zoo.method import Method
 from equimod_zoo.training.losses import BYOLLoss, EquiModLoss, NTXentLoss, equivariance_gain
 
-METHODS = ("simclr", "byol", "simclr_equimod", "byol_equimod")
 
 
 @dataclass(frozen=True)
@@ -61,21 +61,24 @@ class MethodConfig:
     eq_weight: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.name not in METHODS:
-            raise UserError(f"unknown method {self.name!r}; expected one of {', '.join(METHODS)}")
+        Method.parse(self.name)  # an unknown name is one line naming the known ones
         if not 0.0 <= self.momentum_base <= 1.0:
             raise UserError(f"momentum_base must be in [0, 1], got {self.momentum_base}")
         if self.eq_weight < 0:
             raise UserError(f"eq_weight must be >= 0, got {self.eq_weight}")
 
     @property
+    def kind(self) -> Method:
+        return Method.parse(self.name)
+
+    @property
     def base(self) -> str:
         """The invariance method underneath: "simclr" or "byol"."""
-        return self.name.removesuffix("_equimod")
+        return self.kind.base
 
     @property
     def equimod(self) -> bool:
-        return self.name.endswith("_equimod")
+        return self.kind.equimod
 
 
 @dataclass

@@ -15,10 +15,9 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from equimod_zoo.atomic import atomic_write_text
+from equimod_zoo.constants import LOG_FILE, TENSORBOARD_DIR
 from equimod_zoo.optional import require
 
-LOG_FILE = "log.csv"
-TB_DIR = "tb"
 LEADING_COLUMNS = ("step", "epoch", "lr", "loss")
 
 
@@ -39,7 +38,7 @@ class RunLog:
         from torch.utils.tensorboard import SummaryWriter
 
         # purge_step hides TensorBoard events a previous attempt logged past the checkpoint.
-        self._writer = SummaryWriter(str(Path(out) / TB_DIR), purge_step=start_step + 1 if start_step else None)
+        self._writer = SummaryWriter(str(Path(out) / TENSORBOARD_DIR), purge_step=start_step + 1 if start_step else None)
         if progress:
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),

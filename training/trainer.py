@@ -37,11 +37,12 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from equimod_zoo.atomic import atomic_write_text
+from equimod_zoo.constants import CHECKPOINT_FILE, RECIPE_FILE
+from equimod_zoo.dataclass_dict import plain
 from equimod_zoo.devices import cpu_has_fast_bf16
 from equimod_zoo.equimod.augment import BatchedAugment, parameter_statistics
 from equimod_zoo.errors import NonFiniteLossError, UserError
 from equimod_zoo.training.checkpoint import (
-    CHECKPOINT_FILE,
     TrainingState,
     load_checkpoint,
     remove_debris,
@@ -66,9 +67,6 @@ from equimod_zoo.training.methods import SSLMethod, build_method, byol_momentum,
 from equimod_zoo.training.optim import build_optimizer, lr_at, lr_schedule, set_lr
 from equimod_zoo.training.recipe import EXECUTION_FIELDS, Recipe, load_recipe, recipe_from_dict
 from equimod_zoo.training.run_log import RunLog
-
-RECIPE_FILE = "recipe.yaml"
-
 
 
 @dataclass(frozen=True)
@@ -265,7 +263,7 @@ class _Trainer:
         self.generator = torch.Generator(device=self.device).manual_seed(recipe.seed * 1_000_003 + info.rank)
         self.state = TrainingState()
         if self.source is not None:
-            self.state.extra.update(history=self.source.history, init_from_sha256=self.source.weights_sha256)
+            self.state.extra.update(history=plain(self.source.history), init_from_sha256=self.source.weights_sha256)
         if self.payload is not None:
             self._restore(self.payload)
         self.saved_step = self.state.step if self.payload is not None else -1
@@ -344,7 +342,7 @@ class _Trainer:
             export_run(self.out, self.method, recipe, data=self.data.info.to_dict(),
                        epochs_completed=self.state.epochs_completed, steps=self.state.step,
                        compute=compute_record(self.state.extra, self.state.epochs_completed),
-                       history=self.state.extra.get("history"),
+                       history=self.state.extra.get("history", ()),
                        init_from_sha256=self.state.extra.get("init_from_sha256"))
             exported = True
         if info.is_distributed:

@@ -28,7 +28,7 @@ def linear_command(
 ) -> None:
     """Linear probe (L-BFGS, L2 chosen on validation) and weighted kNN (k=200, T=0.1) on frozen features."""
     from equimod_zoo.atomic import atomic_write_text
-    from equimod_zoo.records import add_records, check_records_dir, command_line, records_from_metrics
+    from equimod_zoo.records import add_records, check_records_dir
     from equimod_zoo.probes.frozen import probe_feature_folders
 
     with user_errors():
@@ -42,7 +42,7 @@ def linear_command(
         if json_out is not None:
             atomic_write_text(json_out, json.dumps(report.to_dict(), indent=2) + "\n")
         if record is not None:
-            add_records(record, records_from_metrics(report.metrics(dataset=dataset_name, command=command_line()), split="test"))
+            add_records(record, report.records(dataset=dataset_name))
 
     table = Table(title=f"frozen features of {report.model}")
     for column in ("probe", "top-1", "top-5", "mean per-class", "settings"):

@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from equimod_zoo.cli.errors import err_console, user_errors
-from equimod_zoo.errors import UserError
+from equimod_zoo.json_file import parse_json
 
 
 def publish_command(
@@ -114,13 +114,7 @@ def model_cards_command(
 
 
 def _json_object(text: str, option: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise UserError(f"{option}: not valid JSON ({error})") from None
-    if not isinstance(value, dict):
-        raise UserError(f"{option}: expected a JSON object")
-    return value
+    return parse_json(text, where=option)
 
 
 def register(app: typer.Typer) -> None:

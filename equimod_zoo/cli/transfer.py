@@ -12,7 +12,7 @@ from rich.table import Table
 from equimod_zoo.cli.errors import check_device, user_errors
 from equimod_zoo.cli.paths import nonempty_path
 from equimod_zoo.cli.network import offline_unless_reachable
-from equimod_zoo.extraction.extract import DEFAULT_MODEL
+from equimod_zoo.constants import DEFAULT_MODEL
 
 
 def transfer_command(
@@ -43,7 +43,7 @@ def transfer_command(
 ) -> None:
     """Transfer a backbone to a dataset: frozen linear probe (default), kNN, or fine-tuning."""
     from equimod_zoo.atomic import atomic_write_text
-    from equimod_zoo.records import add_records, check_records_dir, command_line, records_from_metrics
+    from equimod_zoo.records import add_records, check_records_dir
     from equimod_zoo.transfer.finetune import FinetuneConfig
     from equimod_zoo.transfer.run import transfer
 
@@ -70,7 +70,7 @@ def transfer_command(
         if json_out is not None:
             atomic_write_text(json_out, json.dumps(result.to_dict(), indent=2) + "\n")
         if record is not None:
-            add_records(record, records_from_metrics([result.as_metric(command_line())], split="test"))
+            add_records(record, [result.as_record()])
 
     table = Table(title=f"{result.model} on {result.dataset} ({result.protocol}, {result.resolution}px)")
     for column in ("metric", "score"):

@@ -9,7 +9,9 @@ from rich.console import Console
 from rich.table import Table
 
 from equimod_zoo.cli.errors import user_errors
-from equimod_zoo.registry import Metric, ZooEntry, catalogue, list_models
+from equimod_zoo.dataclass_dict import plain
+from equimod_zoo.records import Record
+from equimod_zoo.registry import ZooEntry, catalogue, list_models
 
 # The table's measured columns: (title, protocol, metric, dataset or None for the pre-training data).
 MEASURED_COLUMNS = (("linear", "linear", "top1", None), ("kNN", "knn", "knn_top1", None),
@@ -18,7 +20,7 @@ MEASURED_COLUMNS = (("linear", "linear", "top1", None), ("kNN", "knn", "knn_top1
 
 def entry_summary(entry: ZooEntry) -> dict:
     """The JSON form of an entry, with every name that resolves to it."""
-    return {**entry.to_dict(), "aliases": catalogue().aliases_of(entry)}
+    return {**entry.to_dict(), "aliases": catalogue().aliases_of(entry), "metrics": [plain(m) for m in entry.metrics]}
 
 
 def list_command(
@@ -49,8 +51,8 @@ def list_command(
 
 def _measured(entry: ZooEntry, protocol: str, name: str, dataset: str | None) -> str:
     wanted = dataset or entry.data
-    metric: Metric | None = next((m for m in entry.metrics if (m.protocol, m.name, m.dataset) == (protocol, name,
-                                                                                                    wanted)), None)
+    metric: Record | None = next((m for m in entry.metrics if (m.protocol, m.metric, m.dataset) == (protocol, name,
+                                                                                                      wanted)), None)
     return f"{metric.value:.2f}" if metric else "-"
 
 

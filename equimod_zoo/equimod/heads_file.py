@@ -18,14 +18,15 @@ from typing import Any
 import safetensors.torch
 import torch
 
+from equimod_zoo.constants import CONFIG_FILE, HEADS_FILE
 from equimod_zoo.dataclass_dict import build_dataclass
 from equimod_zoo.equimod.augment import PARAM_NAMES
 from equimod_zoo.equimod.heads import AugmentationEmbedding, EquiModHeads, EquiModProjectionHead, EquivariantPredictor
 from equimod_zoo.errors import ModelFolderError, UserError
-from equimod_zoo.model_folder import CONFIG_FILE, HEADS_FILE, ModelConfig
+from equimod_zoo.method import Method
+from equimod_zoo.model_folder import ModelConfig
 
 SCHEMA_KEY = "heads"  # config.json: equimod.heads
-METHODS = ("simclr", "byol", "simclr_equimod", "byol_equimod")
 EQUIMOD_KEYS = ("g_eq", "g_t", "u", "param_mean", "param_std")
 
 
@@ -47,12 +48,14 @@ class HeadsSchema:
     param_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise UserError(f"heads schema: unknown method {self.method!r}; expected one of {', '.join(METHODS)}")
-        equimod = self.method.endswith("_equimod")
+        try:
+            method = Method.parse(self.method)
+        except UserError as error:
+            raise UserError(f"heads schema: {error}") from None
+        equimod = method.equimod
         if equimod != bool(self.g_eq) or equimod != bool(self.g_t):
             raise UserError(f"heads schema: g_eq and g_t are given exactly for EquiMod methods, not for {self.method}")
-        if (self.method.startswith("byol")) != bool(self.predictor):
+        if (method.base == "byol") != bool(self.predictor):
             raise UserError(f"heads schema: a predictor is given exactly for BYOL methods, not for {self.method}")
         if equimod and (len(self.g_t) != 2 or self.g_t[0] != len(self.param_names)):
             raise UserError(f"heads schema: g_t's input ({self.g_t[:1]}) must be the number of parameter names "
@@ -91,7 +94,7 @@ class HeadsSchema:
         if equimod and widths["g_t"][0] != len(PARAM_NAMES):
             raise ModelFolderError(f"{source}: g_t reads {widths['g_t'][0]} parameters and config.json records no "
                                    f"heads schema naming them (files without one have all {len(PARAM_NAMES)})")
-        return cls(method=f"{base}_equimod" if equimod else base, projection=widths["projection"],
+        return cls(method=Method(base, equimod=equimod).name, projection=widths["projection"],
                    predictor=widths["predictor"], g_eq=widths["g_eq"], g_t=widths["g_t"],
                    param_names=PARAM_NAMES if equimod else ())
 
@@ -110,7 +113,7 @@ def read_heads_state(path: str | Path) -> dict[str, torch.Tensor]:
 def read_heads_schema(folder: str | Path, state: Mapping[str, torch.Tensor] | None = None) -> HeadsSchema:
     """FOLDER's heads schema: config.json's `equimod.heads`, else inferred from the heads file (older folders)."""
     folder = Path(folder)
-    recorded = ModelConfig.read(folder).equimod.get(SCHEMA_KEY) if (folder / CONFIG_FILE).is_file() else None
+    recorded = ModelConfig.read(folder).equimod.heads if (folder / CONFIG_FILE).is_file() else None
     if recorded:
         return HeadsSchema.from_dict(recorded, source=str(folder / CONFIG_FILE))
     if state is None:
@@ -124,7 +127,7 @@ def load_equimod_heads(folder: str | Path) -> EquiModHeads | None:
     if not path.is_file():
         return None
     state = read_heads_state(path)
-    recorded = (Path(folder) / CONFIG_FILE).is_file() and SCHEMA_KEY in ModelConfig.read(folder).equimod
+    recorded = (Path(folder) / CONFIG_FILE).is_file() and ModelConfig.read(folder).equimod.heads is not None
     if not recorded and not any(key.startswith("g_eq.") for key in state):
         return None  # no EquiMod module in our layout (SimCLR / BYOL heads, or a converted foreign checkpoint's)
     schema = read_heads_schema(folder, state)

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 from equimod_zoo.atomic import atomic_open, atomic_path, atomic_write_text
 from equimod_zoo.errors import UserError
+from equimod_zoo.json_file import read_json
 
 INFO_FILE = "extraction.json"
 FAILURES_FILE = "failures.csv"
@@ -113,11 +114,9 @@ class FeatureStore:
 
     def read_info(self) -> dict[str, Any] | None:
         try:
-            info = json.loads(self.info_path.read_text())
+            info = read_json(self.info_path, expect=None)
         except FileNotFoundError:
             return None
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise UserError(f"{self.info_path}: not valid JSON ({error})") from None
         return _checked_info(info, self.info_path)
 
     def write_info(self, info: dict[str, Any]) -> None:

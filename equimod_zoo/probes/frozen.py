@@ -21,7 +21,7 @@ from equimod_zoo.extraction.store import load_features as load_store_features
 from equimod_zoo.extraction.store import read_info, read_metadata
 from equimod_zoo.probes.knn import KnnResult, knn_probe
 from equimod_zoo.probes.linear import DEFAULT_GRID, LinearProbeResult, SelectMetric, linear_probe
-from equimod_zoo.registry import Metric
+from equimod_zoo.records import Record, new_record
 
 KNN_K = 200
 KNN_TEMPERATURE = 0.1
@@ -76,14 +76,12 @@ class FrozenProbeReport:
                 "test": self.test, "linear": self.linear.to_dict() if self.linear else None,
                 "knn": self.knn.to_dict() if self.knn else None}
 
-    def metrics(self, *, dataset: str, command: str) -> list[Metric]:
-        """The report as registry metrics: `top1` (linear) and `knn_top1` (knn)."""
-        rows = []
-        if self.linear is not None:
-            rows.append(Metric("top1", dataset, "linear", self.linear.top1, command, self.weights_sha256))
-        if self.knn is not None:
-            rows.append(Metric("knn_top1", dataset, "knn", self.knn.top1, command, self.weights_sha256))
-        return rows
+    def records(self, *, dataset: str, split: str = "test", command: str | None = None) -> list[Record]:
+        """The report as records measured now: `top1` (linear) and `knn_top1` (knn) on `split`."""
+        measured = [("linear", "top1", self.linear), ("knn", "knn_top1", self.knn)]
+        return [new_record(self.weights_sha256, dataset=dataset, split=split, protocol=protocol, metric=metric,
+                           value=result.top1, command=command)
+                for protocol, metric, result in measured if result is not None]
 
     def scores(self, protocol: FrozenProtocol) -> dict[str, float]:
         """top1, top5 and mean_per_class_accuracy of one protocol, in percent."""

@@ -21,9 +21,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from equimod_zoo.data.images import pixels_at_base
 from equimod_zoo.data.sources import ImageSource
+from equimod_zoo.errors import UserError
 from equimod_zoo.model_folder import ModelConfig
 from equimod_zoo.equimod.augment import AugmentConfig, BatchedAugment
-from equimod_zoo.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def probe_augmentation(config: ModelConfig, *, resolution: int | None = None,
 
     `resolution` replaces the crop size; the source size keeps the recipe's ratio to it.
     """
-    recipe = config.equimod.get("recipe_config")
+    recipe = config.equimod.recipe_config
     if recipe:  # the pipeline the model was trained with, as its export recorded it
         source = f"{config.architecture} config.json equimod.recipe_config"
         augment_config = AugmentConfig.from_dict(recipe.get("augment", {}), source=source)

@@ -1,12 +1,12 @@
 """Probe-augs reports side by side: read the JSON files, write a markdown table."""
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from equimod_zoo.errors import UserError
+from equimod_zoo.json_file import read_json
 from equimod_zoo.sensitivity.run import INPUT_KINDS, REPORT_KEYS, report_parameters
 
 
@@ -15,11 +15,9 @@ def read_reports(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
     reports = []
     for path in paths:
         try:
-            data = json.loads(Path(path).read_text())
+            data = read_json(path, expect=(dict, list))
         except FileNotFoundError:
             raise FileNotFoundError(f"{path}: no such probe-augs report") from None
-        except json.JSONDecodeError as error:
-            raise UserError(f"{path}: not valid JSON ({error})") from None
         for report in data if isinstance(data, list) else [data]:
             missing = [key for key in REPORT_KEYS if key not in report]
             if missing:

@@ -18,6 +18,7 @@ from pathlib import Path
 from equimod_zoo.atomic import atomic_path, atomic_write_text
 from equimod_zoo.errors import UserError
 from equimod_zoo.loading import resolve_model
+from equimod_zoo.method import Method
 from equimod_zoo.model_folder import ModelConfig
 from equimod_zoo.optional import require
 from equimod_zoo.registry import ZooEntry, catalogue
@@ -25,14 +26,13 @@ from equimod_zoo.transfer.run import transfer
 from equimod_zoo.weights import local_folder
 
 METRIC_LABELS = {"top1": "top-1", "mean_per_class_accuracy": "mean per-class"}
-EQUIMOD_SUFFIX = "_equimod"  # registry methods: `simclr_equimod` is EquiMod on top of `simclr`
 
 
 @dataclass(frozen=True)
 class ModelIdentity:
     """What a model is, as far as pairing goes: its method, architecture, training data and budget."""
 
-    method: str  # a registry method: simclr, simclr_equimod, byol, byol_equimod
+    method: Method
     architecture: str
     data: str
     budget: int | None  # training epochs
@@ -40,11 +40,11 @@ class ModelIdentity:
     @property
     def base_method(self) -> str:
         """The method EquiMod was added to (`simclr` for `simclr_equimod`); a baseline's own method."""
-        return self.method.removesuffix(EQUIMOD_SUFFIX)
+        return self.method.base
 
     @property
     def is_equimod(self) -> bool:
-        return self.method != self.base_method
+        return self.method.equimod
 
     @property
     def pair(self) -> tuple[str, str, str, int | None]:
@@ -63,17 +63,14 @@ def model_identity(model: str | Path) -> ModelIdentity | None:
     if folder is None:
         return registry_identity(str(model))
     config = ModelConfig.read(folder)
-    sha256 = config.equimod.get("weights_sha256")
+    meta = config.equimod
+    sha256 = meta.weights_sha256
     entry = next((e for e in catalogue().entries if sha256 and e.sha256 == sha256), None)
     if entry is not None:  # a copy of a zoo model's folder is that zoo model
         return ModelIdentity.of_entry(entry)
-    method = config.equimod.get("method")
-    if not isinstance(method, str):
+    if meta.method is None:
         return None
-    data = config.equimod.get("data")
-    data = data.get("name") if isinstance(data, dict) else data
-    epochs = config.equimod.get("epochs")
-    return ModelIdentity(method, config.architecture, str(data or ""), int(epochs) if epochs is not None else None)
+    return ModelIdentity(meta.method, config.architecture, meta.data.name if meta.data else "", meta.epochs)
 
 
 @dataclass(frozen=True)

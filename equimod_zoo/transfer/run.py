@@ -19,7 +19,7 @@ from equimod_zoo.errors import UserError
 from equimod_zoo.extraction.extract import extract_features
 from equimod_zoo.loading import ResolvedModel, load_located, resolve_model
 from equimod_zoo.probes.frozen import frozen_probe, read_labelled_features
-from equimod_zoo.registry import Metric
+from equimod_zoo.records import Record, new_record
 from equimod_zoo.transfer.cache import CacheKey, features_cached, read_result, write_result
 from equimod_zoo.transfer.datasets import TransferDataset, TransferSplits, data_source, load_splits, resolve_dataset
 from equimod_zoo.transfer.finetune import FinetuneConfig, finetune
@@ -54,8 +54,10 @@ class TransferResult:
     def from_dict(cls, data: dict[str, Any]) -> TransferResult:
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
-    def as_metric(self, command: str) -> Metric:
-        return Metric(self.metric, self.dataset, self.protocol, self.score, command, self.weights_sha256)
+    def as_record(self, *, split: str = "test", command: str | None = None) -> Record:
+        """The score as a record measured now, on `split` (the test split)."""
+        return new_record(self.weights_sha256, dataset=self.dataset, split=split, protocol=self.protocol,
+                          metric=self.metric, value=self.score, command=command)
 
 
 def transfer(
