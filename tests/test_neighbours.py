@@ -171,13 +171,14 @@ def test_cli_with_the_bundled_default_model_and_its_reruns(tmp_path):
     _extract(images, tmp_path / "store", DEFAULT_MODEL)
     out = tmp_path / "out"
     args = ["neighbours", tmp_path / "store", "--images", images / "01.png", "--images", images / "04.png",
-            "-k", "3", "--out", out]
+            "-k", "3", "--palette", "16", "--out", out]
     result = CliRunner().invoke(app, list(map(str, args)))
     assert result.exit_code == 0, result.output
     assert "3 neighbours of 2 queries under 1 models" in result.output
     manifest = json.loads((out / "neighbours.json").read_text())
     assert manifest["models"][0]["model"] == DEFAULT_MODEL and manifest["queries"][0].endswith("01.png")
-    assert Image.open(out / "neighbours.png").size[0] > 4 * 64
+    sheet = Image.open(out / "neighbours.png")
+    assert sheet.size[0] > 4 * 64 and sheet.mode == "P" and len(sheet.getcolors()) <= 16
 
     again = CliRunner().invoke(app, list(map(str, [*args[:-2], "-k", "2", "--out", out])))  # an earlier output
     assert again.exit_code == 0, again.output

@@ -34,6 +34,8 @@ def neighbours_command(
         None, "--model", help="The model of each store, in order (a zoo name or model folder); default: the one its "
                               "extraction.json names."),
     thumbnail: int = typer.Option(64, "--thumbnail", min=1, help="Tile size in pixels."),
+    palette: Optional[int] = typer.Option(None, "--palette", help="Save the sheet with N colours (2 to 256): "
+                                                                  "a third of the bytes, for a document."),
     keep_self: bool = typer.Option(False, "--keep-self", help="Let a query that is in the gallery be its own "
                                                               "neighbour."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda ... (default: CUDA if available)."),
@@ -66,7 +68,7 @@ def neighbours_command(
         if spread is not None:
             queries = evenly_spaced(queries, spread)
         result = find_neighbours(stores, queries, out=out, k=k, models=model or None, dataset=spec,
-                                 thumbnail_size=thumbnail, exclude_self=not keep_self, device=device,
+                                 thumbnail_size=thumbnail, palette=palette, exclude_self=not keep_self, device=device,
                                  precision=precision)
     console = Console()
     console.print(f"{k} neighbours of {len(result.queries)} queries under {len(result.models)} models -> "

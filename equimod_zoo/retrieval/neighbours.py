@@ -91,6 +91,7 @@ def find_neighbours(
     models: Sequence[str | os.PathLike[str] | ResolvedModel | None] | None = None,
     dataset: DataSpec | str | None = None,
     thumbnail_size: int = 64,
+    palette: int | None = None,
     exclude_self: bool = True,
     device: str | None = None,
     precision: Precision = "auto",
@@ -109,6 +110,8 @@ def find_neighbours(
         dataset: the dataset the stores were extracted from, when their images are dataset rows
             (`SPLIT/ROW`): the sheet reads the rows back from it.
         thumbnail_size: the side of each tile, in pixels.
+        palette: save the sheet with this many colours (2 to 256, an adaptive palette): a third
+            of the bytes, for a sheet that goes into a document. None keeps full colour.
         exclude_self: a gallery image with the query's key is not its neighbour.
         device: where the queries are embedded (default: CUDA when available).
         precision: as `extract_features`'s; the one the stores were extracted with gives queries
@@ -118,7 +121,7 @@ def find_neighbours(
     """
     stores = [Path(s) for s in stores]
     out = Path(out)
-    _check_options(stores, models, k, thumbnail_size)
+    _check_options(stores, models, k, thumbnail_size, palette)
     check_output_folder(out)
     faiss_module()  # the one-line hint now, before any work
     query_source = folder_source(queries) if isinstance(queries, (str, os.PathLike)) else queries
@@ -159,6 +162,8 @@ def find_neighbours(
                                    same_classes=_same_classes(query_source, infos[0]), k=k, size=thumbnail_size)
         bar.update(task, advance=1)
 
+    if palette is not None:
+        sheet = sheet.quantize(colors=palette)
     with atomic_path(out / SHEET) as tmp:
         sheet.save(tmp, format="PNG", optimize=True)
     _remove_stale_indices(out, index_names)
@@ -196,7 +201,8 @@ def _written_by(manifest: Path) -> str | None:
     return data.get("written_by") if isinstance(data, dict) else None
 
 
-def _check_options(stores: list[Path], models: Sequence[Any] | None, k: int, thumbnail_size: int) -> None:
+def _check_options(stores: list[Path], models: Sequence[Any] | None, k: int, thumbnail_size: int,
+                   palette: int | None) -> None:
     if not 1 <= len(stores) <= MAX_STORES:
         raise UserError(f"{len(stores)} feature stores: a sheet compares 1 to {MAX_STORES}")
     if models is not None and len(models) != len(stores):
@@ -206,6 +212,8 @@ def _check_options(stores: list[Path], models: Sequence[Any] | None, k: int, thu
         raise UserError(f"k={k}: give 1 to {MAX_K} neighbours a query")
     if not MIN_THUMBNAIL <= thumbnail_size <= MAX_THUMBNAIL:
         raise UserError(f"thumbnail size {thumbnail_size}: give {MIN_THUMBNAIL} to {MAX_THUMBNAIL} pixels")
+    if palette is not None and not 2 <= palette <= 256:
+        raise UserError(f"palette {palette}: a PNG palette holds 2 to 256 colours")
 
 
 def _read_stores(stores: list[Path], gallery: GalleryImages) -> tuple[list[dict], list[str], list[np.ndarray]]:
