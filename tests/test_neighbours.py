@@ -207,6 +207,11 @@ def test_errors_are_one_line(tmp_path, gallery, monkeypatch):
     # a store searched with another model than the one that made it
     _one_line_error(_run([stores[0], *base[:2], "--model", models[1], *base[4:]]), "was extracted with weights")
 
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    _one_line_error(_run([stores[0], *base[2:], "--images", tmp_path / "broken.png"]), "query ", "broken.png: could "
+                    "not be read")
+    _one_line_error(_run([stores[0], *base, "--split", "test"]), "--split")
+
     monkeypatch.setitem(sys.modules, "faiss", None)  # as if faiss-cpu were not installed
     _one_line_error(_run([stores[0], *base]), "pip install 'equimod-zoo[index]'")
     monkeypatch.delitem(sys.modules, "faiss")

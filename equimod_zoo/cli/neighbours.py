@@ -56,6 +56,8 @@ def neighbours_command(
             raise UserError("give the queries: --images PATH, or --dataset SPEC --split S")
         if dataset is None and (split or data_dir):
             raise UserError("--split and --data-dir go with --dataset")
+        if images is not None and split:
+            raise UserError("--split picks the queries from --dataset; with --images the queries are those images")
         spec = resolve_spec(dataset, data_dir=data_dir) if dataset is not None else None
         if images is not None:
             queries = image_inputs(images)

@@ -126,8 +126,10 @@ def find_neighbours(
     faiss_module()  # the one-line hint now, before any work
     query_source = folder_source(queries) if isinstance(queries, (str, os.PathLike)) else queries
     if not 1 <= len(query_source) <= MAX_QUERIES:
-        raise UserError(f"{len(query_source)} query images: a sheet shows 1 to {MAX_QUERIES}; give fewer")
+        raise UserError(f"{len(query_source)} query images: a sheet shows 1 to {MAX_QUERIES}; give fewer "
+                        f"(--limit N or --spread N)")
     query_keys = [query_source.key(i) for i in range(len(query_source))]
+    query_thumbnails = _query_thumbnails(query_source, thumbnail_size)  # a query that does not open: said now
     if isinstance(dataset, str):
         dataset = resolve_spec(dataset)
     gallery = GalleryImages(dataset, cache_dir=cache_dir)
@@ -136,12 +138,10 @@ def find_neighbours(
     _check_k(k, stores[0], keys, query_keys if exclude_self else [])
     resolved = [_resolve(store, info, model) for store, info, model in
                 zip(stores, infos, models or [None] * len(stores))]
+    _check_sheet_size(len(query_keys), [model.label for model in resolved], k, thumbnail_size)
     index_names = _index_names(stores)
     metadata = read_metadata(stores[0])
     gallery_labels = metadata.column("label").to_pylist() if "label" in metadata.column_names else None
-    if not (out / MANIFEST).exists():  # marks OUT as ours from now on; an earlier output keeps its own till the end
-        _write_manifest(out, {"written_by": WRITTEN_BY, "complete": False})
-
     results: list[ModelNeighbours] = []
     query_labels: list[int | None] = [query_source.label(i) for i in range(len(query_source))]
     with _progress(progress) as bar:
@@ -151,6 +151,8 @@ def find_neighbours(
             embedded = _embed_queries(query_source, store, info, model, device=device, precision=precision)
             bar.update(task, advance=1, description=f"indexing {len(keys)} images of {store.name}")
             index = build_index(feats)
+            if not (out / MANIFEST).exists():  # OUT is ours from its first file on; an earlier output keeps its own
+                _write_manifest(out, {"written_by": WRITTEN_BY, "complete": False})
             folder = write_index(out / INDICES / name, index, read_metadata(store).replace_schema_metadata(None),
                                  extra_infos={"store": str(store), "model": model.label,
                                               "weights_sha256": model.weights_sha256})
@@ -158,7 +160,7 @@ def find_neighbours(
             results.append(ModelNeighbours(store, model.label, model.weights_sha256, folder.parent, found))
             bar.update(task, advance=1)
         bar.update(task, description=f"drawing {len(query_keys)} x {len(stores)} rows")
-        sheet, layout, unreadable = _sheet(query_source, query_labels, results, gallery, gallery_labels,
+        sheet, layout, unreadable = _sheet(query_source, query_thumbnails, query_labels, results, gallery, gallery_labels,
                                    same_classes=_same_classes(query_source, infos[0]), k=k, size=thumbnail_size)
         bar.update(task, advance=1)
 
@@ -337,16 +339,29 @@ def _same_classes(queries: ImageSource, info: dict[str, Any]) -> bool:
     return names is not None and queries.label_names is not None and list(queries.label_names) == list(names)
 
 
-def _sheet(queries: ImageSource, query_labels: list[int | None], results: list[ModelNeighbours],
-           gallery: GalleryImages, gallery_labels: list[int] | None, *, same_classes: bool, k: int,
-           size: int) -> tuple[Image.Image, SheetLayout, list[str]]:
-    rows_count, columns = len(queries) * len(results), 1 + k
-    labels = [f"{r.model}" for r in results]
-    width, height = sheet_size(rows=rows_count, columns=columns, groups=len(queries), thumbnail=size,
+def _check_sheet_size(queries: int, labels: list[str], k: int, size: int) -> None:
+    width, height = sheet_size(rows=queries * len(labels), columns=1 + k, groups=queries, thumbnail=size,
                                label_width=label_width(labels))
     if width * height > MAX_SHEET_PIXELS:
         raise UserError(f"a sheet of {width} x {height} pixels is over the limit of {MAX_SHEET_PIXELS}; give fewer "
                         f"queries, a smaller k or smaller thumbnails")
+
+
+def _query_thumbnails(queries: ImageSource, size: int) -> list[Image.Image]:
+    tiles = []
+    for i in range(len(queries)):
+        try:
+            tiles.append(thumbnail(lambda: queries.open(i), size))
+        except Exception as error:  # any bad file: the one line names it
+            raise UserError(f"query {queries.key(i)}: could not be read ({type(error).__name__}: "
+                            f"{' '.join(str(error).split())})") from None
+    return tiles
+
+
+def _sheet(queries: ImageSource, query_thumbnails: list[Image.Image], query_labels: list[int | None],
+           results: list[ModelNeighbours],
+           gallery: GalleryImages, gallery_labels: list[int] | None, *, same_classes: bool, k: int,
+           size: int) -> tuple[Image.Image, SheetLayout, list[str]]:
     unreadable: list[str] = []
     cache: dict[str, Image.Image | None] = {}
 
@@ -363,7 +378,7 @@ def _sheet(queries: ImageSource, query_labels: list[int | None], results: list[M
     rows = []
     for q in range(len(queries)):
         key = queries.key(q)
-        query_tile = Tile(tile_image(key, lambda q=q: queries.open(q)), _query_caption(key, query_labels[q], names))
+        query_tile = Tile(query_thumbnails[q], _query_caption(key, query_labels[q], names))
         for result in results:
             tiles = [query_tile]
             for n in result.neighbours[q]:
