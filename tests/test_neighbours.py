@@ -230,8 +230,12 @@ def test_an_output_folder_is_new_empty_or_an_earlier_output(tmp_path, gallery):
 
     (tmp_path / "empty").mkdir()
     assert _run([*args, tmp_path / "empty"]).exit_code == 0
-    (tmp_path / "empty" / "notes.txt").write_text("added later\n")  # an earlier output with a file of the user's
+    (tmp_path / "empty" / "indices" / "notes.txt").write_text("added later\n")  # a file of the user's in an output
+    _one_line_error(_run([*args, tmp_path / "empty"]), "holds indices/notes.txt, which equimod-zoo neighbours does "
+                    "not write")
+    (tmp_path / "empty" / "indices" / "notes.txt").rename(tmp_path / "empty" / "notes.txt")
     _one_line_error(_run([*args, tmp_path / "empty"]), "holds notes.txt, which equimod-zoo neighbours does not write")
+    assert (tmp_path / "empty" / "notes.txt").read_text() == "added later\n"
 
 
 def _parquet(path, indices):

@@ -43,7 +43,7 @@ class GalleryImages:
     def __init__(self, dataset: DataSpec | None = None, *, cache_dir: str | None = None) -> None:
         self.dataset, self.cache_dir = dataset, cache_dir
         self._splits: dict[str, ImageSource] = {}
-        self._row_stores: set[str] = set()  # keys of checked stores' dataset rows are read from `dataset`
+        self._rows: set[str] = set()  # keys that name rows of `dataset` (from the stores checked)
 
     def check_store(self, store: Path, info: dict[str, Any], keys: Sequence[str]) -> None:
         """Refuse a store whose dataset rows cannot be shown from `dataset` (none given, or another one)."""
@@ -66,12 +66,12 @@ class GalleryImages:
             if not same:
                 raise UserError(f"{store}: was extracted from {recorded}, not from {self.dataset.spec} split "
                                 f"{split!r} ({source!r}); give the --dataset it was extracted from")
-        self._row_stores.update(keys)
+        self._rows.update(keys)
 
     def opener(self, key: str) -> Callable[[], Image.Image]:
         """What opens the image named `key`, for `thumbnail` (raises there, not here, when it cannot)."""
         match = _ROW_KEY.fullmatch(key)
-        if match is not None and key in self._row_stores:
+        if match is not None and key in self._rows:
             source, row = self._split(match["split"]), int(match["row"])
             return lambda: source.open(row)
         return lambda: open_image_file(key)

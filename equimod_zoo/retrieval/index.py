@@ -25,6 +25,7 @@ from equimod_zoo.optional import require
 INDEX_FILE = "image.index"
 INFOS_FILE = "image.json"
 METADATA_FILE = "metadata/metadata_0.parquet"
+INDEX_NAMES = frozenset({INDEX_FILE, INFOS_FILE, "metadata"})  # what an index folder holds
 
 
 def faiss_module() -> ModuleType:

@@ -38,7 +38,7 @@ from equimod_zoo.extraction.extract import Precision, extract_features
 from equimod_zoo.extraction.store import FeatureStore, load_features, read_info, read_metadata
 from equimod_zoo.loading import ResolvedModel, resolve_model
 from equimod_zoo.retrieval.gallery import GalleryImages, thumbnail
-from equimod_zoo.retrieval.index import build_index, faiss_module, search, write_index
+from equimod_zoo.retrieval.index import INDEX_NAMES, build_index, faiss_module, search, write_index
 from equimod_zoo.retrieval.sheet import SheetLayout, SheetRow, Tile, draw_sheet, label_width, sheet_size
 
 MAX_K = 32  # neighbours a row: columns of the sheet
@@ -160,8 +160,9 @@ def find_neighbours(
             results.append(ModelNeighbours(store, model.label, model.weights_sha256, folder.parent, found))
             bar.update(task, advance=1)
         bar.update(task, description=f"drawing {len(query_keys)} x {len(stores)} rows")
-        sheet, layout, unreadable = _sheet(query_source, query_thumbnails, query_labels, results, gallery, gallery_labels,
-                                   same_classes=_same_classes(query_source, infos[0]), k=k, size=thumbnail_size)
+        sheet, layout, unreadable = _sheet(query_source, query_thumbnails, query_labels, results, gallery,
+                                           gallery_labels, same_classes=_same_classes(query_source, infos[0]), k=k,
+                                           size=thumbnail_size)
         bar.update(task, advance=1)
 
     if palette is not None:
@@ -186,9 +187,18 @@ def check_output_folder(out: Path) -> None:
         raise UserError(f"{out}: holds {_some(entries)} and is not an earlier output of equimod-zoo neighbours "
                         f"(no {MANIFEST} of it); its files stay as they are. Choose another --out")
     foreign = [name for name in entries if name not in _OUR_NAMES]
+    indices = out / INDICES
+    if indices.is_dir():  # index folders only, each as write_index leaves it
+        foreign += [f"{INDICES}/{p.name}" for p in sorted(indices.iterdir()) if not _is_index_folder(p)]
     if foreign:
         raise UserError(f"{out}: holds {_some(foreign)}, which equimod-zoo neighbours does not write; its files "
                         f"stay as they are. Choose another --out")
+
+
+def _is_index_folder(path: Path) -> bool:
+    if path.is_symlink() or not path.is_dir():
+        return False
+    return all(p.name in INDEX_NAMES or p.name.startswith(".") and p.name.endswith(".tmp") for p in path.iterdir())
 
 
 def _some(names: list[str]) -> str:
@@ -226,7 +236,8 @@ def _read_stores(stores: list[Path], gallery: GalleryImages) -> tuple[list[dict]
             raise UserError(f"{store}: no such feature store; extract one with `equimod-zoo extract ... --out "
                             f"{store}`")
         info = FeatureStore(store).complete_info()
-        rows = info.get("num_extracted", info["input"].get("num_images", 0))
+        rows = next((n for n in (info.get("num_extracted"), info.get("input", {}).get("num_images"))
+                     if isinstance(n, int)), 0)
         needed = rows * info.get("num_features", 0) * 4
         if needed > MAX_INDEX_BYTES:
             raise UserError(f"{store}: {rows} x {info['num_features']} features need {needed / 2**30:.1f} GiB for "
@@ -237,8 +248,9 @@ def _read_stores(stores: list[Path], gallery: GalleryImages) -> tuple[list[dict]
         if first_keys is None:
             first_keys = keys
         elif keys != first_keys:
-            raise UserError(f"{store}: holds other gallery images than {stores[0]} ({_first_difference(keys, first_keys)}); "
-                            f"extract every store from the same images, so that only the model differs")
+            raise UserError(f"{store}: holds other gallery images than {stores[0]} "
+                            f"({_first_difference(keys, first_keys)}); extract every store from the same images, "
+                            f"so that only the model differs")
         gallery.check_store(store, info, keys)
         infos.append(info)
         features.append(feats)
@@ -304,7 +316,8 @@ def _embed_queries(queries: ImageSource, store: Path, info: dict[str, Any], mode
     size = (info.get("data_config") or {}).get("input_size") or [0, 0, 0]
     with tempfile.TemporaryDirectory(prefix="equimod-zoo-queries-") as tmp:
         extract_features(queries, out=tmp, model=model, batch_size=min(64, len(queries)), num_workers=0,
-                         normalize=bool(info.get("normalize")), resolution=size[-1] if size[-2] == size[-1] > 0 else None,
+                         normalize=bool(info.get("normalize")),
+                         resolution=size[-1] if size[-2] == size[-1] > 0 else None,
                          jpeg_draft=(info.get("decode") or {}).get("jpeg_draft_size") is not None, device=device,
                          precision=precision, compile=False, progress=False)
         made = read_info(tmp)
@@ -402,7 +415,7 @@ def _remove_stale_indices(out: Path, names: list[str]) -> None:
     """Index folders of an earlier run that this run did not write."""
     for path in (out / INDICES).iterdir():
         if path.name not in names:
-            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+            shutil.rmtree(path)  # check_output_folder let only index folders through
 
 
 def _manifest(query_keys: list[str], results: list[ModelNeighbours], k: int, size: int, exclude_self: bool,
