@@ -12,14 +12,12 @@ dataset row) is not its own neighbour.
     OUT/neighbours.json                 the neighbours (gallery row, image_path, cosine), stores, models
     OUT/indices/NAME/image.index ...    each store's exact index, metadata and infos
 
-OUT is new, empty, or an earlier output of this function (its neighbours.json says so, and it
-holds nothing else), which is then replaced; anything else is refused.
+OUT is new, empty, or an earlier output of this function, which is then replaced; anything else
+is refused (`equimod_zoo.retrieval.output`).
 """
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,7 +28,7 @@ import numpy as np
 from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from equimod_zoo.atomic import atomic_path, atomic_write_text
+from equimod_zoo.atomic import atomic_path
 from equimod_zoo.data.sources import ImageSource, folder_source
 from equimod_zoo.data.spec import DataSpec, resolve_spec
 from equimod_zoo.errors import UserError
@@ -38,7 +36,9 @@ from equimod_zoo.extraction.extract import Precision, extract_features
 from equimod_zoo.extraction.store import FeatureStore, load_features, read_info, read_metadata
 from equimod_zoo.loading import ResolvedModel, resolve_model
 from equimod_zoo.retrieval.gallery import GalleryImages, thumbnail
-from equimod_zoo.retrieval.index import INDEX_NAMES, build_index, faiss_module, search, write_index
+from equimod_zoo.retrieval.index import build_index, faiss_module, search, write_index
+from equimod_zoo.retrieval.output import (INDICES, MANIFEST, SHEET, WRITTEN_BY, check_output_folder,
+                                         remove_stale_indices, write_manifest)
 from equimod_zoo.retrieval.sheet import SheetLayout, SheetRow, Tile, draw_sheet, label_width, sheet_size
 
 MAX_K = 32  # neighbours a row: columns of the sheet
@@ -47,11 +47,6 @@ MAX_STORES = 8  # models compared on one sheet
 MIN_THUMBNAIL, MAX_THUMBNAIL = 16, 256  # px
 MAX_SHEET_PIXELS = 50_000_000  # refused before it is allocated
 MAX_INDEX_BYTES = 16 * 2**30  # an exact index holds every feature as float32 in memory
-MANIFEST = "neighbours.json"
-SHEET = "neighbours.png"
-INDICES = "indices"
-WRITTEN_BY = "neighbours"
-_OUR_NAMES = frozenset({MANIFEST, SHEET, INDICES})
 
 
 @dataclass
@@ -152,7 +147,7 @@ def find_neighbours(
             bar.update(task, advance=1, description=f"indexing {len(keys)} images of {store.name}")
             index = build_index(feats)
             if not (out / MANIFEST).exists():  # OUT is ours from its first file on; an earlier output keeps its own
-                _write_manifest(out, {"written_by": WRITTEN_BY, "complete": False})
+                write_manifest(out, {"written_by": WRITTEN_BY, "complete": False})
             folder = write_index(out / INDICES / name, index, read_metadata(store).replace_schema_metadata(None),
                                  extra_infos={"store": str(store), "model": model.label,
                                               "weights_sha256": model.weights_sha256})
@@ -169,48 +164,9 @@ def find_neighbours(
         sheet = sheet.quantize(colors=palette)
     with atomic_path(out / SHEET) as tmp:
         sheet.save(tmp, format="PNG", optimize=True)
-    _remove_stale_indices(out, index_names)
-    _write_manifest(out, _manifest(query_keys, results, k, thumbnail_size, exclude_self, out))
+    remove_stale_indices(out, index_names)
+    write_manifest(out, _manifest(query_keys, results, k, thumbnail_size, exclude_self, out))
     return NeighboursResult(out, out / SHEET, query_keys, results, layout, unreadable)
-
-
-def check_output_folder(out: Path) -> None:
-    """Refuse `out` unless it is new, empty, or an earlier output of `find_neighbours`."""
-    if not out.exists() and not out.is_symlink():
-        return
-    if out.is_symlink() or not out.is_dir():
-        raise UserError(f"{out}: exists and is not a folder; choose another --out")
-    entries = sorted(p.name for p in out.iterdir())
-    if not entries:
-        return
-    if _written_by(out / MANIFEST) != WRITTEN_BY:
-        raise UserError(f"{out}: holds {_some(entries)} and is not an earlier output of equimod-zoo neighbours "
-                        f"(no {MANIFEST} of it); its files stay as they are. Choose another --out")
-    foreign = [name for name in entries if name not in _OUR_NAMES]
-    indices = out / INDICES
-    if indices.is_dir():  # index folders only, each as write_index leaves it
-        foreign += [f"{INDICES}/{p.name}" for p in sorted(indices.iterdir()) if not _is_index_folder(p)]
-    if foreign:
-        raise UserError(f"{out}: holds {_some(foreign)}, which equimod-zoo neighbours does not write; its files "
-                        f"stay as they are. Choose another --out")
-
-
-def _is_index_folder(path: Path) -> bool:
-    if path.is_symlink() or not path.is_dir():
-        return False
-    return all(p.name in INDEX_NAMES or p.name.startswith(".") and p.name.endswith(".tmp") for p in path.iterdir())
-
-
-def _some(names: list[str]) -> str:
-    return names[0] + (f" and {len(names) - 1} more" if len(names) > 1 else "")
-
-
-def _written_by(manifest: Path) -> str | None:
-    try:
-        data = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data.get("written_by") if isinstance(data, dict) else None
 
 
 def _check_options(stores: list[Path], models: Sequence[Any] | None, k: int, thumbnail_size: int,
@@ -411,13 +367,6 @@ def _query_caption(key: str, label: int | None, names: list[str] | None) -> str:
     return Path(key).name
 
 
-def _remove_stale_indices(out: Path, names: list[str]) -> None:
-    """Index folders of an earlier run that this run did not write."""
-    for path in (out / INDICES).iterdir():
-        if path.name not in names:
-            shutil.rmtree(path)  # check_output_folder let only index folders through
-
-
 def _manifest(query_keys: list[str], results: list[ModelNeighbours], k: int, size: int, exclude_self: bool,
               out: Path) -> dict[str, Any]:
     return {
@@ -436,10 +385,6 @@ def _manifest(query_keys: list[str], results: list[ModelNeighbours], k: int, siz
                             for n in found] for found in r.neighbours],
         } for r in results],
     }
-
-
-def _write_manifest(out: Path, manifest: dict[str, Any]) -> None:
-    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
 
 
 def _progress(enabled: bool) -> Progress:
