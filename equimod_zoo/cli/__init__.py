@@ -7,7 +7,7 @@ import torch
 import typer
 
 from equimod_zoo import __version__
-from equimod_zoo.cli import extract, probe_augs, probes, publish, train, transfer, zoo
+from equimod_zoo.cli import extract, neighbours, probe_augs, probes, publish, train, transfer, zoo
 from equimod_zoo.runtime import num_threads_to_use
 
 app = typer.Typer(
@@ -33,7 +33,7 @@ def _main(
     """Self-supervised backbones that keep colour and pose (SimCLR, BYOL, EquiMod), in timm format."""
 
 
-for _module in (zoo, extract, probes, transfer, probe_augs, train, publish):
+for _module in (zoo, extract, neighbours, probes, transfer, probe_augs, train, publish):
     _module.register(app)
 
 
