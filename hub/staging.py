@@ -24,6 +24,7 @@ from pathlib import Path
 
 from equimod_zoo.constants import CONFIG_FILE, METADATA_KEY
 from equimod_zoo.errors import OutputRefusedError
+from equimod_zoo.output_folder import OutputLayout, check_output_folder
 
 _DEBRIS = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.(?P<kind>partial|old)")
 
@@ -42,7 +43,8 @@ def written_by(folder: Path) -> str | None:
 
 def check_output(out: Path, *, kind: str, files: Collection[str], sources: Collection[Path], overwrite: bool,
                  option: str = "--out") -> None:
-    """Refuse `out` unless it is absent, or `overwrite` is set and `out` is a previous `kind` output.
+    """The output-folder rule (`equimod_zoo.output_folder`) for a model folder written whole: `out` is new or
+    empty, or, with `overwrite`, a previous `kind` output (its config.json says `equimod.written_by`).
 
     Args:
         out: the folder about to be written.
@@ -51,30 +53,10 @@ def check_output(out: Path, *, kind: str, files: Collection[str], sources: Colle
         sources: paths being read; `out` may not be, or contain, any of them.
         overwrite: whether the user asked to replace a previous output.
     """
-    for source in sources:
-        if _same_or_inside(Path(source), out):
-            raise OutputRefusedError(f"{option} {out}: is (or holds) the source {source}; write the output "
-                                     "somewhere else")
-    if not out.exists() and not out.is_symlink():
-        return
-    if not overwrite:
+    layout = OutputLayout(kind, frozenset(files), lambda folder: written_by(folder) == kind)
+    state = check_output_folder(out, layout, sources=sources, option=option)
+    if state == "earlier" and not overwrite:
         raise OutputRefusedError(f"{out}: already exists; choose another {option} or pass --overwrite")
-    if out.is_symlink() or not out.is_dir():
-        raise OutputRefusedError(f"{option} {out}: not a folder this command wrote; --overwrite replaces only "
-                                 f"a previous {kind} output")
-    if written_by(out) != kind:
-        raise OutputRefusedError(f"{option} {out}: not a previous {kind} output (its config.json does not say "
-                                 f"equimod.written_by={kind!r}); --overwrite replaces only those")
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in files)
-    if foreign:
-        raise OutputRefusedError(f"{option} {out}: holds {foreign[0]}"
-                                 + (f" and {len(foreign) - 1} more" if len(foreign) > 1 else "")
-                                 + f", which {kind} does not write; refusing to replace it")
-
-
-def _same_or_inside(source: Path, out: Path) -> bool:
-    source, out = Path(os.path.realpath(source)), Path(os.path.realpath(out))
-    return source == out or out in source.parents
 
 
 @contextlib.contextmanager

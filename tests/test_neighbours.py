@@ -224,17 +224,17 @@ def test_an_output_folder_is_new_empty_or_an_earlier_output(tmp_path, gallery):
     mine.mkdir()
     (mine / "notes.txt").write_text("my own\n")
     args = [stores[0], "--images", images / "01.png", "--model", models[0], "-k", "2", "--out"]
-    _one_line_error(_run([*args, mine]), "mine: holds notes.txt", "not an earlier output of equimod-zoo neighbours")
-    _one_line_error(_run([*args, stores[1]]), "not an earlier output")  # a feature store is not ours to replace
+    _one_line_error(_run([*args, mine]), "mine: not a previous neighbours output (it holds notes.txt)")
+    _one_line_error(_run([*args, stores[1]]), "not a previous neighbours output")  # a feature store is not ours to replace
     assert (mine / "notes.txt").read_text() == "my own\n" and (stores[1] / "extraction.json").is_file()
 
     (tmp_path / "empty").mkdir()
     assert _run([*args, tmp_path / "empty"]).exit_code == 0
     (tmp_path / "empty" / "indices" / "notes.txt").write_text("added later\n")  # a file of the user's in an output
-    _one_line_error(_run([*args, tmp_path / "empty"]), "holds indices/notes.txt, which equimod-zoo neighbours does "
+    _one_line_error(_run([*args, tmp_path / "empty"]), "holds indices/notes.txt, which neighbours does "
                     "not write")
     (tmp_path / "empty" / "indices" / "notes.txt").rename(tmp_path / "empty" / "notes.txt")
-    _one_line_error(_run([*args, tmp_path / "empty"]), "holds notes.txt, which equimod-zoo neighbours does not write")
+    _one_line_error(_run([*args, tmp_path / "empty"]), "holds notes.txt, which neighbours does not write")
     assert (tmp_path / "empty" / "notes.txt").read_text() == "added later\n"
 
 

@@ -35,10 +35,10 @@ from equimod_zoo.data.sources import ImageSource, folder_source
 from equimod_zoo.data.streams import ImageStream, OffsetSource
 from equimod_zoo.devices import cpu_has_fast_bf16, resolve_device
 from equimod_zoo.errors import UserError
-from equimod_zoo.extraction.store import FORMAT_VERSION, FeatureStore, metadata_table
+from equimod_zoo.extraction.store import EXTRACTION_OUTPUT, FORMAT_VERSION, FeatureStore, metadata_table
 from equimod_zoo.loading import ResolvedModel, resolve_model
+from equimod_zoo.output_folder import check_output_folder
 
-# The zoo's embedded default: what `equimod-zoo extract` uses without --model.
 DEFAULT_SHARD_SIZE = 8192
 # compile="auto" compiles on a bf16 CPU from this many images to extract, where inductor's bf16
 # kernels repay the compile (bench/extract.py measures it, counted in, against the eager path).
@@ -128,6 +128,8 @@ def extract_features(
     if resolution is not None and resolution < 1:
         raise UserError(f"resolution: {resolution} is not a positive size")
     started = time.perf_counter()
+    # the output rule first: a refused OUT costs no model load
+    check_output_folder(out, EXTRACTION_OUTPUT, sources=[source] if isinstance(source, (str, Path)) else ())
     device = resolve_device(device, argument="device")
     network, model_name, weights_sha256 = _resolve_model(model)
     images = _resolve_source(source)

@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from equimod_zoo.atomic import atomic_open, atomic_path, atomic_write_text
 from equimod_zoo.errors import UserError
 from equimod_zoo.json_file import read_json
+from equimod_zoo.output_folder import OutputLayout, check_output_folder
 
 INFO_FILE = "extraction.json"
 FAILURES_FILE = "failures.csv"
@@ -49,7 +50,10 @@ IDENTITY_KEYS = ("format", "weights_sha256", "input", "data_config", "decode", "
 # Labels are class indices; a probe allocates one row of weights per class.
 MAX_CLASSES = 1_000_000
 _SHARD_META_KEY = b"equimod_zoo"
-_OUR_OUTPUTS = (INFO_FILE, FAILURES_FILE, FEATURES_DIR, METADATA_DIR, FAILURES_DIR, "features")
+# What extraction writes into OUT; an earlier extraction is known by its extraction.json.
+EXTRACTION_OUTPUT = OutputLayout(
+    "extract", frozenset((INFO_FILE, FAILURES_FILE, FEATURES_DIR, METADATA_DIR, FAILURES_DIR, "features")),
+    lambda folder: (folder / INFO_FILE).is_file())
 # extraction.json: the fields readers rely on, and the type each must have
 _INFO_FIELDS: dict[str, tuple[type, ...]] = {
     "format": (int,), "num_shards": (int,), "shard_size": (int,), "num_features": (int,),
@@ -125,15 +129,9 @@ class FeatureStore:
 
     def begin(self, info: dict[str, Any]) -> None:
         """Start or continue an extraction; refuse an OUT that holds a different one or someone else's files."""
-        if self.root.exists() and not self.root.is_dir():
-            raise NotADirectoryError(f"{self.root}: exists and is not a folder")
+        check_output_folder(self.root, EXTRACTION_OUTPUT)
         existing = self.read_info()
-        if existing is None:
-            foreign = [name for name in _OUR_OUTPUTS if (self.root / name).exists()]
-            if foreign:
-                raise UserError(f"{self.root}: has {', '.join(foreign)} but no {INFO_FILE}; it was not written by "
-                                f"equimod-zoo extract, and its files stay as they are. Choose another --out")
-        else:
+        if existing is not None:
             different = [k for k in IDENTITY_KEYS if existing.get(k) != info.get(k)]
             if different:
                 raise UserError(

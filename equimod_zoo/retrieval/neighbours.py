@@ -37,7 +37,7 @@ from equimod_zoo.extraction.store import FeatureStore, load_features, read_info,
 from equimod_zoo.loading import ResolvedModel, resolve_model
 from equimod_zoo.retrieval.gallery import GalleryImages, thumbnail
 from equimod_zoo.retrieval.index import build_index, faiss_module, search, write_index
-from equimod_zoo.retrieval.output import (INDICES, MANIFEST, SHEET, WRITTEN_BY, check_output_folder,
+from equimod_zoo.retrieval.output import (INDICES, MANIFEST, SHEET, WRITTEN_BY, check_neighbours_output,
                                          remove_stale_indices, write_manifest)
 from equimod_zoo.retrieval.sheet import SheetLayout, SheetRow, Tile, draw_sheet, label_width, sheet_size
 
@@ -117,7 +117,7 @@ def find_neighbours(
     stores = [Path(s) for s in stores]
     out = Path(out)
     _check_options(stores, models, k, thumbnail_size, palette)
-    check_output_folder(out)
+    check_neighbours_output(out)
     faiss_module()  # the one-line hint now, before any work
     query_source = folder_source(queries) if isinstance(queries, (str, os.PathLike)) else queries
     if not 1 <= len(query_source) <= MAX_QUERIES:

@@ -1,10 +1,9 @@
-"""The output folder of `find_neighbours`: what it holds, and the rule for writing into one.
+"""The output folder of `find_neighbours`: what it holds.
 
-OUT is new, empty, or an earlier output of the same command: its neighbours.json says
-`"written_by": "neighbours"`, and it holds nothing but the names below (indices/ nothing but index
-folders). That earlier output is then replaced, file by file, each file atomically, its
-neighbours.json last; anything else (a folder of the user's own files, a feature store) is refused
-untouched.
+OUT follows the project's one output rule (`equimod_zoo.output_folder`): new, empty, or an earlier
+output of `neighbours` (its neighbours.json says `"written_by": "neighbours"`, and indices/ holds
+index folders only). An earlier output is replaced file by file, each atomically, neighbours.json
+last; anything else is refused untouched.
 """
 from __future__ import annotations
 
@@ -14,35 +13,29 @@ from pathlib import Path
 from typing import Any
 
 from equimod_zoo.atomic import atomic_write_text
-from equimod_zoo.errors import UserError
+from equimod_zoo.errors import OutputRefusedError
+from equimod_zoo.output_folder import OutputLayout, check_output_folder
 from equimod_zoo.retrieval.index import INDEX_NAMES
 
 MANIFEST = "neighbours.json"
 SHEET = "neighbours.png"
 INDICES = "indices"
 WRITTEN_BY = "neighbours"
-_OUR_NAMES = frozenset({MANIFEST, SHEET, INDICES})
 
 
-def check_output_folder(out: Path) -> None:
-    """Refuse `out` unless it is new, empty, or an earlier output of `find_neighbours`."""
-    if not out.exists() and not out.is_symlink():
+NEIGHBOURS_OUTPUT = OutputLayout("neighbours", frozenset({MANIFEST, SHEET, INDICES}),
+                                 lambda folder: _written_by(folder / MANIFEST) == WRITTEN_BY)
+
+
+def check_neighbours_output(out: Path) -> None:
+    """The output-folder rule (`equimod_zoo.output_folder`), and indices/ of an earlier output holds index
+    folders only."""
+    if check_output_folder(out, NEIGHBOURS_OUTPUT) != "earlier" or not (out / INDICES).is_dir():
         return
-    if out.is_symlink() or not out.is_dir():
-        raise UserError(f"{out}: exists and is not a folder; choose another --out")
-    entries = sorted(p.name for p in out.iterdir())
-    if not entries:
-        return
-    if _written_by(out / MANIFEST) != WRITTEN_BY:
-        raise UserError(f"{out}: holds {_some(entries)} and is not an earlier output of equimod-zoo neighbours "
-                        f"(no {MANIFEST} of it); its files stay as they are. Choose another --out")
-    foreign = [name for name in entries if name not in _OUR_NAMES]
-    indices = out / INDICES
-    if indices.is_dir():  # index folders only, each as write_index leaves it
-        foreign += [f"{INDICES}/{p.name}" for p in sorted(indices.iterdir()) if not _is_index_folder(p)]
+    foreign = [f"{INDICES}/{p.name}" for p in sorted((out / INDICES).iterdir()) if not _is_index_folder(p)]
     if foreign:
-        raise UserError(f"{out}: holds {_some(foreign)}, which equimod-zoo neighbours does not write; its files "
-                        f"stay as they are. Choose another --out")
+        raise OutputRefusedError(f"--out {out}: holds {_some(foreign)}, which neighbours does not write; its "
+                                 "files stay as they are: choose a new or empty --out")
 
 
 def _is_index_folder(path: Path) -> bool:
