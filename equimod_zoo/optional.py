@@ -7,7 +7,7 @@ from types import ModuleType
 from equimod_zoo.errors import MissingExtraError
 
 # extra -> what it installs (pyproject.toml's optional-dependencies)
-EXTRAS = {"plots": "matplotlib", "train": "tensorboard", "index": "faiss-cpu"}
+EXTRAS = {"plots": "matplotlib", "tensorboard": "tensorboard", "index": "faiss-cpu"}
 
 
 

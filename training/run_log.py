@@ -1,5 +1,9 @@
 """What a run reports while it trains: RUN/log.csv, TensorBoard under RUN/tb, a rich progress bar.
 
+log.csv is always written, with the core dependencies alone: a plain file anyone can read and
+plot. TensorBoard events are written too when tensorboard is installed (`tensorboard=None`), or
+always (`True`: a missing tensorboard is one line naming the extra), or never (`False`).
+
 log.csv has one row per logged step (columns step, epoch, lr, loss, then the method's own logs
 such as loss_inv, loss_eq, eq_gain, then images_per_s); `step` counts the optimiser steps done.
 A resumed run first drops the rows after the step its checkpoint holds (an interrupted attempt
@@ -8,6 +12,7 @@ logged them, and they will be logged again), so the file never holds a step twic
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 from pathlib import Path
 from typing import Any
@@ -25,7 +30,7 @@ class RunLog:
     """The CSV log, TensorBoard writer and progress bar of one run (all disabled off rank 0)."""
 
     def __init__(self, out: str | Path, *, start_step: int, total_steps: int, enabled: bool = True,
-                 progress: bool = True, description: str = "training") -> None:
+                 progress: bool = True, description: str = "training", tensorboard: bool | None = None) -> None:
         self.path = Path(out) / LOG_FILE
         self.enabled = enabled
         self.columns: list[str] | None = None
@@ -34,11 +39,15 @@ class RunLog:
         if not enabled:
             return
         self._truncate_after(start_step)
-        require("tensorboard", "train", "training's TensorBoard log")
-        from torch.utils.tensorboard import SummaryWriter
+        if tensorboard is None:
+            tensorboard = importlib.util.find_spec("tensorboard") is not None
+        if tensorboard:
+            require("tensorboard", "tensorboard", "training's TensorBoard log (--tensorboard)")
+            from torch.utils.tensorboard import SummaryWriter
 
-        # purge_step hides TensorBoard events a previous attempt logged past the checkpoint.
-        self._writer = SummaryWriter(str(Path(out) / TENSORBOARD_DIR), purge_step=start_step + 1 if start_step else None)
+            # purge_step hides TensorBoard events a previous attempt logged past the checkpoint.
+            self._writer = SummaryWriter(str(Path(out) / TENSORBOARD_DIR),
+                                         purge_step=start_step + 1 if start_step else None)
         if progress:
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
@@ -72,6 +81,8 @@ class RunLog:
             if new_file:
                 writer.writeheader()
             writer.writerow({k: _format(v) for k, v in row.items()})
+        if self._writer is None:
+            return
         for key, value in row.items():
             if key not in ("step", "epoch") and isinstance(value, (int, float)):
                 self._writer.add_scalar(f"train/{key}", value, global_step=int(row["step"]))

@@ -100,6 +100,7 @@ def train(
     cache_dir: str | Path | None = None,
     data_limit: int | None = None,
     progress: bool = True,
+    tensorboard: bool | None = None,
 ) -> TrainResult:
     """Pre-train a backbone with `recipe` on `data`, into the run folder `out`.
 
@@ -122,6 +123,8 @@ def train(
         cache_dir: where decoded datasets are cached (default: $EQUIMOD_ZOO_CACHE or ~/.cache/equimod_zoo).
         data_limit: train on the first `data_limit` images only (quick checks).
         progress: show a progress bar.
+        tensorboard: also write TensorBoard events to out/tb (None: when tensorboard is installed);
+            the metrics always go to out/log.csv.
     """
     owns_process_group = not (dist.is_available() and dist.is_initialized())
     info = setup_distributed(device=device)
@@ -130,7 +133,7 @@ def train(
             recipe, info=info, data=data, out=Path(out), max_steps=max_steps, resume=resume, init_from=init_from,
             overrides={**(overrides or {}), **_flag_overrides(epochs=epochs, batch_size=batch_size, seed=seed,
                                                               compile=compile, workers=workers)},
-            cache_dir=cache_dir, data_limit=data_limit, progress=progress,
+            cache_dir=cache_dir, data_limit=data_limit, progress=progress, tensorboard=tensorboard,
         ).run()
     finally:
         if owns_process_group:
@@ -213,7 +216,8 @@ def _at(table: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
 class _Trainer:
     def __init__(self, recipe: str | Path | Recipe | None, *, info: DistInfo, data: str | Path, out: Path,
                  max_steps: int | None, resume: bool, overrides: Mapping[str, Any], cache_dir: str | Path | None,
-                 data_limit: int | None, progress: bool, init_from: str | Path | None = None) -> None:
+                 data_limit: int | None, progress: bool, init_from: str | Path | None = None,
+                 tensorboard: bool | None = None) -> None:
         if max_steps is not None and max_steps < 1:
             raise UserError(f"--max-steps must be >= 1, got {max_steps}")
         if resume and init_from is not None:
@@ -223,6 +227,7 @@ class _Trainer:
         self.out = out
         self.max_steps = max_steps
         self.progress = progress
+        self.tensorboard = tensorboard
         self.recipe, self.payload = resolve_run_recipe(recipe, out=out, resume=resume, overrides=overrides)
         recipe = self.recipe
         self.source: SourceModel | None = None if init_from is None else load_source(init_from, recipe)
@@ -324,7 +329,7 @@ class _Trainer:
             remove_debris(self.out)  # what a killed attempt left half-written
             atomic_write_text(self.out / RECIPE_FILE, recipe.to_yaml())
         log = RunLog(self.out, start_step=self.state.step, total_steps=stop_at, enabled=info.is_main,
-                     progress=self.progress, description=recipe.name)
+                     progress=self.progress, description=recipe.name, tensorboard=self.tensorboard)
         interrupted = False
         try:
             with _StopRequest().installed() as stop:

@@ -35,6 +35,9 @@ def train_command(
                                                                   "default: the recipe's."),
     workers: Optional[int] = typer.Option(None, "--workers", "--num-workers", help="DataLoader workers (default: the recipe's)."),
     data_limit: Optional[int] = typer.Option(None, "--data-limit", min=1, help="Train on the first N images only."),
+    tensorboard: Optional[bool] = typer.Option(None, "--tensorboard/--no-tensorboard",
+                                               help="TensorBoard events in RUN/tb besides RUN/log.csv (default: "
+                                                    "when tensorboard is installed)."),
     set_values: Optional[list[str]] = typer.Option(None, "--set", help="Override a recipe value, KEY=YAML (dotted "
                                                                        "keys, e.g. optim.warmup_epochs=0.1); "
                                                                        "repeatable."),
@@ -42,7 +45,7 @@ def train_command(
                                                                        "(default: $EQUIMOD_ZOO_CACHE or "
                                                                        "~/.cache/equimod_zoo)."),
 ) -> None:
-    """Pre-train SimCLR, BYOL or EquiMod; under torchrun, on every GPU. Writes RUN/log.csv, tb/, checkpoint.pt
+    """Pre-train SimCLR, BYOL or EquiMod; under torchrun, on every GPU. Writes RUN/log.csv (and tb/), checkpoint.pt
     and the exported model folder (RUN loads with `equimod_zoo.load(RUN)`)."""
     from equimod_zoo.training.trainer import train
     from equimod_zoo.errors import NonFiniteLossError
@@ -53,7 +56,8 @@ def train_command(
             result = train(recipe, data=data, out=out, epochs=epochs, batch_size=batch_size, max_steps=max_steps,
                            seed=seed, resume=resume, init_from=init_from, device=device, compile=compile,
                            workers=workers,
-                           cache_dir=cache_dir, data_limit=data_limit, overrides=_overrides(set_values or []))
+                           cache_dir=cache_dir, data_limit=data_limit, overrides=_overrides(set_values or []),
+                           tensorboard=tensorboard)
         except NonFiniteLossError as error:
             err_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=1) from None
