@@ -13,7 +13,6 @@ Both are measured side by side in this run, after the same number of warm-up ste
 from __future__ import annotations
 
 import argparse
-import csv
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from equimod_zoo.training.export import build_backbone
 from equimod_zoo.training.methods import build_method
 from equimod_zoo.training.optim import build_optimizer, set_lr
 from equimod_zoo.training.recipe import Recipe, load_recipe
+from equimod_zoo.training.run_log import read_log
 from equimod_zoo.training.trainer import train
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg"
@@ -78,9 +78,7 @@ def measure_ours(recipe: Recipe, *, data: Path, device: str, steps: int, cache: 
     """Images/s of the real training loop over `steps` steps, after `steps` warm-up steps."""
     train(recipe.override({"log_every": steps}), data=data, out=out, max_steps=2 * steps, device=device,
           cache_dir=cache, data_limit=2 * steps * recipe.batch_size, progress=False)
-    with open(out / "log.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return float(rows[-1]["images_per_s"])  # the second row: the steps after the warm-up
+    return read_log(out)[-1]["images_per_s"]  # the second row: the steps after the warm-up
 
 
 def measure_reference(recipe: Recipe, *, data: Path, device: str, steps: int, workers: int, cache: Path) -> float:

@@ -6,7 +6,9 @@ max-pool, so that layer1 still sees 32x32 maps. After `import equimod_zoo`,
 `timm.create_model("resnet18_cifar")` builds one, and every available zoo entry on these
 architectures is a timm pretrained tag: `timm.create_model("resnet18_cifar.simclr_equimod_cifar10",
 pretrained=True)` loads that entry's weights (found and sha256-checked the way
-`equimod_zoo.load` finds them), and `timm.list_pretrained("*_cifar*")` lists them.
+`equimod_zoo.load` finds them), and `timm.list_pretrained("*_cifar*")` lists them. The tags come from literal data
+(`equimod_zoo/pretrained_tags.py`, generated from the catalogue by `equimod-zoo model-cards`), so
+importing reads no file; the catalogue is read only when weights are asked for.
 """
 from __future__ import annotations
 
@@ -16,12 +18,10 @@ import torch.nn as nn
 from timm.models import build_model_with_cfg, generate_default_cfgs, is_model, register_model
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from equimod_zoo.constants import PAPER_ID, WEIGHTS_FILE
+from equimod_zoo.constants import CIFAR10_MEAN, CIFAR10_STD, CIFAR_ARCHITECTURES, PAPER_ID, WEIGHTS_FILE
 from equimod_zoo.errors import UserError
-from equimod_zoo.registry import ZooEntry, list_models
-
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+from equimod_zoo.pretrained_tags import ZOO_TAGS
+from equimod_zoo.registry import BUNDLED_MODELS_DIR, ZooEntry, catalogue
 # The architecture alone names no weights: `arch.untrained` is the default tag, so a bare
 # `resnet18_cifar` never silently means one particular zoo entry.
 UNTRAINED_TAG = "untrained"
@@ -63,31 +63,25 @@ _ARCHITECTURES: dict[str, dict[str, Any]] = {
     "resnet18_cifar": dict(block=BasicBlock, layers=(2, 2, 2, 2)),
     "resnet50_cifar": dict(block=Bottleneck, layers=(3, 4, 6, 3)),
 }
-CIFAR_ARCHITECTURES = tuple(_ARCHITECTURES)
+assert tuple(_ARCHITECTURES) == CIFAR_ARCHITECTURES
 
 
-def zoo_tags() -> dict[str, ZooEntry]:
-    """`arch.tag` -> entry, for every available zoo entry on one of our CIFAR-stem architectures."""
-    return {e.arch_tag: e for e in list_models(status="available") if e.arch in _ARCHITECTURES}
-
-
-def _zoo_cfg(entry: ZooEntry) -> dict[str, Any]:
-    """timm's pretrained cfg of a zoo entry: headless weights, where they are, what they are."""
-    bundled = entry.bundled_folder
-    if bundled is not None:
-        location = {"file": str(bundled / WEIGHTS_FILE)}
-    elif entry.hf_hub_id:
-        location = {"hf_hub_id": entry.hf_hub_id}
+def _zoo_cfg(tag: dict[str, Any]) -> dict[str, Any]:
+    """timm's pretrained cfg of a zoo tag (a row of ZOO_TAGS): headless weights, where they are, what they are."""
+    if tag["folder"]:
+        location = {"file": str(BUNDLED_MODELS_DIR / tag["folder"] / WEIGHTS_FILE)}
+    elif tag["hf_hub_id"]:
+        location = {"hf_hub_id": tag["hf_hub_id"]}
     else:
         location = {}
-    return _cifar_cfg(**location, num_classes=0, license=entry.license, paper_ids=PAPER_ID,
-                      description=f"equimod-zoo {entry.name}: {entry.method}, {entry.epochs} epochs on {entry.data}")
+    return _cifar_cfg(**location, num_classes=0, license=tag["license"], paper_ids=PAPER_ID,
+                      description=tag["description"])
 
 
 # "*" marks the default tag; it comes last because timm puts a tag with weights first unless an
 # explicit default follows it.
 default_cfgs = generate_default_cfgs({
-    **{name: _zoo_cfg(entry) for name, entry in zoo_tags().items()},
+    **{name: _zoo_cfg(tag) for name, tag in ZOO_TAGS.items()},
     **{f"{name}.{UNTRAINED_TAG}*": _cifar_cfg() for name in _ARCHITECTURES},
 })
 
@@ -112,10 +106,11 @@ def _zoo_entry(variant: str, pretrained_cfg: Any) -> ZooEntry | None:
         return None
     tag = pretrained_cfg or UNTRAINED_TAG
     if tag == UNTRAINED_TAG:
-        tagged = sorted(t for t in zoo_tags() if t.startswith(f"{variant}."))
+        tagged = sorted(t for t in ZOO_TAGS if t.startswith(f"{variant}."))
         raise UserError(f"{variant} has no default weights; name them with a tag: {', '.join(tagged) or 'none yet'}"
                         f" (or pretrained=False)")
-    return zoo_tags().get(f"{variant}.{tag}")
+    row = ZOO_TAGS.get(f"{variant}.{tag}")
+    return catalogue().get(row["entry"]) if row is not None else None
 
 
 def resnet18_cifar(pretrained: bool = False, **kwargs: Any) -> CifarResNet:

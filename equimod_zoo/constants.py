@@ -27,5 +27,10 @@ DATA_ENV = "EQUIMOD_DATA"  # the data folder named in recorded commands and used
 CACHE_ENV = "EQUIMOD_ZOO_CACHE"  # decoded datasets, features, transfer results
 DEFAULT_CACHE_DIR = "~/.cache/equimod_zoo"
 
+# CIFAR-stem ResNets (equimod_zoo/architectures.py) and the CIFAR-10 normalisation they are trained with.
+CIFAR_ARCHITECTURES = ("resnet18_cifar", "resnet50_cifar")
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
 # The embedded default model: extraction and transfer use it when no --model is given.
 DEFAULT_MODEL = "simclr_equimod_r18_cifar10"

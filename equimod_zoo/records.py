@@ -17,23 +17,22 @@ Recorded commands name paths as seen from the repository root, with the data fol
 """
 from __future__ import annotations
 
-import contextlib
 import datetime
-import fcntl
 import json
 import os
 import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from equimod_zoo.atomic import atomic_write_text
-from equimod_zoo.constants import DATA_ENV
+from equimod_zoo.constants import CONFIG_FILE, DATA_ENV, WEIGHTS_FILE
 from equimod_zoo.errors import RecordsError
+from equimod_zoo.file_lock import exclusive_lock
 from equimod_zoo.json_file import read_json
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -43,7 +42,8 @@ REPOSITORY = PACKAGE_DIR.parent if (PACKAGE_DIR.parent / "pyproject.toml").is_fi
 RECORD_OPTION = "--record"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _SPEC_PREFIX = re.compile(r"[a-z][a-z0-9_-]+")  # `imagefolder:DIR`, `parquet:DIR`: a dataset spec's layout
-_MODEL_FOLDER_FILES = ("config.json", "model.safetensors")
+_MODEL_FOLDER_FILES = (CONFIG_FILE, WEIGHTS_FILE)
+LOCK_FILE = ".lock"  # serialises writers of one records folder
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def add_records(records_dir: str | Path, records: Iterable[Record]) -> list[Path
         check_portable(record.command, where=f"the {record.dataset} {record.protocol} {record.metric} record")
         by_sha.setdefault(record.weights_sha256, []).append(record)
     written = []
-    with _locked(folder):
+    with exclusive_lock(folder / LOCK_FILE):
         for sha, new in by_sha.items():
             path = records_file(folder, sha)
             kept = {r.key: r for r in (_read_file(path) if path.is_file() else [])}
@@ -143,17 +143,6 @@ def _read_file(path: Path) -> list[Record]:
     if path.stem != sha:
         raise RecordsError(f"{path}: holds records of weights {sha}, not of the weights its name says")
     return records
-
-
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # --- the command, as retyped from the repository root ---------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from huggingface_hub import EvalResult, ModelCardData
 
-from equimod_zoo.constants import PAPER_ID
+from equimod_zoo.constants import CONFIG_FILE, PAPER_ID, WEIGHTS_FILE
 from equimod_zoo.data.known import data_caveats
 from equimod_zoo.data.known import known_dataset as dataset_info
 from equimod_zoo.dataclass_dict import plain
@@ -154,7 +154,7 @@ def _details(config: ModelConfig, facts: CardFacts) -> str:
         ("Input", f"{tuple(cfg.get('input_size', ()))}, {cfg.get('interpolation')} resize, crop_pct "
                   f"{cfg.get('crop_pct')} ({cfg.get('crop_mode')}), mean {tuple(cfg.get('mean', ()))}, "
                   f"std {tuple(cfg.get('std', ()))}"),
-        ("Files", ", ".join(f"`{f}`" for f in ("model.safetensors", "config.json", facts.heads_file,
+        ("Files", ", ".join(f"`{f}`" for f in (WEIGHTS_FILE, CONFIG_FILE, facts.heads_file,
                                                facts.probe_file) if f)),
         ("Paper", f"[{PAPER_ID}]({PAPER_URL})"),
         ("License", cfg.get("license", "unknown")),

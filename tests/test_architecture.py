@@ -81,3 +81,79 @@ def test_a_planted_bad_import_is_caught(tmp_path, source):
     (core / "sensitivity" / "bad.py").write_text(source)
     found = violations(core)
     assert len(found) == 1 and found[0].startswith("equimod_zoo/sensitivity/bad.py:")
+
+
+# --- one home for each word ----------------------------------------------------------------------------------------
+
+ROOTS = [ROOT / name for name in ("equimod_zoo", "training", "hub", "tools", "bench")]
+CONSTANTS = CORE / "constants.py"
+GENERATED = {CORE / "pretrained_tags.py"}
+# constants.py's names that no other module defines, and those whose value no other module spells out
+ONE_DEFINITION = ("CONFIG_FILE", "WEIGHTS_FILE", "HEADS_FILE", "CARD_FILE", "PROBE_FILE", "METADATA_KEY", "RECIPE_FILE",
+                  "LOG_FILE", "TENSORBOARD_DIR", "CHECKPOINT_FILE", "DATA_ENV", "CACHE_ENV", "DEFAULT_CACHE_DIR",
+                  "DEFAULT_MODEL", "PAPER_ID", "DISTRIBUTION", "CIFAR_ARCHITECTURES", "CIFAR10_MEAN", "CIFAR10_STD")
+NO_LITERAL = ("CONFIG_FILE", "WEIGHTS_FILE", "HEADS_FILE", "PROBE_FILE", "RECIPE_FILE", "LOG_FILE", "CHECKPOINT_FILE",
+              "DATA_ENV", "CACHE_ENV", "PAPER_ID")
+# Modules that exist on one operating system only: imported at module level they break the package elsewhere.
+ONE_OS_MODULES = ("fcntl", "msvcrt", "termios", "tty", "pty", "pwd", "grp", "resource", "winreg", "_winapi", "posix",
+                  "nt", "winsound", "readline", "crypt", "spwd", "nis", "syslog")
+
+
+def _sources(roots=ROOTS):
+    return [p for root in roots if root.is_dir() for p in sorted(root.rglob("*.py")) if p not in GENERATED]
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    return {id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body
+            and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+
+
+def shared_word_violations(sources, constants_file=CONSTANTS) -> list[str]:
+    """'file:line ...' for a constant defined outside constants.py, or its value (a file name, an environment
+    variable) written out as a string literal."""
+    namespace: dict = {}
+    exec(compile(constants_file.read_text(), str(constants_file), "exec"), namespace)
+    values = {namespace[name]: name for name in NO_LITERAL}
+    found = []
+    for path in sources:
+        if path == constants_file:
+            continue
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in tree.body:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+                node, ast.AnnAssign) else []
+            found += [f"{path.name}:{node.lineno} defines {t.id}" for t in targets
+                      if isinstance(t, ast.Name) and t.id in ONE_DEFINITION]
+        docs = _docstrings(tree)
+        found += [f"{path.name}:{node.lineno} spells out {values[node.value]} ({node.value!r})"
+                  for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                  and node.value in values and id(node) not in docs]
+    return found
+
+
+def one_os_imports(sources) -> list[str]:
+    """'file:line imports X' for a module-level import of a module that exists on one operating system only."""
+    found = []
+    for path in sources:
+        for node in ast.parse(path.read_text(), filename=str(path)).body:
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.name}:{node.lineno} imports {n}" for n in names if n.split(".")[0] in ONE_OS_MODULES]
+    return found
+
+
+def test_each_shared_name_has_one_home():
+    assert shared_word_violations(_sources()) == []
+
+
+def test_no_module_imports_a_one_os_module_at_import_time():
+    assert one_os_imports(_sources()) == []
+
+
+def test_the_guards_catch_planted_violations(tmp_path):
+    (tmp_path / "run.py").write_text('"""Reads config.json."""\nCHECKPOINT_FILE = "ckpt.pt"\npath = "checkpoint.pt"\n')
+    (tmp_path / "lock.py").write_text("import fcntl\n\ndef later():\n    import msvcrt\n")
+    found = shared_word_violations([tmp_path / "run.py"])
+    assert found == ["run.py:2 defines CHECKPOINT_FILE", "run.py:3 spells out CHECKPOINT_FILE ('checkpoint.pt')"]
+    assert one_os_imports([tmp_path / "lock.py"]) == ["lock.py:1 imports fcntl"]

@@ -2,7 +2,7 @@ import timm
 import torch
 
 import equimod_zoo  # noqa: F401
-from equimod_zoo.architectures import CIFAR10_MEAN
+from equimod_zoo.constants import CIFAR10_MEAN
 
 
 def test_cifar_stem_keeps_32px_resolution_into_layer1():

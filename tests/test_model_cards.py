@@ -13,6 +13,7 @@ from equimod_zoo.hub.model_cards import (
     MODEL_CARDS_FILE,
     README_BEGIN,
     README_END,
+    PRETRAINED_TAGS_FILE,
     README_FILE,
     check_model_cards,
     main,
@@ -26,9 +27,21 @@ from equimod_zoo.registry import BUNDLED_MODELS_DIR, CATALOGUE_FILE
 
 def test_committed_model_cards_is_up_to_date_with_the_registry():
     # Fails when the catalogue, a record or a bundled folder changed without `equimod-zoo model-cards`:
-    # the bundled cards, MODEL_CARDS.md and the README's results table are all generated.
+    # the bundled cards, MODEL_CARDS.md, the README's results table and the timm tags are all generated.
     check_model_cards(MODEL_CARDS_FILE, catalogue_path=CATALOGUE_FILE, models_dir=BUNDLED_MODELS_DIR,
-                      readme=README_FILE)
+                      readme=README_FILE, tags=PRETRAINED_TAGS_FILE)
+
+
+def test_the_timm_tags_module_is_generated_from_the_catalogue(tmp_path):
+    from equimod_zoo.pretrained_tags import ZOO_TAGS
+    from equimod_zoo.registry import list_models
+
+    trained = {e.arch_tag: e.name for e in list_models(pretrained=True) if e.arch.endswith("_cifar")}
+    assert {tag: row["entry"] for tag, row in ZOO_TAGS.items()} == trained
+    stale = tmp_path / "pretrained_tags.py"
+    stale.write_text(PRETRAINED_TAGS_FILE.read_text().replace('"apache-2.0"', '"mit"', 1))
+    with pytest.raises(OutOfDateError, match="pretrained_tags.py"):
+        check_model_cards(MODEL_CARDS_FILE, tags=stale)
 
 
 def test_a_hand_edited_number_in_the_readme_fails_the_check(tmp_path):

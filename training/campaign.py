@@ -60,7 +60,7 @@ if __name__ == "__main__" and not __package__:
         setattr(equimod_zoo, _name, sys.modules[_spec.name])
 
 from equimod_zoo.atomic import atomic_write_text
-from equimod_zoo.constants import LOG_FILE, WEIGHTS_FILE
+from equimod_zoo.constants import CHECKPOINT_FILE, DATA_ENV, LOG_FILE, WEIGHTS_FILE
 from equimod_zoo.errors import UserError
 from equimod_zoo.model_folder import sha256_file
 from equimod_zoo.training.run_log import read_log
@@ -216,7 +216,7 @@ def run(*, out: str | Path, minutes: float, data: str | Path, work: str | Path, 
         for name in item.models:
             folder = work / "runs" / name
             result = train(name, out=folder, epochs=epochs, batch_size=batch_size, init_from=init_from.get(name),
-                           resume=(folder / "checkpoint.pt").is_file(), overrides=overrides, **common)
+                           resume=(folder / CHECKPOINT_FILE).is_file(), overrides=overrides, **common)
             if result.interrupted or watchdog.fired:
                 manifest["interrupted"] = True
                 break
@@ -329,7 +329,7 @@ def _evaluate(folder: Path, name: str, release: Path, *, data: str | Path | None
     release.mkdir(parents=True, exist_ok=True)
     if not (release / name).exists():
         shutil.copytree(folder, release / name)  # the script measures the folder at WORK/NAME as it is
-    env = {**os.environ, "HEADS": "--with-heads", **({"EQUIMOD_DATA": str(data)} if data else {})}
+    env = {**os.environ, "HEADS": "--with-heads", **({DATA_ENV: str(data)} if data else {})}
     subprocess.run(["bash", str(script), str(folder), name, str(release)], check=True, env=env,
                    cwd=script.parents[1])
 

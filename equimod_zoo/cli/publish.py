@@ -99,17 +99,18 @@ def model_cards_command(
                                                              "then left alone)."),
 ) -> None:
     """Regenerate the bundled cards, MODEL_CARDS.md and README.md's results table from the catalogue and records."""
-    from equimod_zoo.hub.model_cards import MODEL_CARDS_FILE, README_FILE, check_model_cards, write_model_cards
+    from equimod_zoo.hub.model_cards import (MODEL_CARDS_FILE, PRETRAINED_TAGS_FILE, README_FILE,
+                                             check_model_cards, write_model_cards)
 
-    readme = README_FILE if path is None else None
+    readme, tags = (README_FILE, PRETRAINED_TAGS_FILE) if path is None else (None, None)
     path = path or MODEL_CARDS_FILE
     shown = f"{path}" + (", the bundled cards and README.md's results" if readme else " and the bundled cards")
     with user_errors():
         if check:
-            check_model_cards(path, readme=readme)
+            check_model_cards(path, readme=readme, tags=tags)
             typer.echo(f"{shown}: up to date")
             return
-        changed = write_model_cards(path, readme=readme)
+        changed = write_model_cards(path, readme=readme, tags=tags)
     typer.echo(f"{shown}: {'written' if changed else 'already up to date'}")
 
 

@@ -47,7 +47,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from equimod_zoo.architectures import CIFAR10_MEAN, CIFAR10_STD
+from equimod_zoo.constants import CIFAR10_MEAN, CIFAR10_STD
 from equimod_zoo.dataclass_dict import build_dataclass
 from equimod_zoo.errors import UserError
 
