@@ -15,7 +15,8 @@ import torch.multiprocessing as mp
 from PIL import Image
 
 from equimod_zoo.data.streams import TarShardStream
-from equimod_zoo.extraction.distributed import extract_features_distributed, process_group_backend, torchrun_world
+from equimod_zoo.extraction.distributed import extract_features_distributed, process_group_backend
+from equimod_zoo.torchrun import torchrun_world
 from equimod_zoo.extraction.extract import extract_features
 from equimod_zoo.extraction.store import FeatureStore, load_features, read_info, read_metadata
 

@@ -6,7 +6,6 @@ process group is initialised, so the same training code runs on a laptop CPU and
 """
 from __future__ import annotations
 
-import os
 import random
 from dataclasses import dataclass
 
@@ -17,7 +16,7 @@ import torch.distributed.nn.functional as dist_fn
 import torch.nn as nn
 from torch import Tensor
 
-from equimod_zoo.errors import UserError
+from equimod_zoo.torchrun import torchrun_world
 
 
 @dataclass(frozen=True)
@@ -52,16 +51,6 @@ def get_world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise UserError(f"environment variable {name}={value!r} is not an integer") from None
-
-
 def setup_distributed(
     *,
     device: str | torch.device | None = None,
@@ -75,11 +64,7 @@ def setup_distributed(
     `backend` defaults to NCCL on CUDA and gloo on the CPU; `init_method` defaults to env://
     (torchrun's MASTER_ADDR / MASTER_PORT), or e.g. "file:///shared/path" for a file rendezvous.
     """
-    world_size = _env_int("WORLD_SIZE", 1)
-    rank = _env_int("RANK", 0)
-    local_rank = _env_int("LOCAL_RANK", 0)
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise UserError(f"RANK={rank} is not in [0, WORLD_SIZE={world_size})")
+    rank, world_size, local_rank = torchrun_world()
 
     if device is None:
         device = torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")

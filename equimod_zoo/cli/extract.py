@@ -56,7 +56,8 @@ def extract_command(
     """Extract one pooled feature vector per image with a zoo backbone (or any timm model folder)."""
     from equimod_zoo.data.spec import open_split, resolve_spec
     from equimod_zoo.data.streams import image_inputs, is_tar_pattern, limited
-    from equimod_zoo.extraction.distributed import extract_features_distributed, is_main_rank
+    from equimod_zoo.extraction.distributed import extract_features_distributed
+    from equimod_zoo.torchrun import is_main_rank
 
     with user_errors(network_hint="download the dataset on a connected machine (its Hugging Face cache works "
                                   "here), or pass a local copy: --dataset DIR (parquet, imagefolder or CUB_200_2011)"):

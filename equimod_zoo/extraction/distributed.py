@@ -18,7 +18,6 @@ machines need OUT on a filesystem they all see.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import timedelta
@@ -29,6 +28,7 @@ import torch
 import torch.distributed as dist
 
 from equimod_zoo.errors import UserError
+from equimod_zoo.torchrun import torchrun_world
 from equimod_zoo.extraction.extract import ExtractionSummary, ShardCoordinator, extract_features
 from equimod_zoo.extraction.store import FeatureStore
 
@@ -36,26 +36,6 @@ from equimod_zoo.extraction.store import FeatureStore
 # work, or a whole share when a resumed run finds some ranks' shards done. torchrun stops all
 # ranks when one dies, so a long timeout never leaves a job hanging there.
 BARRIER_TIMEOUT = timedelta(hours=24)
-
-
-def torchrun_world() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without it."""
-    values = []
-    for name, default in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)):
-        value = os.environ.get(name) or str(default)
-        try:
-            values.append(int(value))
-        except ValueError:
-            raise UserError(f"environment variable {name}={value!r} is not an integer") from None
-    rank, world_size, local_rank = values
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise UserError(f"RANK={rank} is not in [0, WORLD_SIZE={world_size})")
-    return rank, world_size, local_rank
-
-
-def is_main_rank() -> bool:
-    """True in a plain process and on rank 0 of a torchrun job: the one that reports."""
-    return torchrun_world()[0] == 0
 
 
 def extract_features_distributed(

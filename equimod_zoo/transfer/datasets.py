@@ -10,7 +10,7 @@ checks what a transfer protocol needs of them.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from equimod_zoo.data.known import KNOWN_DATASETS, METRICS, KnownDataset, MetricName
@@ -22,25 +22,17 @@ SPLIT_ROLES = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
-class TransferDataset:
-    """A transfer benchmark: where it lives, how its splits and columns are named, how it is scored."""
+class TransferDataset(KnownDataset):
+    """A transfer benchmark: a known dataset's row (where it lives, its splits, columns and metric), or the
+    same facts for a dataset given by a spec, with what the spec adds."""
 
-    name: str
-    hub_id: str | None
-    train_split: str = "train"
-    test_split: str = "test"
-    val_split: str | None = None  # the official validation split, if the dataset has one
-    image_column: str | None = "image"  # None: the first Image feature
-    label_column: str | None = "label"  # None: the first ClassLabel feature
-    metric: MetricName = "top1"
     val_if_present: bool = False  # for user datasets: use `val_split` when the data has it
     local_dir: str | None = None  # a dataset given as a folder carries it
     spec: str | None = None  # the dataset spec it was resolved from
 
     @classmethod
     def from_known(cls, row: KnownDataset) -> TransferDataset:
-        return cls(row.name, row.hub_id, row.train_split, row.test_split, row.val_split, row.image_column,
-                   row.label_column, row.metric, spec=row.name)
+        return cls(**asdict(row), spec=row.name)
 
     def split_name(self, role: str) -> str | None:
         return {"train": self.train_split, "val": self.val_split, "test": self.test_split}[role]
@@ -59,11 +51,12 @@ def resolve_dataset(spec: str, *, image_column: str | None = None, label_column:
     else:
         data = resolve_spec(spec)
         if data.layout == "hub":
-            dataset = TransferDataset(spec, data.location, val_split="validation", val_if_present=True,
-                                      image_column=None, label_column=None, spec=spec)
+            dataset = TransferDataset(name=spec, title=spec, hub_id=data.location, val_split="validation",
+                                      val_if_present=True, image_column=None, label_column=None, spec=spec)
         else:
             given = spec.split(":", 1)[1] if spec.startswith(("parquet:", "cub:", "imagefolder:")) else spec
-            dataset = TransferDataset(f"{data.layout}:{Path(data.location).name}", None,
+            name = f"{data.layout}:{Path(data.location).name}"
+            dataset = TransferDataset(name=name, title=name, hub_id=None,
                                       val_split="val" if data.layout == "imagefolder" else "validation",
                                       val_if_present=True, image_column=None, label_column=None,
                                       local_dir=given, spec=f"{data.layout}:{data.location}")
