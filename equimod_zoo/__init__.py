@@ -2,20 +2,13 @@
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _distribution_version
 from typing import Any
 
 from equimod_zoo import architectures as _architectures  # noqa: F401  registers resnet*_cifar with timm
 from equimod_zoo.loading import load
 from equimod_zoo.registry import ZooEntry, get_entry, list_models
-from equimod_zoo.constants import DISTRIBUTION
+from equimod_zoo.version import __version__
 from equimod_zoo.weights import locate_weights
-
-try:  # pyproject.toml is the one home of the version; the installed metadata carries it
-    __version__ = _distribution_version(DISTRIBUTION)
-except PackageNotFoundError:  # a source tree on sys.path without being installed
-    __version__ = "0+unknown"
 
 # Heavier parts import on first use, so `import equimod_zoo` stays quick.
 _LAZY = {
@@ -25,7 +18,7 @@ _LAZY = {
     "knn_probe": "equimod_zoo.probes.knn",
 }
 
-__all__ = ["load", "list_models", "get_entry", "locate_weights", "ZooEntry", *_LAZY]
+__all__ = ["__version__", "load", "list_models", "get_entry", "locate_weights", "ZooEntry", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

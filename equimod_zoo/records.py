@@ -34,6 +34,7 @@ from equimod_zoo.constants import CONFIG_FILE, DATA_ENV, WEIGHTS_FILE
 from equimod_zoo.errors import RecordsError
 from equimod_zoo.file_lock import exclusive_lock
 from equimod_zoo.json_file import read_json
+from equimod_zoo.version import __version__
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 ZOO_RECORDS_DIR = PACKAGE_DIR / "zoo" / "records"
@@ -78,7 +79,7 @@ def new_record(weights_sha256: str, *, dataset: str, split: str, protocol: str, 
     """A record measured now, by this checkout, with the running command (or `command`)."""
     return Record(weights_sha256=weights_sha256, dataset=dataset, split=split, protocol=protocol, metric=metric,
                   value=round(float(value), 4), command=command if command is not None else command_line(),
-                  date=datetime.datetime.now(datetime.timezone.utc).date().isoformat(), version=_version(),
+                  date=datetime.datetime.now(datetime.timezone.utc).date().isoformat(), version=__version__,
                   commit=_commit())
 
 
@@ -213,12 +214,6 @@ def check_portable(command: str, *, where: str) -> None:
     if found:
         raise RecordsError(f"{where}: its command names the absolute path {found[0]}; record commands with paths "
                            "relative to the repository or $EQUIMOD_DATA")
-
-
-def _version() -> str:
-    from equimod_zoo import __version__
-
-    return __version__
 
 
 def _commit() -> str | None:

@@ -29,6 +29,7 @@ from equimod_zoo.errors import UserError
 from equimod_zoo.sensitivity.equivariance import equivariance_metrics
 from equimod_zoo.sensitivity.probes import probe_parameters, split_images
 from equimod_zoo.sensitivity.sampling import augmented_features, load_images, probe_augmentation
+from equimod_zoo.weights import locate_weights
 
 INPUT_KINDS = ("view", "pair")
 REPORT_KEYS = ("model", "weights_sha256", "dataset", "split", "num_images", "num_samples", "resolution",
@@ -68,11 +69,10 @@ def probe_augmentations(
     """
     import timm
 
-    import equimod_zoo
     from equimod_zoo.data.spec import open_split, resolve_spec
 
     device = resolve_device(device, argument="device")
-    located = equimod_zoo.locate_weights(model)
+    located = locate_weights(model)
     backbone = load_located(located)
     data_config = timm.data.resolve_model_data_config(backbone)
     augmentation = probe_augmentation(located.config, resolution=resolution, mean=data_config["mean"],
