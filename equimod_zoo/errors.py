@@ -20,3 +20,7 @@ class UnknownNameError(UserError, KeyError):
 
     def __str__(self) -> str:  # the message as written, not KeyError's quoted repr of it
         return str(self.args[0]) if self.args else ""
+
+
+class LimitExceededError(UserError):
+    """A size or count from outside that is over its stated limit (equimod_zoo.limits); nothing was allocated."""

@@ -10,13 +10,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
 from huggingface_hub import EvalResult, ModelCardData
 
 from equimod_zoo.data.known import data_caveats, dataset_key
 from equimod_zoo.data.known import known_dataset as dataset_info
 from equimod_zoo.model_folder import PAPER_ID, ModelConfig
 from equimod_zoo.records import Record
+from equimod_zoo.yaml_io import dump_yaml
 
 PAPER_URL = "https://arxiv.org/abs/2211.01244"
 PAPER_EPOCHS = 800
@@ -235,7 +235,7 @@ def _recipe(config: ModelConfig, facts: CardFacts) -> str:
                      "without data decoding or evaluation)")
     if "converted_from" in meta:
         lines.append(f"- converted from a foreign checkpoint: `{json.dumps(meta['converted_from'])}`")
-    recipe = facts.recipe_yaml or (yaml.safe_dump(meta["recipe_config"], sort_keys=False)
+    recipe = facts.recipe_yaml or (dump_yaml(meta["recipe_config"], sort_keys=False)
                                    if meta.get("recipe_config") else None)
     text = "## Training recipe\n\n" + ("\n".join(lines) or "No training metadata was recorded.")
     if recipe:

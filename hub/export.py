@@ -24,7 +24,6 @@ from typing import Any, Literal
 import safetensors.torch
 import timm
 import torch
-import yaml
 from huggingface_hub import ModelCard
 from huggingface_hub.utils import validate_repo_id
 
@@ -46,6 +45,7 @@ from equimod_zoo.model_folder import (
 )
 from equimod_zoo.records import ZOO_RECORDS_DIR, Record, read_records
 from equimod_zoo.weights import locate_weights
+from equimod_zoo.yaml_io import load_yaml
 
 PROBE_FILE = "probe_augs.json"
 RECIPE_FILE = "recipe.yaml"
@@ -189,7 +189,7 @@ def verify_reload(folder: Path, source: str | Path, *, weights_dtype: torch.dtyp
 def check_card(card: str, num_records: int) -> None:
     """The front matter parses as YAML and huggingface_hub reads back every measured result."""
     front = card.split("---\n", 2)[1]
-    if not isinstance(yaml.safe_load(front), dict):
+    if not isinstance(load_yaml(front, where="model card front matter"), dict):
         raise UserError("model card front matter is not a YAML mapping")
     parsed = ModelCard(card).data
     if len(parsed.eval_results or []) != num_records:

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from equimod_zoo.dataclass_dict import build_dataclass, plain
 from equimod_zoo.equimod.augment import AugmentConfig
@@ -27,6 +26,7 @@ from equimod_zoo.errors import UnknownNameError, UserError
 from equimod_zoo.model_folder import check_architecture, check_model_args
 from equimod_zoo.training.methods import MethodConfig
 from equimod_zoo.training.optim import OptimConfig
+from equimod_zoo.yaml_io import dump_yaml, load_yaml_file
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -102,7 +102,7 @@ class Recipe:
         return plain(dataclasses.asdict(self))
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return dump_yaml(self.to_dict(), sort_keys=False)
 
     def override(self, overrides: Mapping[str, Any]) -> Recipe:
         """A copy with `overrides` applied; keys may be dotted (`optim.lr`, `method.temperature`)."""
@@ -163,10 +163,7 @@ def _recipe_path(name_or_path: str | Path) -> Path:
 def _read_with_bases(path: Path, *, seen: tuple[Path, ...]) -> dict[str, Any]:
     if path.resolve() in seen:
         raise UserError(f"{path}: recipe bases form a cycle ({' -> '.join(p.name for p in (*seen, path))})")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise UserError(f"{path}: not valid YAML ({error})") from None
+    data = load_yaml_file(path) or {}
     if not isinstance(data, dict):
         raise UserError(f"{path}: a recipe is a mapping of keys to values")
     bases = data.pop("base", None) or []

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-import yaml
 
 from equimod_zoo.cli.errors import check_device, err_console, user_errors
 from equimod_zoo.cli.paths import nonempty_path
+from equimod_zoo.yaml_io import load_yaml
 
 
 def train_command(
@@ -71,7 +71,7 @@ def _overrides(values: list[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise typer.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--set")
-        overrides[key] = yaml.safe_load(value)
+        overrides[key] = load_yaml(value, where=f"--set {key}")
     return overrides
 
 
