@@ -25,6 +25,7 @@ import safetensors.torch
 import timm
 import torch
 from huggingface_hub import ModelCard
+from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 import equimod_zoo
@@ -43,7 +44,7 @@ from equimod_zoo.model_folder import (
     save_weights,
     sha256_file,
 )
-from equimod_zoo.records import ZOO_RECORDS_DIR, Record, read_records
+from equimod_zoo.records import ZOO_RECORDS_DIR, Record, check_records_dirs, read_records
 from equimod_zoo.weights import locate_weights
 from equimod_zoo.yaml_io import load_yaml
 
@@ -98,12 +99,11 @@ def export_model(
         published: the folder is about to be uploaded to `repo_id`: the card shows `hf-hub:` usage and
             config.json records the repository.
     """
-    validate_repo_id(repo_id)
-    if "/" not in repo_id:
-        raise UserError(f"--repo-id {repo_id!r}: expected ORG/NAME")
+    check_repo_id(repo_id)
     if dtype is not None and dtype not in DTYPES:
         raise UserError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
     out = Path(out)
+    check_records_dirs(records_dirs)
     located = locate_weights(source)
     src = located.weights.parent
     check_output(out, kind=WRITTEN_BY, files=EXPORT_FILES, sources=[src, *records_dirs], overwrite=overwrite)
@@ -127,6 +127,18 @@ def export_model(
         move_into_place(stage, out)
     return ExportResult(folder=out, weights_sha256=sha, weights_dtype=str(weights_dtype).removeprefix("torch."),
                         num_results=len(records), max_feature_diff=diff)
+
+
+def check_repo_id(repo_id: str, *, option: str = "--repo-id") -> None:
+    """A Hub model repository ORG/NAME, by huggingface_hub's own rule (no `..`, no path, no shell characters)."""
+    try:
+        validate_repo_id(repo_id)
+        valid = "/" in repo_id
+    except HFValidationError:
+        valid = False
+    if not valid:
+        raise UserError(f"{option} {repo_id!r}: not a Hugging Face repository id; expected ORG/NAME (letters, digits, "
+                        f"'-', '_' and '.', at most 96 characters each, no '..' or '--')")
 
 
 def records_of(weights_sha256: str, records_dirs: Sequence[str | Path] = ()) -> tuple[Record, ...]:
