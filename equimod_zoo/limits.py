@@ -6,6 +6,8 @@ memory or hours of CPU. README's "Bad input and limits" lists these limits; chan
 """
 from __future__ import annotations
 
+import math
+
 from equimod_zoo.errors import LimitExceededError
 
 # --- models -----------------------------------------------------------------------------------------
@@ -13,11 +15,16 @@ from equimod_zoo.errors import LimitExceededError
 # before any weight is allocated: a ResNet-152 has 60 M, so a billion (4 GB in fp32) is far beyond any
 # backbone of the zoo and keeps a hostile config from asking for 155 GB.
 MAX_MODEL_PARAMETERS = 1_000_000_000
-# Blocks per ResNet stage (ResNet-152 has 36): each is a Python object built before any count is known.
-MAX_BLOCKS_PER_STAGE = 128
-# The side of a model's input, in pixels: config.json's input_size, --resolution, a resize before the
-# crop. timm's ResNets are evaluated at 224-448; 1024 leaves room for high-resolution transfer.
-MAX_RESOLUTION = 1024
+# Blocks per ResNet stage (ResNet-152 has 36): each is a Python object, built even to count parameters.
+MAX_BLOCKS_PER_STAGE = 64
+# Width of a training head's layer (BYOL's projector is 4096 wide): a head holds width x width weights.
+MAX_HEAD_WIDTH = 16_384
+# The side of a model's input in pixels, and of the resize before its centre crop: config.json's
+# input_size and crop_pct, --resolution, a recipe's sizes. timm's ResNets are evaluated at 224 to
+# 448 px; 2048 leaves room for high-resolution transfer.
+MAX_RESOLUTION = 2048
+# Channels of a model's input (RGB; RGBA at most): every batch allocates channels x side x side.
+MAX_INPUT_CHANNELS = 4
 # Bytes a checkpoint's tensors may claim once inflated: a ResNet-50 with its momentum encoder and
 # optimiser state is about 1 GB. Counted from the tensors' shapes, never from their storage, so a
 # stride-0 view of four bytes claiming [65536, 65536, 3, 3] is refused too.
@@ -36,6 +43,17 @@ MAX_TAR_MEMBER_BYTES = 1 << 30
 MAX_EPOCHS = 10_000
 # Images in one batch (the paper's largest global batch is 4096).
 MAX_BATCH_SIZE = 65_536
+# Bytes of float32 pixels in one batch of inputs (batch x 3 x side x side x 4): a batch of 256 at
+# 224 px is 154 MB, a batch of 64 at 1024 px 805 MB.
+MAX_BATCH_BYTES = 16 << 30
+# Bytes of uint8 images held decoded in memory at once (the augmentation probes' images).
+MAX_DECODED_BYTES = 16 << 30
+# Processes decoding images (DataLoader workers): each is a fork of the whole program.
+MAX_WORKERS = 256
+# A training seed: numpy's and torch's seeds both take it, and epochs are added to it.
+MAX_SEED = 2**32 - 1
+# Augmentation draws for the parameter standardisation statistics (18 floats each; recipes use 100k).
+MAX_PARAM_SAMPLES = 10_000_000
 # Augmented views per image in the augmentation probes: each is one more forward of every image.
 MAX_AUGMENTATIONS_PER_IMAGE = 64
 # Bootstrap resamples for the probes' 95 % intervals.
@@ -54,3 +72,17 @@ def check_limit(what: str, value: int | float, limit: int | float, *, unit: str 
         suffix = f" {unit}" if unit else ""
         raise LimitExceededError(f"{what}: {value:,}{suffix} is over the limit of {limit:,}{suffix} "
                                  f"(equimod_zoo.limits)")
+
+
+def check_resolution(what: str, size: int, *, crop_pct: float | None = None) -> None:
+    """A model input's side, and the side it is resized to before a `crop_pct` centre crop, within MAX_RESOLUTION."""
+    check_limit(what, size, MAX_RESOLUTION, unit="px")
+    if crop_pct is not None and crop_pct > 0:
+        check_limit(f"{what} resized for a {crop_pct:g} centre crop", math.floor(size / crop_pct), MAX_RESOLUTION,
+                    unit="px")
+
+
+def check_batch(what: str, batch_size: int, size: int) -> None:
+    """A batch of `batch_size` RGB inputs of `size` x `size` px within MAX_BATCH_SIZE and MAX_BATCH_BYTES."""
+    check_limit(what, batch_size, MAX_BATCH_SIZE, unit="images")
+    check_limit(f"{what} of {size} px inputs", batch_size * 3 * size * size * 4, MAX_BATCH_BYTES, unit="bytes")

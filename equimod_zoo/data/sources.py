@@ -27,7 +27,8 @@ from typing import Any, Protocol, runtime_checkable
 from PIL import Image
 
 from equimod_zoo.data.images import IMAGE_EXTENSIONS
-from equimod_zoo.errors import UnknownNameError, UserError
+from equimod_zoo.errors import LimitExceededError, UnknownNameError, UserError
+from equimod_zoo.limits import MAX_CLASSES
 
 
 @runtime_checkable
@@ -279,13 +280,32 @@ def _labels(hf_dataset: Any, column: str) -> tuple[list[int], list[str] | None]:
 
     feature = hf_dataset.features[column]
     values = list(hf_dataset.select_columns([column])[column])
+    empty = next((i for i, v in enumerate(values) if v is None), None)
+    if empty is not None:
+        raise UserError(f"label column {column!r}: row {empty} has no label (null); label it, drop the row, or "
+                        f"give --label-column of another column")
+    names: list[str] | None
     if isinstance(feature, datasets.ClassLabel):
-        return [int(v) for v in values], list(feature.names)
-    if all(isinstance(v, str) for v in values):  # string labels: number them in sorted order
+        labels, names = [int(v) for v in values], list(feature.names)
+    elif all(isinstance(v, str) for v in values):  # string labels: number them in sorted order
         names = sorted(set(values))
         index = {name: i for i, name in enumerate(names)}
-        return [index[v] for v in values], names
-    try:
-        return [int(v) for v in values], None
-    except (TypeError, ValueError):
-        raise UserError(f"label column {column!r} holds {feature}, not class indices or names") from None
+        labels = [index[v] for v in values]
+    else:
+        try:
+            labels, names = [int(v) for v in values], None
+        except (TypeError, ValueError):
+            raise UserError(f"label column {column!r} holds {feature}, not class indices or names") from None
+    check_class_indices(labels, names, where=f"label column {column!r}")
+    return labels, names
+
+
+def check_class_indices(labels: Sequence[int], names: Sequence[str] | None, *, where: str, first_row: int = 0) -> None:
+    """Labels index the class names, or fewer than MAX_CLASSES classes: a probe allocates a row per class."""
+    limit = len(names) if names is not None else MAX_CLASSES
+    bad = next((i for i, label in enumerate(labels) if not 0 <= label < limit), None)
+    if bad is not None:
+        within = f"the {limit} class names" if names is not None else f"the limit of {MAX_CLASSES:,} classes " \
+                                                                       f"(equimod_zoo.limits)"
+        what = "below 0" if labels[bad] < 0 else f"not a class index within {within}"
+        raise LimitExceededError(f"{where}: row {first_row + bad} has label {labels[bad]:,}, {what}")

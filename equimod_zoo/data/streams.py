@@ -28,12 +28,11 @@ from typing import Any, Protocol, runtime_checkable
 from PIL import Image
 
 from equimod_zoo.data.images import IMAGE_EXTENSIONS
-from equimod_zoo.data.sources import (FileListSource, FirstImages, ImageSource, MappedSource, printable_path,
-                                      scan_images)
+from equimod_zoo.data.sources import (FileListSource, FirstImages, ImageSource, MappedSource, check_class_indices,
+                                      printable_path, scan_images)
 from equimod_zoo.errors import UnknownNameError, UserError
+from equimod_zoo.limits import MAX_SHARDS, MAX_TAR_MEMBER_BYTES, check_limit
 
-# A tar member larger than this is not read into memory (no image file is this large).
-MAX_MEMBER_BYTES = 1 << 30
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 
 
@@ -142,23 +141,41 @@ class FileListStream(ReadStream):
 
 def expand_braces(pattern: str) -> list[str]:
     """`shards/{00000..00002}.tar` -> shards/00000.tar, shards/00001.tar, shards/00002.tar (bash's brace
-    expansion: numeric ranges keep their zero padding; `{a,b}` lists; several groups multiply)."""
+    expansion: numeric ranges keep their zero padding; `{a,b}` lists; several groups multiply).
+
+    The names are counted before any is made (groups multiply), and made one at a time: more than
+    MAX_SHARDS is refused either way, so `{0..999999999}` costs neither memory nor time.
+    """
+    count = 1
+    for body in re.findall(r"\{([^{}]*)\}", pattern):
+        numeric = re.fullmatch(r"(-?\d+)\.\.(-?\d+)", body)
+        count *= abs(int(numeric.group(2)) - int(numeric.group(1))) + 1 if numeric else body.count(",") + 1
+    check_limit(f"{pattern}: the shard names it expands to", count, MAX_SHARDS)
+    names = list(itertools.islice(_expand(pattern), MAX_SHARDS + 1))  # nested groups count only once expanded
+    check_limit(f"{pattern}: the shard names it expands to (at least)", len(names), MAX_SHARDS)
+    return names
+
+
+def _expand(pattern: str) -> Iterator[str]:
     match = re.search(r"\{([^{}]*)\}", pattern)
     if match is None:
-        return [pattern]
+        yield pattern
+        return
     body = match.group(1)
     numeric = re.fullmatch(r"(-?\d+)\.\.(-?\d+)", body)
     if numeric:
         first, last = numeric.groups()
         width = len(first) if first.lstrip("-").startswith("0") or len(first) == len(last) else 0
         step = 1 if int(last) >= int(first) else -1
-        options = [str(n).zfill(width) for n in range(int(first), int(last) + step, step)]
+        options: Iterable[str] = (str(n).zfill(width) for n in range(int(first), int(last) + step, step))
     elif "," in body:
         options = body.split(",")
     else:  # not a brace expression ({x}): kept as written
-        return [pattern[:match.end()] + rest for rest in expand_braces(pattern[match.end():])]
+        yield from (pattern[:match.end()] + rest for rest in _expand(pattern[match.end():]))
+        return
     head, tail = pattern[:match.start()], pattern[match.end():]
-    return [expanded for option in options for expanded in expand_braces(head + option + tail)]
+    for option in options:
+        yield from _expand(head + option + tail)
 
 
 def is_tar_pattern(value: str) -> bool:
@@ -232,8 +249,8 @@ def _sample(key: str, shard: str, member: tarfile.TarInfo | None,
         return key, shard, 0, 0, f"no image member in the sample (it has {', '.join(kinds) or 'nothing'})"
     if not member.isreg():
         return key, shard, 0, 0, f"{member.name}: not a regular file in the tar; not opened"
-    if member.size > MAX_MEMBER_BYTES:
-        return key, shard, 0, 0, f"{member.name}: {member.size} bytes, over the limit of {MAX_MEMBER_BYTES}"
+    if member.size > MAX_TAR_MEMBER_BYTES:
+        return key, shard, 0, 0, f"{member.name}: {member.size} bytes, over the limit of {MAX_TAR_MEMBER_BYTES}"
     return key, shard, member.offset_data, member.size, None
 
 
@@ -328,6 +345,13 @@ class RowsSource:
     def __init__(self, split: str, start: int, cells: list[Any], labels: list[Any] | None,
                  label_names: list[str] | None) -> None:
         self.split, self.start, self.cells = split, start, cells
+        if labels is not None:
+            empty = next((i for i, label in enumerate(labels) if label is None), None)
+            if empty is not None:
+                raise UserError(f"split {split!r}: row {start + empty} has no label (null); label it, or give "
+                                f"--label-column of another column")
+            labels = [int(label) for label in labels]
+            check_class_indices(labels, label_names, where=f"split {split!r}", first_row=start)
         self.labels = labels
         self.label_names = label_names
 
@@ -350,7 +374,7 @@ class RowsSource:
         raise UserError("image cell has neither bytes nor a path")
 
     def label(self, i: int) -> int | None:
-        return None if self.labels is None or self.labels[i] is None else int(self.labels[i])
+        return None if self.labels is None else self.labels[i]
 
 
 class OffsetSource(MappedSource):

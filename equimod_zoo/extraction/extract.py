@@ -35,6 +35,7 @@ from equimod_zoo.data.streams import ImageStream, OffsetSource
 from equimod_zoo.devices import cpu_has_fast_bf16, resolve_device
 from equimod_zoo.errors import UserError
 from equimod_zoo.extraction.store import FORMAT_VERSION, FeatureStore, metadata_table
+from equimod_zoo.limits import MAX_BATCH_SIZE, MAX_SHARDS, MAX_WORKERS, check_batch, check_limit, check_resolution
 from equimod_zoo.loading import ResolvedModel, resolve_model
 
 # The zoo's embedded default: what `equimod-zoo extract` uses without --model.
@@ -127,6 +128,10 @@ def extract_features(
         raise UserError("batch_size and shard_size must be >= 1 and num_workers >= 0")
     if resolution is not None and resolution < 1:
         raise UserError(f"resolution: {resolution} is not a positive size")
+    check_limit("--workers", num_workers, MAX_WORKERS)
+    check_limit("--batch-size", batch_size, MAX_BATCH_SIZE, unit="images")
+    if resolution is not None:
+        check_resolution("--resolution", resolution)
     started = time.perf_counter()
     device = resolve_device(device, argument="device")
     network, model_name, weights_sha256 = _resolve_model(model)
@@ -135,6 +140,10 @@ def extract_features(
     data_config = timm.data.resolve_model_data_config(network)
     if resolution is not None:
         data_config["input_size"] = (data_config["input_size"][0], resolution, resolution)
+    side = max(data_config["input_size"][1:])
+    check_resolution("--resolution" if resolution is not None else "the model's input_size", side,
+                     crop_pct=data_config.get("crop_pct"))
+    check_batch("--batch-size", batch_size, side)
     transform = timm.data.create_transform(**data_config, is_training=False)
     draft_size = _resize_size(data_config) if jpeg_draft else None
 
@@ -145,6 +154,7 @@ def extract_features(
     streamed = isinstance(images, ImageStream)
     num_images = images.count() if streamed else len(images)
     num_shards = math.ceil(num_images / shard_size)
+    check_limit(f"{num_images:,} images in shards of --shard-size {shard_size}: the shards", num_shards, MAX_SHARDS)
     has_labels = images.labelled if streamed else images.label(0) is not None
     # a stream is not read twice: its shards' fingerprints, not a hash of every key, say what it was
     keys = {"streamed": True} if streamed else {"keys_sha256": _keys_sha256(images)}

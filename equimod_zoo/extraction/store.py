@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 from equimod_zoo.atomic import atomic_open, atomic_path, atomic_write_text
 from equimod_zoo.errors import UserError
+from equimod_zoo.limits import MAX_CLASSES, MAX_SHARDS, check_limit
 
 INFO_FILE = "extraction.json"
 FAILURES_FILE = "failures.csv"
@@ -45,8 +46,6 @@ FORMAT_VERSION = 2
 LEGACY_FORMAT = 1  # features/shard_00000.npy + metadata/shard_00000.parquet with a `path` column
 # What must match for a rerun to continue an existing OUT rather than mix two extractions.
 IDENTITY_KEYS = ("format", "weights_sha256", "input", "data_config", "decode", "normalize", "shard_size")
-# Labels are class indices; a probe allocates one row of weights per class.
-MAX_CLASSES = 1_000_000
 _SHARD_META_KEY = b"equimod_zoo"
 _OUR_OUTPUTS = (INFO_FILE, FAILURES_FILE, FEATURES_DIR, METADATA_DIR, FAILURES_DIR, "features")
 # extraction.json: the fields readers rely on, and the type each must have
@@ -291,6 +290,12 @@ def _checked_info(info: Any, path: Path) -> dict[str, Any]:
                         f"({LEGACY_FORMAT} or {FORMAT_VERSION})")
     if info["num_shards"] < 0 or info.get("num_features", 0) < 0 or info.get("shard_size", 1) < 1:
         raise UserError(f"{path}: num_shards, num_features and shard_size must be counts")
+    check_limit(f"{path}: num_shards", info["num_shards"], MAX_SHARDS)  # every reader loops over them
+    num_images = info["input"].get("num_images") if isinstance(info.get("input"), dict) else None
+    if isinstance(num_images, int) and "shard_size" in info and info["num_shards"] != math.ceil(
+            num_images / info["shard_size"]):
+        raise UserError(f"{path}: num_shards {info['num_shards']} does not fit {num_images} images in shards of "
+                        f"{info['shard_size']}; the file is damaged or not an equimod-zoo extraction.json")
     names = info.get("label_names")
     if names is not None and not all(isinstance(n, str) for n in names):
         raise UserError(f"{path}: label_names must be a list of strings")

@@ -22,6 +22,7 @@ from equimod_zoo.data.images import load_rgb
 from equimod_zoo.data.sources import ImageSource
 from equimod_zoo.devices import resolve_device
 from equimod_zoo.errors import UserError
+from equimod_zoo.limits import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_WORKERS, check_limit
 from equimod_zoo.probes.metrics import ClassificationScores, classification_scores
 
 
@@ -38,6 +39,11 @@ class FinetuneConfig:
     crop_scale: tuple[float, float] = (0.08, 1.0)
     seed: int = 0
     num_workers: int = 2
+
+    def __post_init__(self) -> None:
+        check_limit("--epochs", self.epochs, MAX_EPOCHS)
+        check_limit("--batch-size", self.batch_size, MAX_BATCH_SIZE, unit="images")
+        check_limit("--workers", self.num_workers, MAX_WORKERS)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from equimod_zoo.cache import default_cache_dir
 from equimod_zoo.errors import UserError
+from equimod_zoo.limits import MAX_WORKERS, check_batch, check_limit, check_resolution
 from equimod_zoo.extraction.extract import extract_features
 from equimod_zoo.loading import ResolvedModel, load_located, resolve_model
 from equimod_zoo.probes.frozen import frozen_probe, read_labelled_features
@@ -97,6 +98,9 @@ def transfer(
         raise UserError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     if resolution is not None and resolution < 1:
         raise UserError(f"resolution: {resolution} is not a positive size")
+    if resolution is not None:
+        check_resolution("--resolution", resolution)
+    check_limit("--workers", num_workers, MAX_WORKERS)
     started = time.perf_counter()
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     spec = dataset if isinstance(dataset, TransferDataset) else resolve_dataset(
@@ -104,6 +108,7 @@ def transfer(
     resolved = resolve_model(model)  # the one sha256 pass of this command; the network is built on first use
     located = resolved.located
     resolution = resolution or int(located.config.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
+    check_batch("--batch-size", batch_size, resolution)
     key = CacheKey(resolved.label, located.sha256, spec.name, data_source(spec, data_dir, limit=limit), resolution)
     if reuse_result:
         earlier = read_result(key.result_path(cache_dir, protocol))
