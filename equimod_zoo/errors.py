@@ -26,6 +26,10 @@ class LimitExceededError(UserError):
     """A size or count from outside that is over its stated limit (equimod_zoo.limits); nothing was allocated."""
 
 
+class NonFiniteFeaturesError(UserError, FloatingPointError):
+    """A model gave NaN or inf features: the message names the model, the image and the likely cause."""
+
+
 class DiskError(UserError, OSError):
     """The disk refused an output (full, over quota, read-only, not permitted): the message names the file and
     what to do. Files already written are whole: every output is written atomically."""

@@ -25,6 +25,9 @@ MAX_HEAD_WIDTH = 16_384
 MAX_RESOLUTION = 2048
 # Channels of a model's input (RGB; RGBA at most): every batch allocates channels x side x side.
 MAX_INPUT_CHANNELS = 4
+# The smallest per-channel std of a model's data config: pixels in [0, 1] are divided by it, and a
+# std near zero (1e-30) turns every feature into inf. One grey level (1/255) over 1e-3 is 3.9.
+MIN_NORMALIZE_STD = 1e-3
 # Bytes a checkpoint's tensors may claim once inflated: a ResNet-50 with its momentum encoder and
 # optimiser state is about 1 GB. Counted from the tensors' shapes, never from their storage, so a
 # stride-0 view of four bytes claiming [65536, 65536, 3, 3] is refused too.

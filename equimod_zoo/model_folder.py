@@ -27,8 +27,8 @@ from timm.models import PretrainedCfg, get_pretrained_cfg
 
 from equimod_zoo.atomic import atomic_path, atomic_write_text
 from equimod_zoo.errors import UserError
-from equimod_zoo.limits import (MAX_BLOCKS_PER_STAGE, MAX_INPUT_CHANNELS, MAX_MODEL_PARAMETERS, check_limit,
-                                check_resolution)
+from equimod_zoo.limits import (MAX_BLOCKS_PER_STAGE, MAX_INPUT_CHANNELS, MAX_MODEL_PARAMETERS, MIN_NORMALIZE_STD,
+                                check_limit, check_resolution)
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -288,8 +288,12 @@ def _checked_pretrained_cfg(cfg: Any, path: Path) -> dict[str, Any]:
         if value is not None and not (isinstance(value, tuple) and value and all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)):
             raise ModelFolderError(f"{path}: pretrained_cfg {key} {value!r} is not a list of numbers")
-    if cfg.get("std") is not None and any(v <= 0 for v in cfg["std"]):
-        raise ModelFolderError(f"{path}: pretrained_cfg std {cfg['std']!r} must be positive")
+    if cfg.get("std") is not None and any(v < MIN_NORMALIZE_STD for v in cfg["std"]):
+        raise ModelFolderError(f"{path}: pretrained_cfg std {list(cfg['std'])} has a value below the limit of "
+                               f"{MIN_NORMALIZE_STD:g} (equimod_zoo.limits): dividing pixels by it gives inf features")
+    if cfg.get("mean") is not None and any(not 0 <= v <= 1 for v in cfg["mean"]):
+        raise ModelFolderError(f"{path}: pretrained_cfg mean {list(cfg['mean'])} is not in [0, 1], the range of "
+                               f"the pixels it is subtracted from")
     for key in ("crop_pct", "test_crop_pct"):
         value = cfg.get(key)
         if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -7,6 +7,7 @@ sha256 recorded in the registry (or in the folder's config.json) is checked befo
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,6 +114,22 @@ def load_state_dict(located: LocatedWeights) -> dict[str, torch.Tensor]:
             raise WeightsIntegrityError(f"{located.weights}: tensor {key!r} holds NaN or inf values; refusing "
                                         f"weights that would give non-finite features")
     return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def check_dtypes(state: Mapping[str, torch.Tensor], model: torch.nn.Module, where: str | Path) -> None:
+    """Every tensor of the kind the model holds under its name: floating weights, integer counters.
+
+    torch copies an integer or boolean tensor into a float weight without a word; the model then
+    loads, and gives NaN or inf features. Such a file is not the weights it claims to be.
+    """
+    expected = model.state_dict()
+    for key, value in state.items():
+        target = expected.get(key)
+        if target is not None and value.is_floating_point() != target.is_floating_point():
+            raise WeightsIntegrityError(
+                f"{where}: tensor {key!r} is {str(value.dtype).removeprefix('torch.')}, where the model holds "
+                f"{'floating' if target.is_floating_point() else 'integer'} values; these are not weights of this "
+                f"model")
 
 
 def _from_local(folder: Path, given: Path) -> LocatedWeights:

@@ -26,6 +26,7 @@ from equimod_zoo.limits import MAX_CHECKPOINT_BYTES, check_limit
 from equimod_zoo.model_folder import (CONFIG_FILE, HEADS_FILE, WEIGHTS_FILE, check_model_args, check_model_size,
                                       sha256_file, write_model_folder)
 from equimod_zoo.registry import METHODS
+from equimod_zoo.weights import check_dtypes
 
 
 @dataclass(frozen=True)
@@ -309,6 +310,7 @@ def _strip_backbone_prefix(key: str, prefix: str) -> str | None:
 
 
 def _load_strict(model: torch.nn.Module, backbone: dict[str, torch.Tensor], arch: str, path: Path) -> None:
+    check_dtypes(backbone, model, path)  # torch would copy integer tensors into float weights without a word
     expected = set(model.state_dict())
     missing = sorted(expected - set(backbone))
     unexpected = sorted(set(backbone) - expected)

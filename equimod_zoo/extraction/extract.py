@@ -33,7 +33,7 @@ from equimod_zoo.data.images import IMAGE_EXTENSIONS, load_rgb
 from equimod_zoo.data.sources import ImageSource, folder_source
 from equimod_zoo.data.streams import ImageStream, OffsetSource
 from equimod_zoo.devices import cpu_has_fast_bf16, resolve_device
-from equimod_zoo.errors import UserError
+from equimod_zoo.errors import NonFiniteFeaturesError, UserError
 from equimod_zoo.extraction.store import FORMAT_VERSION, FeatureStore, metadata_table
 from equimod_zoo.limits import MAX_BATCH_SIZE, MAX_SHARDS, MAX_WORKERS, check_batch, check_limit, check_resolution
 from equimod_zoo.loading import ResolvedModel, resolve_model
@@ -222,7 +222,7 @@ def extract_features(
                            description=f"extracting ({failed_now} failed)" if failed_now else "extracting")
                 shard = batch.indices[0] // shard_size
                 if batch.indices[-1] + 1 == min((shard + 1) * shard_size, len(view)):
-                    shard_buffer.flush(store, shard, view, has_labels, fingerprints.of(shard))
+                    shard_buffer.flush(store, shard, view, has_labels, fingerprints.of(shard), model=model_name)
     if streamed and skipped + todo_shards != num_shards:
         raise UserError(f"{images!r}: gave {skipped + todo_shards} shards of images, not the {num_shards} it counted "
                         f"before; did the input change during the run? Rerun to finish it")
@@ -502,8 +502,17 @@ class _ShardBuffer:
         self.failures.extend(batch.failures)
 
     def flush(self, store: FeatureStore, shard: int, images: ImageSource, has_labels: bool,
-              inputs_sha256: str) -> None:
+              inputs_sha256: str, *, model: str) -> None:
         indices = [i for i, _, _ in self.decoded]
+        # stored as float16: a feature beyond its range (65504) is as useless as a NaN
+        features = np.concatenate(self.features).astype(np.float16)
+        broken = np.flatnonzero(~np.isfinite(features).all(axis=1))
+        if len(broken):
+            more = f" and {len(broken) - 1} more images" if len(broken) > 1 else ""
+            raise NonFiniteFeaturesError(
+                f"{model}: gives non-finite features (NaN, inf, or beyond float16's range) for "
+                f"{images.key(indices[broken[0]])}{more} of shard {shard}; its weights or its data config (mean, std) "
+                f"are broken. Nothing of this shard was written")
         table = metadata_table(
             indices,
             [images.key(i) for i in indices],
@@ -511,7 +520,7 @@ class _ShardBuffer:
             [h for _, _, h in self.decoded],
             [images.label(i) for i in indices] if has_labels else None,
         )
-        store.write_shard(shard, np.concatenate(self.features), table,
+        store.write_shard(shard, features, table,
                           [(images.key(i), error) for i, error in self.failures], inputs_sha256=inputs_sha256)
         self.__init__()
 

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from equimod_zoo.atomic import atomic_open, atomic_path, atomic_write_text
-from equimod_zoo.errors import UserError
+from equimod_zoo.errors import NonFiniteFeaturesError, UserError
 from equimod_zoo.limits import MAX_CLASSES, MAX_SHARDS, check_limit
 
 INFO_FILE = "extraction.json"
@@ -242,6 +242,10 @@ def load_features(out: str | Path) -> tuple[list[str], np.ndarray]:
         if len(block) != len(shard_paths):
             raise UserError(f"{store.features_path(shard)}: {len(block)} rows but its metadata has "
                             f"{len(shard_paths)}; delete both files and rerun the extract command")
+        if not np.isfinite(block).all():  # no probe learns anything from NaN: say where it came from
+            raise NonFiniteFeaturesError(f"{store.features_path(shard)}: holds NaN or inf features (model "
+                                         f"{info.get('model')!r}); they were not written by this equimod-zoo, which "
+                                         f"refuses them; extract them again")
         paths.extend(shard_paths)
         blocks.append(block)
     features = (np.concatenate(blocks) if blocks else np.zeros((0, info["num_features"]), np.float16))

@@ -25,7 +25,7 @@ from equimod_zoo.equimod.augment import PARAM_NAMES
 from equimod_zoo.loading import load_located
 from equimod_zoo.equimod.heads_file import load_equimod_heads
 from equimod_zoo.devices import resolve_device
-from equimod_zoo.errors import UserError
+from equimod_zoo.errors import NonFiniteFeaturesError, UserError
 from equimod_zoo.limits import (MAX_AUGMENTATIONS_PER_IMAGE, MAX_BATCH_SIZE, MAX_BOOTSTRAP, MAX_DECODED_BYTES,
                                 check_batch, check_limit, check_resolution)
 from equimod_zoo.sensitivity.equivariance import equivariance_metrics
@@ -91,6 +91,9 @@ def probe_augmentations(
     images, _ = load_images(source, num_images=num_images, size=augmentation.source_size, seed=seed, progress=progress)
     features = augmented_features(backbone, images, augmentation, augmentations_per_image=augmentations_per_image,
                                   views=views, seed=seed, batch_size=batch_size, device=device, progress=progress)
+    if not (bool(torch.isfinite(features.original).all()) and bool(torch.isfinite(features.view).all())):
+        raise NonFiniteFeaturesError(f"{model}: gives non-finite features (NaN or inf) on {dataset}; its weights or "
+                                     f"its data config (mean, std) are broken, and no probe can read them")
     splits = split_images(num_images, seed=seed)
     inputs = {
         kind: {name: score.to_dict() for name, score in probe_parameters(
