@@ -292,9 +292,19 @@ def parquet_files(data: DataSpec, split: str) -> list[Path]:
 
 def _parquet_rows(data: DataSpec, split: str) -> int:
     """Rows of one split, from the parquet files' footers (nothing else is read)."""
+    return sum(parquet_footer(path).num_rows for path in parquet_files(data, split))
+
+
+def parquet_footer(path: str | os.PathLike[str]) -> Any:
+    """A parquet file's footer (pyarrow's FileMetaData), or one line saying the file is not a readable parquet file."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return sum(pq.ParquetFile(path).metadata.num_rows for path in parquet_files(data, split))
+    try:
+        return pq.read_metadata(path)
+    except (pa.ArrowException, OSError) as error:
+        raise UserError(f"{path}: not a readable parquet file ({' '.join(str(error).split())}); it is damaged, "
+                        f"cut short or not parquet") from None
 
 
 def _parquet_tables(data: DataSpec, wanted: Iterable[str] | None, cache_dir: Any,
@@ -304,9 +314,17 @@ def _parquet_tables(data: DataSpec, wanted: Iterable[str] | None, cache_dir: Any
     files = _parquet_splits(Path(data.location))
     available = sorted(files)
     chosen = _chosen(available, wanted)
-    tables = {name: datasets.load_dataset("parquet", data_files={name: files[name]}, split=name,
-                                          cache_dir=_cache(cache_dir), streaming=streaming)
-              for name in chosen}
+    tables = {}
+    for name in chosen:
+        for path in files[name]:  # its footer first: a garbage file is one line, not a traceback from datasets
+            parquet_footer(path)
+        try:
+            tables[name] = datasets.load_dataset("parquet", data_files={name: files[name]}, split=name,
+                                                 cache_dir=_cache(cache_dir), streaming=streaming)
+        except datasets.exceptions.DatasetGenerationError as error:  # damaged pages behind a sound footer
+            cause = error.__cause__ or error
+            raise UserError(f"{', '.join(files[name])}: could not be read ({type(cause).__name__}: "
+                            f"{' '.join(str(cause).split())}); the parquet data is damaged") from None
     return tables, available
 
 

@@ -188,8 +188,10 @@ class TarShardStream(ReadStream):
     Members are grouped into samples as webdataset does: consecutive members sharing a key (the
     member's path up to the first dot of its name). A sample's image is its member with an image
     extension; a sample without one, or whose image is not a regular file, is kept as a row that
-    fails, so it is listed rather than lost. Tar headers are read as the chunks are needed, and
-    forgotten after (a shard of a million samples costs no more memory than one chunk).
+    fails, so it is listed rather than lost. So is a shard's unreadable rest: a damaged header
+    ends what tarfile can read, and the bytes after it (unless they are the zeros that end an
+    archive) become one failing row `SHARD@BYTE`. Tar headers are read as the chunks are needed,
+    and forgotten after (a shard of a million samples costs no more memory than one chunk).
     """
 
     def __init__(self, pattern: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> None:
@@ -212,10 +214,16 @@ class TarShardStream(ReadStream):
                 raise UserError(f"{shard}: not an uncompressed tar file ({error})") from None
             with tar:
                 key, image, kinds = None, None, []
+                damage: str | None = None
                 while True:
-                    member = tar.next()
+                    try:
+                        member = tar.next()
+                    except Exception as error:  # tarfile's errors on a damaged member are as varied as the damage
+                        damage = f"{type(error).__name__}: {error}"
+                        break
                     tar.members = []  # forget headers already read: memory stays flat
-                    if member is None:
+                    if member is None:  # the end of the archive, or a header tarfile could not read
+                        damage = _unread_rest(shard, tar.offset)
                         break
                     if member.isdir():
                         continue
@@ -229,12 +237,26 @@ class TarShardStream(ReadStream):
                         image = member
                 if key is not None:
                     yield _sample(key, str(shard), image, kinds)
+                if damage is not None:
+                    yield (f"{shard}@{tar.offset}", str(shard), 0, 0,
+                           f"damaged from byte {tar.offset} of the shard on ({damage}); the samples after it could "
+                           f"not be read")
 
     def chunk_of(self, items: list[tuple[str, str, int, int, str | None]]) -> ImageSource:
         return TarMembers(items)
 
     def __repr__(self) -> str:
         return f"TarShardStream({self.patterns!r}, {len(self.shards)} shards)"
+
+
+def _unread_rest(shard: Path, offset: int) -> str | None:
+    """Why the bytes of `shard` from `offset` on are not the zero blocks that end a tar (None when they are)."""
+    with open(shard, "rb") as handle:
+        handle.seek(offset)
+        while chunk := handle.read(1 << 16):
+            if chunk.strip(b"\0"):
+                return f"a tar header tarfile could not read, and {shard.stat().st_size - offset} bytes after it"
+    return None
 
 
 def _split_key(name: str) -> tuple[str, str]:
@@ -328,12 +350,23 @@ class IterableSource:
         return self.num_rows
 
     def chunks(self, size: int) -> Iterator[ImageSource]:
+        import pyarrow as pa
+
         start = 0
-        for rows in _batched(self.dataset, size):
-            yield RowsSource(self.split, start, [row[self.image_column] for row in rows],
-                             [row[self.label_column] for row in rows] if self.label_column else None,
+        rows = iter(self.dataset)
+        while True:
+            try:
+                chunk = list(itertools.islice(rows, size))
+            except pa.ArrowException as error:  # a damaged file behind the stream: refused, not half-read
+                reason = f"{type(error).__name__}: {' '.join(str(error).split())}"
+                raise UserError(f"split {self.split!r}: the rows from row {start} on could not be read ({reason}); "
+                                f"the data is damaged") from None
+            if not chunk:
+                return
+            yield RowsSource(self.split, start, [row[self.image_column] for row in chunk],
+                             [row[self.label_column] for row in chunk] if self.label_column else None,
                              self.label_names)
-            start += len(rows)
+            start += len(chunk)
 
     def __repr__(self) -> str:
         return f"IterableSource({self.split!r}, image={self.image_column!r}, label={self.label_column!r})"

@@ -105,8 +105,11 @@ class FeatureStore:
         except (OSError, pa.ArrowException):  # missing, or cut short: its footer is gone
             return False
         if inputs_sha256 is not None:
-            recorded = json.loads((schema.metadata or {}).get(_SHARD_META_KEY, b"{}"))
-            if recorded.get("inputs_sha256") != inputs_sha256:
+            try:
+                recorded = json.loads((schema.metadata or {}).get(_SHARD_META_KEY, b"{}"))
+            except (json.JSONDecodeError, UnicodeDecodeError):  # damaged: the shard is extracted again
+                return False
+            if not isinstance(recorded, dict) or recorded.get("inputs_sha256") != inputs_sha256:
                 return False
         return _npy_rows(self.features_path(shard)) == num_rows
 
