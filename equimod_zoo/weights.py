@@ -54,6 +54,9 @@ class LocatedWeights:
 
 def local_folder(name_or_path: str | Path) -> Path | None:
     """The model folder a path points to (a folder, or a file inside one), or None for a zoo name."""
+    if not str(name_or_path).strip():  # Path("") is the working folder: never by accident
+        raise UserError("model: empty name; give a zoo name, an alias or a model folder ('.' for the working "
+                        "folder)")
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path

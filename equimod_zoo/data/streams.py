@@ -29,7 +29,7 @@ from PIL import Image
 
 from equimod_zoo.data.images import IMAGE_EXTENSIONS
 from equimod_zoo.data.sources import (FileListSource, FirstImages, ImageSource, MappedSource, check_class_indices,
-                                      printable_path, scan_images)
+                                      open_image_cell, printable_path, scan_images)
 from equimod_zoo.errors import UnknownNameError, UserError
 from equimod_zoo.limits import MAX_SHARDS, MAX_TAR_MEMBER_BYTES, check_limit
 
@@ -314,9 +314,11 @@ class IterableSource:
     """
 
     def __init__(self, iterable: Any, image_column: str | None = None, label_column: str | None = None, *,
-                 name: str, num_rows: int | None = None) -> None:
+                 name: str, num_rows: int | None = None, root: str | os.PathLike[str] | None = None,
+                 allow_outside_paths: bool = False) -> None:
         import datasets
 
+        self.root, self.allow_outside_paths = root, allow_outside_paths
         features = iterable.features
         if features is None:
             raise UserError(f"split {name!r}: the streamed dataset declares no features; load it without streaming")
@@ -365,7 +367,7 @@ class IterableSource:
                 return
             yield RowsSource(self.split, start, [row[self.image_column] for row in chunk],
                              [row[self.label_column] for row in chunk] if self.label_column else None,
-                             self.label_names)
+                             self.label_names, root=self.root, allow_outside_paths=self.allow_outside_paths)
             start += len(chunk)
 
     def __repr__(self) -> str:
@@ -376,8 +378,10 @@ class RowsSource:
     """A chunk of undecoded image cells ({bytes, path}) with their labels."""
 
     def __init__(self, split: str, start: int, cells: list[Any], labels: list[Any] | None,
-                 label_names: list[str] | None) -> None:
+                 label_names: list[str] | None, *, root: str | os.PathLike[str] | None = None,
+                 allow_outside_paths: bool = False) -> None:
         self.split, self.start, self.cells = split, start, cells
+        self.root, self.allow_outside_paths = root, allow_outside_paths
         if labels is not None:
             empty = next((i for i, label in enumerate(labels) if label is None), None)
             if empty is not None:
@@ -395,16 +399,7 @@ class RowsSource:
         return f"{self.split}/{self.start + i}"
 
     def open(self, i: int) -> Image.Image:
-        from equimod_zoo.data.sources import open_image_file
-
-        value = self.cells[i]
-        if value is None:
-            raise UserError("empty image cell")
-        if value.get("bytes") is not None:
-            return Image.open(io.BytesIO(value["bytes"]))
-        if value.get("path"):
-            return open_image_file(value["path"])
-        raise UserError("image cell has neither bytes nor a path")
+        return open_image_cell(self.cells[i], root=self.root, allow_outside=self.allow_outside_paths)
 
     def label(self, i: int) -> int | None:
         return None if self.labels is None else self.labels[i]
