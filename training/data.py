@@ -24,13 +24,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from equimod_zoo.atomic import atomic_open
 from equimod_zoo.cache import default_cache_dir
 from equimod_zoo.data.images import pixels_at_base
 from equimod_zoo.data.sources import FirstImages, ImageSource
 from equimod_zoo.data.spec import DataSpec, choose_split, open_split, parquet_files, resolve_spec
+from equimod_zoo.data.workers import UserErrorLoader
 from equimod_zoo.errors import UserError
 from equimod_zoo.model_folder import sha256_file
 
@@ -88,7 +89,7 @@ class TrainData:
 
 
 def load_train_data(
-    data: str | Path,
+    data: str | Path | DataSpec,
     *,
     base_size: int,
     cache_dir: str | Path | None = None,
@@ -101,7 +102,8 @@ def load_train_data(
 
     Args:
         data: a dataset spec (see `equimod_zoo.data`): a parquet file or folder, an image
-            folder, a CUB_200_2011 folder, a known name or a Hugging Face dataset id.
+            folder, a CUB_200_2011 folder, a known name or a Hugging Face dataset id (or a
+            DataSpec resolved already, e.g. with `allow_outside_paths`).
         base_size: the square size every image is stored at before augmentation.
         cache_dir: where the decoded .npy and the `datasets` cache go (default_cache_dir()).
         memory_budget: decode into one in-memory tensor up to this many bytes.
@@ -189,7 +191,7 @@ def _decode_all(images: ImageDataset, *, workers: int, progress: bool) -> np.nda
 
     size = images.base_size
     array = np.empty((len(images), 3, size, size), dtype=np.uint8)
-    loader = DataLoader(images, batch_size=256, num_workers=workers, shuffle=False)
+    loader = UserErrorLoader(images, batch_size=256, num_workers=workers, shuffle=False)
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("decoding images", total=len(images))
         start = 0
@@ -248,7 +250,7 @@ class BatchLoader:
             for batch in indices:
                 yield self.images.index_select(0, batch)
             return
-        loader = DataLoader(
+        loader = UserErrorLoader(
             self.data.dataset,
             batch_sampler=indices.tolist(),
             num_workers=self.workers,
