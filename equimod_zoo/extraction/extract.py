@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
                            TimeRemainingColumn)
 from rich.text import Text
 
+from equimod_zoo.cache import file_state
 from equimod_zoo.data.images import IMAGE_EXTENSIONS, load_rgb
 from equimod_zoo.data.sources import ImageSource, folder_source
 from equimod_zoo.data.streams import ImageStream, OffsetSource
@@ -324,17 +324,17 @@ def _keys_sha256(images: ImageSource) -> str:
 
 
 class _ShardFingerprints:
-    """What each shard's inputs are now: keys, labels and, for files, size and modification time.
+    """What each shard's inputs are now: keys, labels and, for files, their `file_state`.
 
-    A shard written from other inputs (an image replaced or touched since) no longer matches and
-    is extracted again. Dataset rows are identified by the dataset's cache files.
+    A shard written from other inputs (an image replaced, edited in place or touched since) no
+    longer matches and is extracted again. Dataset rows are identified by the dataset's cache files.
     """
 
     def __init__(self, images: ImageSource, shard_size: int) -> None:
         self.images, self.shard_size = images, shard_size
         self.paths: list[str] | None = getattr(images, "paths", None)
         cache_files = getattr(getattr(images, "dataset", None), "cache_files", None) or []
-        self.source = json.dumps([[f.get("filename"), *_stat(f.get("filename"))] for f in cache_files])
+        self.source = json.dumps([[f.get("filename"), *file_state(f.get("filename"))] for f in cache_files])
         self._taken: dict[int, str] = {}  # before extraction: a file changed meanwhile is redone next time
 
     def of(self, shard: int) -> str:
@@ -345,18 +345,9 @@ class _ShardFingerprints:
     def _fingerprint(self, shard: int) -> str:
         digest = hashlib.sha256(self.source.encode())
         for i in range(shard * self.shard_size, min((shard + 1) * self.shard_size, len(self.images))):
-            row = [self.images.key(i), self.images.label(i), *(_stat(self.paths[i]) if self.paths else ())]
+            row = [self.images.key(i), self.images.label(i), *(file_state(self.paths[i]) if self.paths else ())]
             digest.update(json.dumps(row).encode())
         return digest.hexdigest()
-
-
-def _stat(path: str | None) -> tuple[int, int]:
-    """(size, mtime in ns) of a file, (-1, -1) when it cannot be read: a missing file is an input too."""
-    try:
-        stat = os.stat(path) if path else None
-    except (OSError, ValueError):
-        stat = None
-    return (stat.st_size, stat.st_mtime_ns) if stat else (-1, -1)
 
 
 def _resize_size(data_config: dict[str, Any]) -> int:

@@ -10,9 +10,10 @@ These are the file names and columns clip-retrieval's inference writes (`N` zero
 digits of the shard count, as its writer does), so autofaiss and clip-retrieval's index and
 back-end read an extraction unchanged; `label`, `width`, `height` and `index` are extra columns.
 Shard k holds inputs [k * shard_size, (k + 1) * shard_size). Each file is written atomically,
-the metadata last, and the metadata records a fingerprint of the shard's inputs (paths, sizes,
-modification times, labels): a shard counts as done only when both files are whole and that
-fingerprint still matches, so a rerun skips finished shards and redoes changed or damaged ones.
+the metadata last, and the metadata records a fingerprint of the shard's inputs (paths, labels,
+each file's size, mtime, ctime and inode): a shard counts as done only when both files are whole
+and that fingerprint still matches, so a rerun skips finished shards and redoes changed or damaged
+ones.
 
 Readers: `load_features(OUT)` -> (paths, float32 array); `read_metadata(OUT)` -> pyarrow.Table;
 `label_names(OUT)`; `read_info(OUT)`. They also read the earlier layout (format 1:

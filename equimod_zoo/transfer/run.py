@@ -21,8 +21,9 @@ from equimod_zoo.extraction.extract import extract_features
 from equimod_zoo.loading import ResolvedModel, load_located, resolve_model
 from equimod_zoo.probes.frozen import frozen_probe, read_labelled_features
 from equimod_zoo.registry import Metric
-from equimod_zoo.transfer.cache import CacheKey, features_cached, read_result, write_result
-from equimod_zoo.transfer.datasets import TransferDataset, TransferSplits, data_source, load_splits, resolve_dataset
+from equimod_zoo.transfer.cache import CacheKey, data_state, features_cached, read_result, write_result
+from equimod_zoo.transfer.datasets import (TransferDataset, TransferSplits, data_source, load_splits, locate_data,
+                                           resolve_dataset)
 from equimod_zoo.transfer.finetune import FinetuneConfig, finetune
 from equimod_zoo.weights import LocatedWeights
 
@@ -109,7 +110,10 @@ def transfer(
     located = resolved.located
     resolution = resolution or int(located.config.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
     check_batch("--batch-size", batch_size, resolution)
-    key = CacheKey(resolved.label, located.sha256, spec.name, data_source(spec, data_dir, limit=limit), resolution)
+    located_data = locate_data(spec, data_dir)
+    state = f"#{data_state(located_data.location)}" if located_data.layout != "hub" else ""
+    key = CacheKey(resolved.label, located.sha256, spec.name, data_source(spec, data_dir, limit=limit) + state,
+                   resolution)
     if reuse_result:
         earlier = read_result(key.result_path(cache_dir, protocol))
         if earlier is not None and (protocol != "finetune" or _same_config(earlier, finetune_config)):
