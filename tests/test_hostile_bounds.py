@@ -5,6 +5,7 @@ unbounded allocation or loop fails the test, not the machine."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -131,3 +132,16 @@ def test_limits_hold_in_the_library_and_let_real_sizes_through():
     assert check_model_size("resnet152", {}, where="resnet152") == 58_143_808  # the largest zoo-sized ResNet
     with pytest.raises(LimitExceededError, match="x: 592,750,053,184 parameters is over"):
         check_model_size("resnet18_cifar", {"channels": (65536,) * 4}, where="x")  # counted on the meta device
+
+
+def test_the_readme_lists_every_limit_with_its_value():
+    import equimod_zoo.limits as limits
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    rows = {line.split("|")[1].strip(" `"): line.split("|")[2].strip() for line in readme.splitlines()
+            if line.startswith("| `MAX_") or line.startswith("| `MIN_")}
+    names = {name for name in vars(limits) if name.isupper()}
+    assert set(rows) == names
+    for name in names:
+        value = getattr(limits, name)
+        assert rows[name] == (f"{value:,}" if isinstance(value, int) else f"{value:g}"), name
