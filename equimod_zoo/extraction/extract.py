@@ -496,7 +496,8 @@ class _ShardBuffer:
               inputs_sha256: str, *, model: str) -> None:
         indices = [i for i, _, _ in self.decoded]
         # stored as float16: a feature beyond its range (65504) is as useless as a NaN
-        features = np.concatenate(self.features).astype(np.float16)
+        with np.errstate(over="ignore"):  # an overflow is reported below, as the model's error
+            features = np.concatenate(self.features).astype(np.float16)
         broken = np.flatnonzero(~np.isfinite(features).all(axis=1))
         if len(broken):
             more = f" and {len(broken) - 1} more images" if len(broken) > 1 else ""
