@@ -70,7 +70,23 @@ class ImageTooLargeError(UserError):
     """More pixels than the limit: refused before decoding, like Pillow's DecompressionBombError."""
 
 
+class LimitExceededError(UserError):
+    """A size or count from outside that is over its stated limit (equimod_zoo.limits); nothing was allocated."""
+
+
+class NonFiniteFeaturesError(UserError, FloatingPointError):
+    """A model gave NaN or inf features: the message names the model, the image and the likely cause."""
+
+
 # --- outputs and records ------------------------------------------------------------------------------------------
+
+
+class DiskError(UserError, OSError):
+    """The disk refused an output (full, over quota, read-only, not permitted): the message names the file and
+    what to do. Files already written are whole: every output is written atomically."""
+
+    def __str__(self) -> str:  # the message as written, not OSError's "[Errno N] ..." form
+        return str(self.args[0]) if self.args else ""
 
 
 class OutputRefusedError(UserError, FileExistsError):

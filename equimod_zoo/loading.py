@@ -12,7 +12,7 @@ from equimod_zoo.devices import resolve_device
 from equimod_zoo.model_folder import ModelConfig, default_pretrained_cfg
 from equimod_zoo.errors import ModelFolderError
 from equimod_zoo.registry import catalogue
-from equimod_zoo.weights import LocatedWeights, load_state_dict, local_folder, locate_weights
+from equimod_zoo.weights import LocatedWeights, check_dtypes, load_state_dict, local_folder, locate_weights
 
 # timm's default config for an architecture describes timm's own weights; ours replace them.
 _FORGET_TIMM_WEIGHTS = {"url": "", "hf_hub_id": None, "origin_url": None, "test_input_size": None,
@@ -132,6 +132,7 @@ def _config_of(name_or_path: str | Path) -> ModelConfig:
 
 def _load_backbone(model: torch.nn.Module, path: Path, state: dict[str, torch.Tensor], arch: str) -> None:
     """Load headless weights strictly: only a newly requested classifier may be missing."""
+    check_dtypes(state, model, path)
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as error:  # shape mismatches

@@ -12,6 +12,7 @@ Plain timm loads such a folder with `timm.create_model("local-dir:FOLDER")` (aft
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -30,6 +31,8 @@ from equimod_zoo.atomic import atomic_path, atomic_write_text
 from equimod_zoo.constants import CONFIG_FILE, HEADS_FILE, METADATA_KEY, PAPER_ID, WEIGHTS_FILE
 from equimod_zoo.errors import ModelFolderError, UserError
 from equimod_zoo.json_file import read_json
+from equimod_zoo.limits import (MAX_BLOCKS_PER_STAGE, MAX_INPUT_CHANNELS, MAX_MODEL_PARAMETERS, MIN_NORMALIZE_STD,
+                                check_limit, check_resolution)
 from equimod_zoo.model_metadata import ModelMetadata
 
 _PRETRAINED_CFG_KEYS = (
@@ -41,7 +44,8 @@ _PRETRAINED_CFG_KEYS = (
 # What config.json may ask of the constructor: the JSON-valued arguments of timm's ResNet (our
 # architectures), each with the check its value must pass. Nothing else reaches
 # `timm.create_model`: `checkpoint_path`, `pretrained_cfg`, `cache_dir`... would make a config
-# file read other files or reach the network.
+# file read other files or reach the network. What the sizes add up to is bounded as a whole, by
+# counting the parameters of the model they describe (`check_model_size`).
 _POSITIVE_INT = (lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 65536, "a positive integer")
 _FRACTION = (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1, "a number in [0, 1)")
 _BOOL = (lambda v: isinstance(v, bool), "true or false")
@@ -51,8 +55,9 @@ MODEL_ARGS: dict[str, tuple[Any, str]] = {
     "in_chans": _POSITIVE_INT,
     "channels": ((lambda v: isinstance(v, (list, tuple)) and len(v) == 4 and all(_POSITIVE_INT[0](c) for c in v)),
                  "four positive integers"),
-    "layers": ((lambda v: isinstance(v, (list, tuple)) and len(v) == 4 and all(_POSITIVE_INT[0](c) for c in v)),
-               "four positive integers (blocks per stage)"),
+    "layers": ((lambda v: isinstance(v, (list, tuple)) and len(v) == 4 and all(
+        isinstance(c, int) and not isinstance(c, bool) and 0 < c <= MAX_BLOCKS_PER_STAGE for c in v)),
+        f"four positive integers up to {MAX_BLOCKS_PER_STAGE} (blocks per stage, equimod_zoo.limits)"),
     "stem_width": _POSITIVE_INT,
     "stem_type": ((lambda v: v in ("", "deep", "deep_tiered")), "'', 'deep' or 'deep_tiered'"),
     "global_pool": ((lambda v: v in ("", "avg", "max", "avgmax", "catavgmax")), "'', avg, max, avgmax or catavgmax"),
@@ -139,8 +144,11 @@ class ModelConfig:
         num_features = data.get("num_features") or 0
         if not isinstance(num_features, int) or num_features < 0:
             raise ModelFolderError(f"{path}: num_features {num_features!r} is not a non-negative integer")
+        architecture = check_architecture(data.get("architecture"), path)
+        check_model_size(architecture, model_args, where=f"{path}: {architecture} with these model_args",
+                         num_classes=num_classes)
         return cls(
-            architecture=check_architecture(data.get("architecture"), path),
+            architecture=architecture,
             num_features=num_features,
             pretrained_cfg=_checked_pretrained_cfg(data.get("pretrained_cfg", {}), path),
             global_pool=str(model_args.get("global_pool", data.get("global_pool", "avg"))),
@@ -227,6 +235,25 @@ def check_model_args(model_args: Any, where: str | Path) -> dict[str, Any]:
     return _checked_model_args(model_args, where)
 
 
+def check_model_size(architecture: str, model_args: dict[str, Any], *, where: str, num_classes: int = 0) -> int:
+    """Count the parameters `architecture` with `model_args` would have, refusing more than MAX_MODEL_PARAMETERS.
+
+    The model is built on the meta device (shapes, no memory), so a config asking for 155 GB of
+    weights is refused before a byte is allocated. `model_args` must have passed `check_model_args`
+    (blocks per stage are bounded: each is built, even on the meta device). Returns the count.
+    """
+    count = _parameter_count(architecture, tuple(sorted(model_args.items())), num_classes)
+    check_limit(where, count, MAX_MODEL_PARAMETERS, unit="parameters")
+    return count
+
+
+@functools.lru_cache(maxsize=64)
+def _parameter_count(architecture: str, model_args: tuple[tuple[str, Any], ...], num_classes: int) -> int:
+    with torch.device("meta"):
+        model = timm.create_model(architecture, pretrained=False, **dict(model_args), num_classes=num_classes)
+    return sum(p.numel() for p in model.parameters())
+
+
 def _checked_model_args(model_args: Any, path: str | Path) -> dict[str, Any]:
     if not isinstance(model_args, dict):
         raise ModelFolderError(f"{path}: model_args must be an object, found {type(model_args).__name__}")
@@ -253,18 +280,27 @@ def _checked_pretrained_cfg(cfg: Any, path: Path) -> dict[str, Any]:
         if size is not None and not (isinstance(size, tuple) and len(size) == 3
                                      and all(_POSITIVE_INT[0](v) for v in size)):
             raise ModelFolderError(f"{path}: pretrained_cfg {key} {size!r} is not [channels, height, width]")
+        if size is not None:
+            check_limit(f"{path}: pretrained_cfg {key} channels", size[0], MAX_INPUT_CHANNELS)
+            check_resolution(f"{path}: pretrained_cfg {key}", max(size[1:]))
     for key in ("mean", "std"):
         value = cfg.get(key)
         if value is not None and not (isinstance(value, tuple) and value and all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)):
             raise ModelFolderError(f"{path}: pretrained_cfg {key} {value!r} is not a list of numbers")
-    if cfg.get("std") is not None and any(v <= 0 for v in cfg["std"]):
-        raise ModelFolderError(f"{path}: pretrained_cfg std {cfg['std']!r} must be positive")
+    if cfg.get("std") is not None and any(v < MIN_NORMALIZE_STD for v in cfg["std"]):
+        raise ModelFolderError(f"{path}: pretrained_cfg std {list(cfg['std'])} has a value below the limit of "
+                               f"{MIN_NORMALIZE_STD:g} (equimod_zoo.limits): dividing pixels by it gives inf features")
+    if cfg.get("mean") is not None and any(not 0 <= v <= 1 for v in cfg["mean"]):
+        raise ModelFolderError(f"{path}: pretrained_cfg mean {list(cfg['mean'])} is not in [0, 1], the range of "
+                               f"the pixels it is subtracted from")
     for key in ("crop_pct", "test_crop_pct"):
         value = cfg.get(key)
         if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool)
                                       and 0 < value <= 4):
             raise ModelFolderError(f"{path}: pretrained_cfg {key} {value!r} is not a number in (0, 4]")
+    if cfg.get("input_size") is not None:  # the resize before the centre crop: a crop_pct of 1e-9 asks for 224 Gpx
+        check_resolution(f"{path}: pretrained_cfg input_size", max(cfg["input_size"][1:]), crop_pct=cfg.get("crop_pct"))
     if cfg.get("interpolation") not in (None, "", "nearest", "bilinear", "bicubic", "lanczos", "box", "hamming",
                                         "random"):
         raise ModelFolderError(f"{path}: pretrained_cfg interpolation {cfg['interpolation']!r} is not one of "

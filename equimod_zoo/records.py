@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import re
 import shlex
@@ -31,6 +32,7 @@ from typing import Any
 
 from equimod_zoo.atomic import atomic_write_text
 from equimod_zoo.constants import CONFIG_FILE, DATA_ENV, WEIGHTS_FILE
+from equimod_zoo.dataclass_dict import build_dataclass
 from equimod_zoo.errors import RecordsError
 from equimod_zoo.file_lock import exclusive_lock
 from equimod_zoo.json_file import read_json
@@ -123,6 +125,16 @@ def add_records(records_dir: str | Path, records: Iterable[Record]) -> list[Path
     return written
 
 
+def check_records_dirs(folders: Iterable[str | Path], *, option: str = "--records") -> None:
+    """Records folders a user names to read from: each must exist (a typo must not silently drop numbers)."""
+    for folder in map(Path, folders):
+        if not folder.exists():
+            raise RecordsError(f"{option} {folder}: no such records folder (`--record DIR` of linear or transfer "
+                               f"writes one)")
+        if not folder.is_dir():
+            raise RecordsError(f"{option} {folder}: not a folder; give the folder that holds SHA256.json records")
+
+
 def check_records_dir(folder: Path) -> None:
     """A records folder is a folder of record files, never a model folder or a file."""
     if folder.exists() and not folder.is_dir():
@@ -137,12 +149,23 @@ def _read_file(path: Path) -> list[Record]:
     try:
         sha = data["weights_sha256"]
         rows = data["records"]
-        names = {f.name for f in fields(Record)} - {"weights_sha256"}
-        records = [Record(weights_sha256=sha, **{k: v for k, v in row.items() if k in names}) for row in rows]
-    except (KeyError, TypeError, AttributeError) as error:
+    except (KeyError, TypeError) as error:
         raise RecordsError(f"{path}: not a records file ({type(error).__name__}: {error})") from None
     if path.stem != sha:
         raise RecordsError(f"{path}: holds records of weights {sha}, not of the weights its name says")
+    if not isinstance(rows, list):
+        raise RecordsError(f"{path}: 'records' must be a list, got {type(rows).__name__}")
+    names = {f.name for f in fields(Record)} - {"weights_sha256"}
+    records = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise RecordsError(f"{path}: records[{i}] must be an object, got {row!r}")
+        # every field of its type: a value of "78.6" or a null date would break each card it reaches
+        record = build_dataclass(Record, {"weights_sha256": sha, **{k: v for k, v in row.items() if k in names}},
+                                 source=str(path), prefix=f"records[{i}].")
+        if not math.isfinite(record.value):
+            raise RecordsError(f"{path}: records[{i}].value is {record.value}, not a measured number")
+        records.append(record)
     return records
 
 

@@ -7,6 +7,7 @@ sha256 recorded in the registry (or in the folder's config.json) is checked befo
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,8 @@ import torch
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
 from equimod_zoo.constants import CONFIG_FILE, WEIGHTS_FILE
-from equimod_zoo.errors import ModelFolderError, UnverifiedWeightsWarning, WeightsIntegrityError, WeightsNotFoundError
+from equimod_zoo.errors import (ModelFolderError, UnverifiedWeightsWarning, UserError, WeightsIntegrityError,
+                                WeightsNotFoundError)
 from equimod_zoo.model_folder import ModelConfig, is_model_folder, sha256_file
 from equimod_zoo.registry import ZooEntry, catalogue
 
@@ -38,6 +40,9 @@ class LocatedWeights:
 
 def local_folder(name_or_path: str | Path) -> Path | None:
     """The model folder a path points to (a folder, or a file inside one), or None for a zoo name."""
+    if not str(name_or_path).strip():  # Path("") is the working folder: never by accident
+        raise UserError("model: empty name; give a zoo name, an alias or a model folder ('.' for the working "
+                        "folder)")
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
@@ -98,6 +103,22 @@ def load_state_dict(located: LocatedWeights) -> dict[str, torch.Tensor]:
             raise WeightsIntegrityError(f"{located.weights}: tensor {key!r} holds NaN or inf values; refusing "
                                         f"weights that would give non-finite features")
     return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def check_dtypes(state: Mapping[str, torch.Tensor], model: torch.nn.Module, where: str | Path) -> None:
+    """Every tensor of the kind the model holds under its name: floating weights, integer counters.
+
+    torch copies an integer or boolean tensor into a float weight without a word; the model then
+    loads, and gives NaN or inf features. Such a file is not the weights it claims to be.
+    """
+    expected = model.state_dict()
+    for key, value in state.items():
+        target = expected.get(key)
+        if target is not None and value.is_floating_point() != target.is_floating_point():
+            raise WeightsIntegrityError(
+                f"{where}: tensor {key!r} is {str(value.dtype).removeprefix('torch.')}, where the model holds "
+                f"{'floating' if target.is_floating_point() else 'integer'} values; these are not weights of this "
+                f"model")
 
 
 def _from_local(folder: Path, given: Path) -> LocatedWeights:

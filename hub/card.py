@@ -10,7 +10,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
 from huggingface_hub import EvalResult, ModelCardData
 
 from equimod_zoo.constants import CONFIG_FILE, PAPER_ID, WEIGHTS_FILE
@@ -21,6 +20,7 @@ from equimod_zoo.model_folder import ModelConfig
 from equimod_zoo.model_metadata import ModelMetadata
 from equimod_zoo.paper import paper_result, paper_source
 from equimod_zoo.records import Record
+from equimod_zoo.yaml_io import dump_yaml
 
 PAPER_URL = "https://arxiv.org/abs/2211.01244"
 PAPER_EPOCHS = 800
@@ -211,7 +211,7 @@ def _recipe(config: ModelConfig, facts: CardFacts) -> str:
                      "without data decoding or evaluation)")
     if meta.converted_from is not None:
         lines.append(f"- converted from a foreign checkpoint: `{json.dumps(plain(meta.converted_from))}`")
-    recipe = facts.recipe_yaml or (yaml.safe_dump(meta.recipe_config, sort_keys=False)
+    recipe = facts.recipe_yaml or (dump_yaml(meta.recipe_config, sort_keys=False)
                                    if meta.recipe_config else None)
     text = "## Training recipe\n\n" + ("\n".join(lines) or "No training metadata was recorded.")
     if recipe:

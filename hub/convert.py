@@ -23,9 +23,11 @@ import equimod_zoo  # also registers the CIFAR-stem architectures with timm
 from equimod_zoo.constants import CONFIG_FILE, HEADS_FILE, WEIGHTS_FILE
 from equimod_zoo.errors import UserError
 from equimod_zoo.hub.staging import check_output, move_into_place, staging_dir
+from equimod_zoo.limits import MAX_CHECKPOINT_BYTES, check_limit
 from equimod_zoo.method import Method
-from equimod_zoo.model_folder import check_model_args, sha256_file, write_model_folder
+from equimod_zoo.model_folder import check_model_args, check_model_size, sha256_file, write_model_folder
 from equimod_zoo.model_metadata import ConvertedFrom, ModelMetadata
+from equimod_zoo.weights import check_dtypes
 
 
 @dataclass(frozen=True)
@@ -58,9 +60,6 @@ LAYOUTS = {
 CLASSIFIER_PREFIX = "fc."
 WRITTEN_BY = "convert"  # config.json's equimod.written_by: marks a folder --overwrite may replace
 CONVERT_FILES = (CONFIG_FILE, WEIGHTS_FILE, HEADS_FILE)
-# A checkpoint's tensors, inflated, may not exceed this: a ResNet-50 with its momentum encoder and
-# optimizer state is about 1 GB, and a few hundred bytes of zip can otherwise ask for terabytes.
-MAX_CHECKPOINT_BYTES = 8 << 30
 # (block, blocks per stage) -> timm architecture, for each stem
 _DEPTHS = {
     ("basic", (2, 2, 2, 2)): "resnet18",
@@ -89,7 +88,9 @@ def read_checkpoint(path: str | Path, *, max_bytes: int = MAX_CHECKPOINT_BYTES) 
     A torch checkpoint must be a zip archive (torch.save's format since torch 1.6) whose tensors
     total at most `max_bytes` once inflated; the sizes are read from the archive's directory
     before anything is inflated. The older, non-zip format is refused: its tensor sizes are only
-    known while they are being allocated.
+    known while they are being allocated. The shapes the tensors claim count too: a view of four
+    bytes of storage may claim [65536, 65536, 3, 3], which copying or building a model from would
+    allocate.
     """
     path = Path(path)
     if not path.is_file():
@@ -97,10 +98,13 @@ def read_checkpoint(path: str | Path, *, max_bytes: int = MAX_CHECKPOINT_BYTES) 
     if path.stat().st_size == 0:
         raise UserError(f"{path}: empty file, not a checkpoint")
     if path.suffix == ".safetensors":
+        check_limit(str(path), path.stat().st_size, max_bytes, unit="bytes")
         try:
-            return safetensors.torch.load_file(str(path))
+            content = safetensors.torch.load_file(str(path))
         except Exception as error:  # safetensors raises several types for a corrupt file
             raise UserError(f"{path}: not a readable safetensors file ({error})") from None
+        _check_claimed_size(content, path, max_bytes)
+        return content
     _check_inflated_size(path, max_bytes)
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
@@ -114,7 +118,22 @@ def read_checkpoint(path: str | Path, *, max_bytes: int = MAX_CHECKPOINT_BYTES) 
         raise UserError(f"{path}: not a readable torch checkpoint ({type(error).__name__}: {reason})") from None
     if not isinstance(content, dict):
         raise UserError(f"{path}: expected a dict checkpoint, found {type(content).__name__}")
+    _check_claimed_size(content, path, max_bytes)
     return content
+
+
+def _check_claimed_size(content: Any, path: Path, max_bytes: int) -> None:
+    """The bytes the checkpoint's tensors claim by their shapes, whatever storage backs them."""
+    claimed, stack = 0, [content]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            claimed += item.numel() * item.element_size()
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    check_limit(f"{path}: the shapes of its tensors", claimed, max_bytes, unit="bytes")
 
 
 def _check_inflated_size(path: Path, max_bytes: int) -> None:
@@ -244,6 +263,9 @@ def convert_checkpoint(
     model_args = detected_args if model_args is None else model_args
     if not timm.is_model(arch):
         raise UserError(f"--arch {arch!r}: not a timm architecture")
+    # widths read from the checkpoint's shapes are sizes from outside too
+    model_args = check_model_args(model_args, path)
+    check_model_size(arch, model_args, where=f"{path}: a {arch} with {_plain_args(model_args)}")
     model = timm.create_model(arch, pretrained=False, num_classes=0, **model_args).eval()
     _load_strict(model, backbone, arch, path)
     detected_method = _official_method(content, source)
@@ -263,6 +285,10 @@ def convert_checkpoint(
     return ConversionReport(folder=out, arch=arch, model_args=dict(model_args),
                             weights_sha256=config.equimod.weights_sha256, backbone_keys=len(backbone),
                             head_keys=len(heads), ignored_keys=tuple(ignored))
+
+
+def _plain_args(model_args: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={list(v) if isinstance(v, tuple) else v}" for k, v in model_args.items()) or "no model_args"
 
 
 def _state_dict(content: dict[str, Any], layout: CheckpointLayout, path: Path | str) -> dict[str, torch.Tensor]:
@@ -289,6 +315,7 @@ def _strip_backbone_prefix(key: str, prefix: str) -> str | None:
 
 
 def _load_strict(model: torch.nn.Module, backbone: dict[str, torch.Tensor], arch: str, path: Path) -> None:
+    check_dtypes(backbone, model, path)  # torch would copy integer tensors into float weights without a word
     expected = set(model.state_dict())
     missing = sorted(expected - set(backbone))
     unexpected = sorted(set(backbone) - expected)

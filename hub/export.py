@@ -24,8 +24,8 @@ from typing import Any, Literal
 import safetensors.torch
 import timm
 import torch
-import yaml
 from huggingface_hub import ModelCard
+from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 import equimod_zoo
@@ -36,8 +36,9 @@ from equimod_zoo.hub.card import CardFacts, render_card
 from equimod_zoo.hub.staging import check_output, move_into_place, staging_dir
 from equimod_zoo.json_file import read_json
 from equimod_zoo.model_folder import ModelConfig, save_weights, sha256_file
-from equimod_zoo.records import ZOO_RECORDS_DIR, Record, read_records
+from equimod_zoo.records import ZOO_RECORDS_DIR, Record, check_records_dirs, read_records
 from equimod_zoo.weights import locate_weights
+from equimod_zoo.yaml_io import load_yaml
 
 WRITTEN_BY = "export"  # config.json's equimod.written_by: marks a folder --overwrite may replace
 EXPORT_FILES = (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE, HEADS_FILE, PROBE_FILE, RECIPE_FILE, LOG_FILE)
@@ -87,12 +88,11 @@ def export_model(
         published: the folder is about to be uploaded to `repo_id`: the card shows `hf-hub:` usage and
             config.json records the repository.
     """
-    validate_repo_id(repo_id)
-    if "/" not in repo_id:
-        raise UserError(f"--repo-id {repo_id!r}: expected ORG/NAME")
+    check_repo_id(repo_id)
     if dtype is not None and dtype not in DTYPES:
         raise UserError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
     out = Path(out)
+    check_records_dirs(records_dirs)
     located = locate_weights(source)
     src = located.weights.parent
     check_output(out, kind=WRITTEN_BY, files=EXPORT_FILES, sources=[src, *records_dirs], overwrite=overwrite)
@@ -115,6 +115,18 @@ def export_model(
         move_into_place(stage, out)
     return ExportResult(folder=out, weights_sha256=sha, weights_dtype=str(weights_dtype).removeprefix("torch."),
                         num_results=len(records), max_feature_diff=diff)
+
+
+def check_repo_id(repo_id: str, *, option: str = "--repo-id") -> None:
+    """A Hub model repository ORG/NAME, by huggingface_hub's own rule (no `..`, no path, no shell characters)."""
+    try:
+        validate_repo_id(repo_id)
+        valid = "/" in repo_id
+    except HFValidationError:
+        valid = False
+    if not valid:
+        raise UserError(f"{option} {repo_id!r}: not a Hugging Face repository id; expected ORG/NAME (letters, digits, "
+                        f"'-', '_' and '.', at most 96 characters each, no '..' or '--')")
 
 
 def records_of(weights_sha256: str, records_dirs: Sequence[str | Path] = ()) -> tuple[Record, ...]:
@@ -177,7 +189,7 @@ def verify_reload(folder: Path, source: str | Path, *, weights_dtype: torch.dtyp
 def check_card(card: str, num_records: int) -> None:
     """The front matter parses as YAML and huggingface_hub reads back every measured result."""
     front = card.split("---\n", 2)[1]
-    if not isinstance(yaml.safe_load(front), dict):
+    if not isinstance(load_yaml(front, where="model card front matter"), dict):
         raise UserError("model card front matter is not a YAML mapping")
     parsed = ModelCard(card).data
     if len(parsed.eval_results or []) != num_records:

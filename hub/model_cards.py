@@ -17,8 +17,7 @@ import sys
 from pathlib import Path
 
 from equimod_zoo.atomic import atomic_write_text
-from equimod_zoo.constants import CIFAR_ARCHITECTURES
-from equimod_zoo.constants import CARD_FILE, CONFIG_FILE
+from equimod_zoo.constants import CARD_FILE, CIFAR_ARCHITECTURES, CONFIG_FILE
 from equimod_zoo.errors import OutOfDateError, UserError
 from equimod_zoo.hub.card import dataset_info
 from equimod_zoo.hub.zoo_bundle import bundled_card

@@ -22,11 +22,11 @@ from equimod_zoo.atomic import atomic_write_text
 from equimod_zoo.constants import CARD_FILE, CONFIG_FILE, HEADS_FILE, PROBE_FILE, WEIGHTS_FILE
 from equimod_zoo.errors import UserError
 from equimod_zoo.hub.card import PAPER_EPOCHS
-from equimod_zoo.hub.export import EXPORT_FILES, WRITTEN_BY, folder_card, probe_report_for
+from equimod_zoo.hub.export import EXPORT_FILES, WRITTEN_BY, check_repo_id, folder_card, probe_report_for
 from equimod_zoo.hub.staging import check_output, move_into_place, staging_dir
 from equimod_zoo.model_folder import ModelConfig, sha256_file
 from equimod_zoo.model_metadata import ModelMetadata
-from equimod_zoo.records import add_records, read_records
+from equimod_zoo.records import add_records, check_records_dirs, read_records
 from equimod_zoo.registry import BUNDLED_MODELS_DIR, CATALOGUE_FILE, RECORDS_DIR_NAME, Catalogue, ZooEntry
 
 MAX_BUNDLED_MB = 256  # tracked weights stay under this (DEVELOPERS.md)
@@ -57,6 +57,9 @@ def add_to_zoo(
     folder, catalogue_path, models_dir = Path(folder), Path(catalogue_path), Path(models_dir)
     if not name or Path(name).name != name or name.startswith("."):
         raise UserError(f"--name {name!r}: expected a plain name such as simclr_equimod_r18_cifar10")
+    if hf_hub_id is not None:
+        check_repo_id(hf_hub_id, option="--hf-hub-id")
+    check_records_dirs(records_dirs)
     config = ModelConfig.read(folder)
     sha = sha256_file(folder / WEIGHTS_FILE)
     if config.equimod.weights_sha256 != sha:

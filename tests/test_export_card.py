@@ -294,7 +294,7 @@ def test_generic_probe_summary_with_its_command(run, tmp_path):
 
 
 def test_bad_repo_id_is_a_clear_error(run, tmp_path):
-    with pytest.raises(ValueError, match="--repo-id 'tiny': expected ORG/NAME"):
+    with pytest.raises(ValueError, match="--repo-id 'tiny': not a Hugging Face repository id; expected ORG/NAME"):
         export_model(run, tmp_path / "out", repo_id="tiny")
 
 

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from equimod_zoo.cli import app
 from equimod_zoo.data.sources import FileListSource
-from equimod_zoo.extraction.extract import DEFAULT_MODEL, extract_features
+from equimod_zoo.extraction.extract import extract_features
+from equimod_zoo.constants import DEFAULT_MODEL
 from equimod_zoo.extraction.store import load_features, read_metadata
 from equimod_zoo.model_folder import write_model_folder
 from equimod_zoo.retrieval import find_neighbours

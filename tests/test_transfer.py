@@ -204,7 +204,7 @@ def test_unknown_column_names_dataset_split_and_column(tmp_path):
 def test_labels_outside_range(tmp_path):
     data = tmp_path / "unlabelled"
     write_parquet(data, {"train": 6, "test": 3}, label_values={"test": [0, 1, -1]})
-    with pytest.raises(ValueError, match=r"cifar100 split 'test' column 'label': label -1 is outside 0..2"):
+    with pytest.raises(ValueError, match=r"cifar100 split 'test': label column 'label': row 2 has label -1, below 0"):
         load_splits(resolve_dataset("cifar100", label_column="label", image_column="image"), data_dir=data,
                     cache_dir=tmp_path / "c")
 

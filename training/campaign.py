@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 if __name__ == "__main__" and not __package__:
     # Run as a file from a source checkout (`python3 training/campaign.py`, the GPU machine, where the
@@ -67,6 +66,7 @@ from equimod_zoo.training.run_log import read_log
 from equimod_zoo.training.travel import (TRAVEL_LIMIT, bundled_models_tracked, folder_bytes, ignore_locally,
                                          repo_root, retrack_bundled_models, travelling_bytes,
                                          untrack_bundled_models)
+from equimod_zoo.yaml_io import dump_yaml, load_yaml, load_yaml_file
 
 QUEUE_FILE = Path(__file__).parent / "campaign_queue.yaml"
 MANIFEST_FILE = "manifest.json"
@@ -104,7 +104,7 @@ class QueueItem:
 
 
 def read_queue(path: str | Path = QUEUE_FILE) -> list[QueueItem]:
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    data = load_yaml_file(path) or {}
     items = []
     for row in data.get("items", []):
         unknown = set(row) - {"id", "models", "epochs", "init_from", "overrides", "status", "done"}
@@ -126,14 +126,14 @@ def mark_done(path: str | Path, item_id: str, done: dict[str, Any]) -> None:
     path = Path(path)
     text = path.read_text()
     header = text[:text.index("items:")] if "items:" in text else ""
-    data = yaml.safe_load(text)
+    data = load_yaml(text, where=str(path))
     for row in data["items"]:
         if row["id"] == item_id:
             row["status"], row["done"] = "done", done
             break
     else:
         raise UserError(f"{path}: no item {item_id!r}")
-    atomic_write_text(path, header + yaml.safe_dump(data, sort_keys=False, width=120))
+    atomic_write_text(path, header + dump_yaml(data, sort_keys=False, width=120))
 
 
 # ---- run (on the GPU machine) ---------------------------------------------------------------

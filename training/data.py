@@ -10,13 +10,16 @@ scaled, CMYK converted, decompression bombs refused) and becomes a `base_size` x
 uint8 tensor (short side resized with bicubic antialiasing, then centre-cropped): the batched
 augmentations crop and resize from there on the device. A dataset that fits `memory_budget`
 (CIFAR-10: 150 MB) is decoded once into one [N, 3, S, S] tensor, cached as .npy keyed by the
-data's content, and indexed directly, so no image is decoded in the training loop. Larger ones
+data's content (the bytes of every file: an image edited in place is never served from the cache),
+and indexed directly, so no image is decoded in the training loop. Larger ones
 (ImageNet) are decoded by DataLoader workers, one batch at a time.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import stat
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,13 +27,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from equimod_zoo.atomic import atomic_open
 from equimod_zoo.cache import default_cache_dir
 from equimod_zoo.data.images import pixels_at_base
 from equimod_zoo.data.sources import FirstImages, ImageSource
 from equimod_zoo.data.spec import DataSpec, choose_split, open_split, parquet_files, resolve_spec
+from equimod_zoo.data.workers import UserErrorLoader
 from equimod_zoo.errors import UserError
 from equimod_zoo.model_folder import sha256_file
 
@@ -38,6 +42,7 @@ DEFAULT_MEMORY_BUDGET = 8 << 30  # bytes of decoded uint8 images kept in memory 
 # Bump when the decoding changes, so stale .npy caches are ignored. 2: the data layer's decoder
 # (EXIF rotation, alpha on white, 16-bit scaling) instead of a bare convert("RGB").
 _CACHE_VERSION = 2
+_HASH_THREADS = 8  # files hashed at once when fingerprinting an image folder
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,7 @@ class DataInfo:
     name: str
     description: str
     num_images: int
-    sha256: str  # of the data files (parquet), or of the file listing (image folders), or the Hub revision
+    sha256: str  # of the data files (parquet), of every image's path and bytes (image folders), or the Hub revision
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,7 +93,7 @@ class TrainData:
 
 
 def load_train_data(
-    data: str | Path,
+    data: str | Path | DataSpec,
     *,
     base_size: int,
     cache_dir: str | Path | None = None,
@@ -101,7 +106,8 @@ def load_train_data(
 
     Args:
         data: a dataset spec (see `equimod_zoo.data`): a parquet file or folder, an image
-            folder, a CUB_200_2011 folder, a known name or a Hugging Face dataset id.
+            folder, a CUB_200_2011 folder, a known name or a Hugging Face dataset id (or a
+            DataSpec resolved already, e.g. with `allow_outside_paths`).
         base_size: the square size every image is stored at before augmentation.
         cache_dir: where the decoded .npy and the `datasets` cache go (default_cache_dir()).
         memory_budget: decode into one in-memory tensor up to this many bytes.
@@ -146,9 +152,9 @@ def _open(spec: DataSpec, cache: Path) -> tuple[ImageSource, DataInfo]:
     elif spec.layout in ("imagefolder", "cub"):
         root = location / "images" if spec.layout == "cub" else (
             location / split if (location / split).is_dir() else location)
-        digest = _listing_sha256(source.paths, root)
+        digest = _content_sha256(source.paths, root)
         kind = "image folder" if spec.layout == "imagefolder" else "CUB_200_2011 folder"
-        description = f"{kind} {folder}/ (sha256 of the file listing: path and size)"
+        description = f"{kind} {folder}/ (sha256 of every image's path and bytes)"
     else:
         revision = _hub_revision(spec.location)
         digest = hashlib.sha256(f"{spec.location}@{revision}".encode()).hexdigest()
@@ -165,14 +171,33 @@ def _files_sha256(files: tuple[Path, ...]) -> str:
     return hashlib.sha256(manifest.encode()).hexdigest()
 
 
-def _listing_sha256(paths: list[str], root: Path) -> str:
-    # Hashing every byte of ImageNet (140 GB) would take longer than an epoch; the listing
-    # (path below the split's folder, and size, of every image) identifies the data well enough.
+def _content_sha256(paths: list[str], root: Path) -> str:
+    """The sha256 of every image's path below `root` and of its bytes.
+
+    This keys the decoded cache and is what `--resume` compares, so it must change whenever a pixel
+    can: a listing of paths and sizes (or mtimes) misses an image edited in place at the same size,
+    with its mtime put back (`touch -r`, `rsync -t`, `tar -x`), and the old pixels would be trained
+    on. A stat key that no user can put back (ctime, inode) would catch that, but it changes with
+    every copy of the data, and a run must resume on a fresh copy of it (another node, a restored
+    backup). So the bytes are read: that costs less than decoding them, which the first run does
+    anyway, and for ImageNet (140 GB) a minute or two at disk speed beside hours of training.
+    """
+    ordered = sorted(Path(p) for p in paths)
     digest = hashlib.sha256()
-    for path in sorted(Path(p) for p in paths):
-        relative = os.fsencode(path.relative_to(root).as_posix()).decode("utf-8", "backslashreplace")
-        digest.update(f"{relative}\t{path.stat().st_size}\n".encode())
+    with ThreadPoolExecutor(max_workers=_HASH_THREADS) as pool:  # hashlib releases the GIL: reads overlap
+        for path, file_digest in zip(ordered, pool.map(_file_sha256, ordered)):
+            relative = os.fsencode(path.relative_to(root).as_posix()).decode("utf-8", "backslashreplace")
+            digest.update(f"{relative}\t{file_digest}\n".encode())
     return digest.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    """A regular file's sha256; what anything else is (a FIFO must not be read: it would block)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:  # a dangling link: it fails when decoded, and is part of the data as it is
+        return f"unreadable: {error.strerror}"
+    return sha256_file(path) if stat.S_ISREG(mode) else "not a regular file"
 
 
 def _hub_revision(repo_id: str) -> str:
@@ -189,7 +214,7 @@ def _decode_all(images: ImageDataset, *, workers: int, progress: bool) -> np.nda
 
     size = images.base_size
     array = np.empty((len(images), 3, size, size), dtype=np.uint8)
-    loader = DataLoader(images, batch_size=256, num_workers=workers, shuffle=False)
+    loader = UserErrorLoader(images, batch_size=256, num_workers=workers, shuffle=False)
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("decoding images", total=len(images))
         start = 0
@@ -248,7 +273,7 @@ class BatchLoader:
             for batch in indices:
                 yield self.images.index_select(0, batch)
             return
-        loader = DataLoader(
+        loader = UserErrorLoader(
             self.data.dataset,
             batch_sampler=indices.tolist(),
             num_workers=self.workers,

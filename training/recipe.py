@@ -19,14 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from equimod_zoo.dataclass_dict import build_dataclass, plain
 from equimod_zoo.equimod.augment import AugmentConfig
 from equimod_zoo.errors import UnknownNameError, UserError
-from equimod_zoo.model_folder import check_architecture, check_model_args
+from equimod_zoo.limits import (MAX_BATCH_SIZE, MAX_EPOCHS, MAX_HEAD_WIDTH, MAX_PARAM_SAMPLES, MAX_SEED, MAX_WORKERS,
+                                check_limit, check_resolution)
+from equimod_zoo.model_folder import check_architecture, check_model_args, check_model_size
 from equimod_zoo.training.methods import MethodConfig
 from equimod_zoo.training.optim import OptimConfig
+from equimod_zoo.yaml_io import dump_yaml, load_yaml_file
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -73,6 +75,9 @@ class Recipe:
                 raise UserError(f"recipe {self.name}: {name} must be >= 1, got {getattr(self, name)}")
         if self.workers < 0:
             raise UserError(f"recipe {self.name}: workers must be >= 0, got {self.workers}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise UserError(f"recipe {self.name}: seed must be in 0..{MAX_SEED}, got {self.seed}")
+        _check_sizes(self)
         if isinstance(self.compile, bool):  # recipes and checkpoints from before the scopes
             self.compile = "model" if self.compile else "off"
         if self.compile not in COMPILE_SCOPES:
@@ -88,7 +93,9 @@ class Recipe:
             raise UserError(f"recipe {self.name}: eval_crop_pct must be in (0, 1], got {self.eval_crop_pct}")
         # what reaches timm.create_model: a registered name and constructor arguments, never a path
         check_architecture(self.arch, f"recipe {self.name}")
-        check_model_args(self.model_args, f"recipe {self.name}")
+        model_args = check_model_args(self.model_args, f"recipe {self.name}")
+        check_model_size(self.arch, model_args, where=f"recipe {self.name}: {self.arch} with model_args "
+                                                       f"{self.model_args}")
         # g_t reads the pipeline's parameter vector: its size follows the recipe's list
         num_params = len(self.augment.params)
         if self.method.param_dim is None:
@@ -102,7 +109,7 @@ class Recipe:
         return plain(dataclasses.asdict(self))
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return dump_yaml(self.to_dict(), sort_keys=False)
 
     def override(self, overrides: Mapping[str, Any]) -> Recipe:
         """A copy with `overrides` applied; keys may be dotted (`optim.lr`, `method.temperature`)."""
@@ -120,6 +127,22 @@ class Recipe:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "recipe") -> Recipe:
         return recipe_from_dict(data, source=source)
+
+
+def _check_sizes(recipe: Recipe) -> None:
+    """Every count and size a recipe (or an override) sets, against its limit, before a run allocates it."""
+    where = f"recipe {recipe.name}"
+    check_limit(f"{where}: epochs", recipe.epochs, MAX_EPOCHS)
+    check_limit(f"{where}: batch_size", recipe.batch_size, MAX_BATCH_SIZE, unit="images")
+    check_limit(f"{where}: workers", recipe.workers, MAX_WORKERS)
+    check_limit(f"{where}: param_stats_samples", recipe.param_stats_samples, MAX_PARAM_SAMPLES)
+    for name in ("data_size", "eval_size"):
+        check_resolution(f"{where}: {name}", getattr(recipe, name))
+    check_resolution(f"{where}: eval_size", recipe.eval_size, crop_pct=recipe.eval_crop_pct)
+    for field_ in dataclasses.fields(recipe.method):
+        value = getattr(recipe.method, field_.name)
+        if field_.name.endswith(("_hidden", "_out", "_embed")) and isinstance(value, int):
+            check_limit(f"{where}: method.{field_.name}", value, MAX_HEAD_WIDTH)
 
 
 def list_recipes() -> list[str]:
@@ -163,10 +186,7 @@ def _recipe_path(name_or_path: str | Path) -> Path:
 def _read_with_bases(path: Path, *, seen: tuple[Path, ...]) -> dict[str, Any]:
     if path.resolve() in seen:
         raise UserError(f"{path}: recipe bases form a cycle ({' -> '.join(p.name for p in (*seen, path))})")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise UserError(f"{path}: not valid YAML ({error})") from None
+    data = load_yaml_file(path) or {}
     if not isinstance(data, dict):
         raise UserError(f"{path}: a recipe is a mapping of keys to values")
     bases = data.pop("base", None) or []

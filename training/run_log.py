@@ -19,7 +19,7 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from equimod_zoo.atomic import atomic_write_text
+from equimod_zoo.atomic import atomic_write_text, named_writes
 from equimod_zoo.constants import LOG_FILE, TENSORBOARD_DIR
 from equimod_zoo.optional import require
 
@@ -76,7 +76,7 @@ class RunLog:
         if self.columns is None:
             self.columns = [*LEADING_COLUMNS, *(k for k in row if k not in LEADING_COLUMNS)]
         new_file = not self.path.is_file()
-        with open(self.path, "a", newline="") as handle:
+        with named_writes(self.path), open(self.path, "a", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=self.columns, extrasaction="ignore")
             if new_file:
                 writer.writeheader()

@@ -7,11 +7,13 @@ from collections.abc import Iterator
 import typer
 from rich.console import Console
 
+from equimod_zoo.atomic import disk_error
 from equimod_zoo.cli.network import is_network_error, network_message
 from equimod_zoo.errors import UserError
 
 # Failures a user can fix: our UserError (bad names, files, arguments, settings) and the
-# operating system's word on a path they gave. Anything else is a bug and keeps its traceback.
+# operating system's word on a path they gave, or on a disk that refused a write (full, read-only:
+# `equimod_zoo.atomic.disk_error` says what to do). Anything else is a bug and keeps its traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (UserError, FileNotFoundError, NotADirectoryError,
                                                  IsADirectoryError, PermissionError, FileExistsError)
 
@@ -37,6 +39,8 @@ def user_errors(*, network_hint: str | None = None) -> Iterator[None]:
     except Exception as error:
         if is_network_error(error) and not isinstance(error, UserError):
             raise fail(_escape(network_message(error, network_hint))) from None
+        if isinstance(error, OSError):
+            error = disk_error(error)
         if isinstance(error, USER_ERRORS):
             raise fail(_escape(" ".join(str(error).split()))) from None
         raise

@@ -52,6 +52,8 @@ def extract_command(
              "to pay for the compile."),
     jpeg_draft: bool = typer.Option(True, "--jpeg-draft/--no-jpeg-draft",
                                     help="Decode large JPEGs at a reduced scale that still exceeds the resize size."),
+    allow_outside_paths: bool = typer.Option(False, "--allow-outside-paths",
+                                             help="Let the --dataset's rows name image files outside its folder."),
 ) -> None:
     """Extract one pooled feature vector per image with a zoo backbone (or any timm model folder)."""
     from equimod_zoo.data.spec import open_split, resolve_spec
@@ -75,7 +77,8 @@ def extract_command(
             plain = single is not None and (single.is_dir() or not (single.exists() or is_tar_pattern(images[0])))
             source = limited(single if plain and limit is None else image_inputs(images), limit)
         else:
-            source = open_split(resolve_spec(dataset, data_dir=data_dir), split=split, image_column=image_column,
+            spec = resolve_spec(dataset, data_dir=data_dir, allow_outside_paths=allow_outside_paths)
+            source = open_split(spec, split=split, image_column=image_column,
                                 label_column=label_column, streaming=streaming)
             source = limited(source, limit)
         if out is None:

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-import yaml
 
 from equimod_zoo.cli.errors import check_device, err_console, user_errors
 from equimod_zoo.cli.paths import nonempty_path
+from equimod_zoo.yaml_io import load_yaml
 
 
 def train_command(
@@ -44,6 +44,8 @@ def train_command(
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where decoded datasets are cached "
                                                                        "(default: $EQUIMOD_ZOO_CACHE or "
                                                                        "~/.cache/equimod_zoo)."),
+    allow_outside_paths: bool = typer.Option(False, "--allow-outside-paths",
+                                             help="Let the --data's rows name image files outside its folder."),
 ) -> None:
     """Pre-train SimCLR, BYOL or EquiMod; under torchrun, on every GPU. Writes RUN/log.csv (and tb/), checkpoint.pt
     and the exported model folder (RUN loads with `equimod_zoo.load(RUN)`)."""
@@ -53,6 +55,10 @@ def train_command(
     with user_errors():
         check_device(device)  # a missing GPU or a typo: one line, before any work
         try:
+            if allow_outside_paths:  # the permission travels with the resolved spec
+                from equimod_zoo.data.spec import resolve_spec
+
+                data = resolve_spec(data, option="--data", allow_outside_paths=True)
             result = train(recipe, data=data, out=out, epochs=epochs, batch_size=batch_size, max_steps=max_steps,
                            seed=seed, resume=resume, init_from=init_from, device=device, compile=compile,
                            workers=workers,
@@ -76,7 +82,7 @@ def _overrides(values: list[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise typer.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--set")
-        overrides[key] = yaml.safe_load(value)
+        overrides[key] = load_yaml(value, where=f"--set {key}")
     return overrides
 
 

@@ -12,7 +12,9 @@ same to them:
 `open` returns the raw `PIL.Image` as stored (lazy, any mode) and may raise for a bad file;
 `equimod_zoo.data.images.load_rgb` turns it into a checked RGB image. A path that is not a
 regular file (a FIFO, a device, a folder named like an image) raises without being opened, so
-nothing blocks on it. Keys are valid UTF-8: a file name that is not shows its undecodable
+nothing blocks on it. A dataset's image cell that holds a path instead of bytes is opened only
+inside the dataset's own folder (`open_image_cell`): a row never reads another file of the machine
+unless the user allows it (`--allow-outside-paths`). Keys are valid UTF-8: a file name that is not shows its undecodable
 bytes as `\\xNN` escapes in outputs, and still opens.
 """
 from __future__ import annotations
@@ -27,7 +29,8 @@ from typing import Any, Protocol, runtime_checkable
 from PIL import Image
 
 from equimod_zoo.data.images import IMAGE_EXTENSIONS
-from equimod_zoo.errors import UnknownNameError, UserError
+from equimod_zoo.errors import LimitExceededError, UnknownNameError, UserError
+from equimod_zoo.limits import MAX_CLASSES
 
 
 @runtime_checkable
@@ -164,6 +167,37 @@ def open_image_file(path: str | os.PathLike[str]) -> Image.Image:
     return Image.open(path)
 
 
+def open_image_cell(cell: Any, *, root: str | os.PathLike[str] | None, allow_outside: bool = False) -> Image.Image:
+    """A Hugging Face Image cell, `{"bytes": ..., "path": ...}`, as an image: its bytes, else its file.
+
+    A relative path resolves inside `root`, the dataset's own folder; a path that leaves it (an
+    absolute one elsewhere, `..`, a link out) raises unopened, unless `allow_outside`.
+    """
+    if cell is None:
+        raise UserError("empty image cell")
+    if not isinstance(cell, dict):
+        raise UserError(f"image cell holds {type(cell).__name__}, not {{bytes, path}}")
+    if cell.get("bytes") is not None:
+        return Image.open(io.BytesIO(cell["bytes"]))
+    path = cell.get("path")
+    if not path:
+        raise UserError("image cell has neither bytes nor a path")
+    return open_image_file(_inside(str(path), root, allow_outside))
+
+
+def _inside(path: str, root: str | os.PathLike[str] | None, allow_outside: bool) -> str:
+    located = path if os.path.isabs(path) or root is None else os.path.join(root, path)
+    if allow_outside:
+        return located
+    if root is not None:
+        real, real_root = os.path.realpath(located), os.path.realpath(root)
+        if real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep):
+            return real
+    where = f"outside the dataset's folder {root}" if root is not None else "a path, and this dataset has no folder"
+    raise UserError(f"image cell path {printable_path(path)!r} is {where}; not opened (pass --allow-outside-paths "
+                    f"to read files elsewhere)")
+
+
 def scan_images(root: str | os.PathLike[str]) -> list[Path]:
     """Every image file below `root`, by extension, following symbolic links, in sorted order.
 
@@ -217,13 +251,16 @@ class HFDatasetSource:
 
     The image column defaults to the first `Image` feature, the label column to the first
     `ClassLabel` feature. Images are read undecoded, so a corrupt row fails in our loader, one
-    image at a time, instead of inside `datasets`.
+    image at a time, instead of inside `datasets`. A cell that holds a path is read inside
+    `root`, the dataset's folder (see `open_image_cell`).
     """
 
     def __init__(self, hf_dataset: Any, image_column: str | None = None, label_column: str | None = None,
-                 *, name: str | None = None) -> None:
+                 *, name: str | None = None, root: str | os.PathLike[str] | None = None,
+                 allow_outside_paths: bool = False) -> None:
         import datasets
 
+        self.root, self.allow_outside_paths = root, allow_outside_paths
         features = hf_dataset.features
         self.image_column = image_column or _first_feature(features, datasets.Image)
         if self.image_column is None:
@@ -249,14 +286,8 @@ class HFDatasetSource:
         return f"{self.split}/{i}"
 
     def open(self, i: int) -> Image.Image:
-        value = self.dataset[i][self.image_column]
-        if value is None:
-            raise UserError("empty image cell")
-        if value.get("bytes") is not None:
-            return Image.open(io.BytesIO(value["bytes"]))
-        if value.get("path"):
-            return open_image_file(value["path"])
-        raise UserError("image cell has neither bytes nor a path")
+        return open_image_cell(self.dataset[i][self.image_column], root=self.root,
+                               allow_outside=self.allow_outside_paths)
 
     def label(self, i: int) -> int | None:
         return None if self.labels is None else self.labels[i]
@@ -279,13 +310,32 @@ def _labels(hf_dataset: Any, column: str) -> tuple[list[int], list[str] | None]:
 
     feature = hf_dataset.features[column]
     values = list(hf_dataset.select_columns([column])[column])
+    empty = next((i for i, v in enumerate(values) if v is None), None)
+    if empty is not None:
+        raise UserError(f"label column {column!r}: row {empty} has no label (null); label it, drop the row, or "
+                        f"give --label-column of another column")
+    names: list[str] | None
     if isinstance(feature, datasets.ClassLabel):
-        return [int(v) for v in values], list(feature.names)
-    if all(isinstance(v, str) for v in values):  # string labels: number them in sorted order
+        labels, names = [int(v) for v in values], list(feature.names)
+    elif all(isinstance(v, str) for v in values):  # string labels: number them in sorted order
         names = sorted(set(values))
         index = {name: i for i, name in enumerate(names)}
-        return [index[v] for v in values], names
-    try:
-        return [int(v) for v in values], None
-    except (TypeError, ValueError):
-        raise UserError(f"label column {column!r} holds {feature}, not class indices or names") from None
+        labels = [index[v] for v in values]
+    else:
+        try:
+            labels, names = [int(v) for v in values], None
+        except (TypeError, ValueError):
+            raise UserError(f"label column {column!r} holds {feature}, not class indices or names") from None
+    check_class_indices(labels, names, where=f"label column {column!r}")
+    return labels, names
+
+
+def check_class_indices(labels: Sequence[int], names: Sequence[str] | None, *, where: str, first_row: int = 0) -> None:
+    """Labels index the class names, or fewer than MAX_CLASSES classes: a probe allocates a row per class."""
+    limit = len(names) if names is not None else MAX_CLASSES
+    bad = next((i for i, label in enumerate(labels) if not 0 <= label < limit), None)
+    if bad is not None:
+        within = f"the {limit} class names" if names is not None else f"the limit of {MAX_CLASSES:,} classes " \
+                                                                       f"(equimod_zoo.limits)"
+        what = "below 0" if labels[bad] < 0 else f"not a class index within {within}"
+        raise LimitExceededError(f"{where}: row {first_row + bad} has label {labels[bad]:,}, {what}")

@@ -7,6 +7,7 @@ class names.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Iterable
@@ -39,6 +40,11 @@ class DataSpec:
     location: str  # a Hub id, or an absolute file or folder
     known: KnownDataset | None = None
     hub_id: str | None = field(default=None)  # the Hub id of a named dataset, even when read locally
+    # Image cells holding a path, and CUB's images.txt, may name files outside the dataset's folder
+    outside_paths: bool = False
+
+    def __str__(self) -> str:
+        return self.spec
 
     @property
     def name(self) -> str:
@@ -55,14 +61,21 @@ class DataSpec:
         return f"{self.layout}:{self.location}"
 
 
-def resolve_spec(spec: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] | None = None,
-                 option: str = "--dataset") -> DataSpec:
+def resolve_spec(spec: str | os.PathLike[str] | DataSpec, *, data_dir: str | os.PathLike[str] | None = None,
+                 option: str = "--dataset", allow_outside_paths: bool = False) -> DataSpec:
     """Decide what `spec` names, without reading images. `option` names the argument in errors.
 
     `data_dir`, when given, is where a named dataset (a known name or `hf:OWNER/NAME`) lives on
-    disk, in any local layout.
+    disk, in any local layout. `allow_outside_paths` lets the dataset's rows name image files
+    outside its own folder (`--allow-outside-paths`). A DataSpec passes through.
     """
-    text = os.fspath(spec)
+    if isinstance(spec, DataSpec):
+        return spec
+    resolved = _resolve(os.fspath(spec), data_dir=data_dir, option=option)
+    return dataclasses.replace(resolved, outside_paths=allow_outside_paths) if allow_outside_paths else resolved
+
+
+def _resolve(text: str, *, data_dir: str | os.PathLike[str] | None, option: str) -> DataSpec:
     if not text.strip():
         raise DatasetSpecError(f"{option}: empty; give a dataset name, a folder, a parquet file or a Hub id")
     if data_dir is not None and not os.fspath(data_dir).strip():
@@ -182,6 +195,14 @@ def open_splits(data: DataSpec, wanted: Iterable[str] | None = None, *, image_co
     """
     if data.layout == "cub":
         return _open_cub(data, wanted)
+    if data.layout == "parquet":  # a cell's relative path is relative to the dataset's folder
+        location = Path(data.location)
+        root = str(location if location.is_dir() else location.parent)
+    else:  # the Hub: paths point into the datasets cache, where archives are extracted
+        import datasets
+
+        root = os.fspath(cache_dir) if cache_dir is not None else str(datasets.config.HF_DATASETS_CACHE)
+    cells = {"root": root, "allow_outside_paths": data.outside_paths}
     if data.layout == "imagefolder":
         return _open_imagefolder(data, wanted)
     tables, available = (_parquet_tables(data, wanted, cache_dir, streaming) if data.layout == "parquet"
@@ -190,13 +211,15 @@ def open_splits(data: DataSpec, wanted: Iterable[str] | None = None, *, image_co
         from equimod_zoo.data.streams import IterableSource
 
         sources = {name: IterableSource(table, *_columns(data, table, image_column, label_column), name=name,
-                                        num_rows=_parquet_rows(data, name) if data.layout == "parquet" else None)
+                                        num_rows=_parquet_rows(data, name) if data.layout == "parquet" else None,
+                                        **cells)
                    for name, table in tables.items()}
     else:
         sources = {}
         for name, table in tables.items():
             try:
-                sources[name] = HFDatasetSource(table, *_columns(data, table, image_column, label_column), name=name)
+                sources[name] = HFDatasetSource(table, *_columns(data, table, image_column, label_column), name=name,
+                                                **cells)
             except (KeyError, ValueError) as error:
                 message = error.args[0] if isinstance(error, KeyError) else str(error)
                 raise type(error)(f"{data.name} split {name!r}: {message}") from None
@@ -286,9 +309,19 @@ def parquet_files(data: DataSpec, split: str) -> list[Path]:
 
 def _parquet_rows(data: DataSpec, split: str) -> int:
     """Rows of one split, from the parquet files' footers (nothing else is read)."""
+    return sum(parquet_footer(path).num_rows for path in parquet_files(data, split))
+
+
+def parquet_footer(path: str | os.PathLike[str]) -> Any:
+    """A parquet file's footer (pyarrow's FileMetaData), or one line saying the file is not a readable parquet file."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return sum(pq.ParquetFile(path).metadata.num_rows for path in parquet_files(data, split))
+    try:
+        return pq.read_metadata(path)
+    except (pa.ArrowException, OSError) as error:
+        raise UserError(f"{path}: not a readable parquet file ({' '.join(str(error).split())}); it is damaged, "
+                        f"cut short or not parquet") from None
 
 
 def _parquet_tables(data: DataSpec, wanted: Iterable[str] | None, cache_dir: Any,
@@ -298,9 +331,17 @@ def _parquet_tables(data: DataSpec, wanted: Iterable[str] | None, cache_dir: Any
     files = _parquet_splits(Path(data.location))
     available = sorted(files)
     chosen = _chosen(available, wanted)
-    tables = {name: datasets.load_dataset("parquet", data_files={name: files[name]}, split=name,
-                                          cache_dir=_cache(cache_dir), streaming=streaming)
-              for name in chosen}
+    tables = {}
+    for name in chosen:
+        for path in files[name]:  # its footer first: a garbage file is one line, not a traceback from datasets
+            parquet_footer(path)
+        try:
+            tables[name] = datasets.load_dataset("parquet", data_files={name: files[name]}, split=name,
+                                                 cache_dir=_cache(cache_dir), streaming=streaming)
+        except datasets.exceptions.DatasetGenerationError as error:  # damaged pages behind a sound footer
+            cause = error.__cause__ or error
+            raise UserError(f"{', '.join(files[name])}: could not be read ({type(cause).__name__}: "
+                            f"{' '.join(str(cause).split())}); the parquet data is damaged") from None
     return tables, available
 
 
@@ -385,7 +426,11 @@ def _open_cub(data: DataSpec, wanted: Iterable[str] | None) -> Splits:
         role = {"1": "train", "0": "test"}.get(tables["train_test_split.txt"][image_id])
         if role is None:
             raise UserError(f"{root / 'train_test_split.txt'}: image {image_id} is neither 1 (train) nor 0 (test)")
-        paths[role].append(str(root / "images" / relative))
+        path = os.path.normpath(root / "images" / relative)
+        if not data.outside_paths and not path.startswith(os.path.join(os.path.normpath(root / "images"), "")):
+            raise UserError(f"{root / 'images.txt'}: image {image_id} is {relative!r}, outside {root / 'images'}; "
+                            f"refused (pass --allow-outside-paths to read files elsewhere)")
+        paths[role].append(path)
         labels[role].append(class_index[class_id])
     chosen = _chosen(["train", "test"], wanted)
     return Splits(data, {role: FileListSource(paths[role], labels[role], names) for role in chosen},

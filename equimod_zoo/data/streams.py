@@ -28,12 +28,11 @@ from typing import Any, Protocol, runtime_checkable
 from PIL import Image
 
 from equimod_zoo.data.images import IMAGE_EXTENSIONS
-from equimod_zoo.data.sources import (FileListSource, FirstImages, ImageSource, MappedSource, printable_path,
-                                      scan_images)
+from equimod_zoo.data.sources import (FileListSource, FirstImages, ImageSource, MappedSource, check_class_indices,
+                                      open_image_cell, printable_path, scan_images)
 from equimod_zoo.errors import UnknownNameError, UserError
+from equimod_zoo.limits import MAX_SHARDS, MAX_TAR_MEMBER_BYTES, check_limit
 
-# A tar member larger than this is not read into memory (no image file is this large).
-MAX_MEMBER_BYTES = 1 << 30
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 
 
@@ -142,23 +141,41 @@ class FileListStream(ReadStream):
 
 def expand_braces(pattern: str) -> list[str]:
     """`shards/{00000..00002}.tar` -> shards/00000.tar, shards/00001.tar, shards/00002.tar (bash's brace
-    expansion: numeric ranges keep their zero padding; `{a,b}` lists; several groups multiply)."""
+    expansion: numeric ranges keep their zero padding; `{a,b}` lists; several groups multiply).
+
+    The names are counted before any is made (groups multiply), and made one at a time: more than
+    MAX_SHARDS is refused either way, so `{0..999999999}` costs neither memory nor time.
+    """
+    count = 1
+    for body in re.findall(r"\{([^{}]*)\}", pattern):
+        numeric = re.fullmatch(r"(-?\d+)\.\.(-?\d+)", body)
+        count *= abs(int(numeric.group(2)) - int(numeric.group(1))) + 1 if numeric else body.count(",") + 1
+    check_limit(f"{pattern}: the shard names it expands to", count, MAX_SHARDS)
+    names = list(itertools.islice(_expand(pattern), MAX_SHARDS + 1))  # nested groups count only once expanded
+    check_limit(f"{pattern}: the shard names it expands to (at least)", len(names), MAX_SHARDS)
+    return names
+
+
+def _expand(pattern: str) -> Iterator[str]:
     match = re.search(r"\{([^{}]*)\}", pattern)
     if match is None:
-        return [pattern]
+        yield pattern
+        return
     body = match.group(1)
     numeric = re.fullmatch(r"(-?\d+)\.\.(-?\d+)", body)
     if numeric:
         first, last = numeric.groups()
         width = len(first) if first.lstrip("-").startswith("0") or len(first) == len(last) else 0
         step = 1 if int(last) >= int(first) else -1
-        options = [str(n).zfill(width) for n in range(int(first), int(last) + step, step)]
+        options: Iterable[str] = (str(n).zfill(width) for n in range(int(first), int(last) + step, step))
     elif "," in body:
         options = body.split(",")
     else:  # not a brace expression ({x}): kept as written
-        return [pattern[:match.end()] + rest for rest in expand_braces(pattern[match.end():])]
+        yield from (pattern[:match.end()] + rest for rest in _expand(pattern[match.end():]))
+        return
     head, tail = pattern[:match.start()], pattern[match.end():]
-    return [expanded for option in options for expanded in expand_braces(head + option + tail)]
+    for option in options:
+        yield from _expand(head + option + tail)
 
 
 def is_tar_pattern(value: str) -> bool:
@@ -171,8 +188,10 @@ class TarShardStream(ReadStream):
     Members are grouped into samples as webdataset does: consecutive members sharing a key (the
     member's path up to the first dot of its name). A sample's image is its member with an image
     extension; a sample without one, or whose image is not a regular file, is kept as a row that
-    fails, so it is listed rather than lost. Tar headers are read as the chunks are needed, and
-    forgotten after (a shard of a million samples costs no more memory than one chunk).
+    fails, so it is listed rather than lost. So is a shard's unreadable rest: a damaged header
+    ends what tarfile can read, and the bytes after it (unless they are the zeros that end an
+    archive) become one failing row `SHARD@BYTE`. Tar headers are read as the chunks are needed,
+    and forgotten after (a shard of a million samples costs no more memory than one chunk).
     """
 
     def __init__(self, pattern: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> None:
@@ -195,10 +214,16 @@ class TarShardStream(ReadStream):
                 raise UserError(f"{shard}: not an uncompressed tar file ({error})") from None
             with tar:
                 key, image, kinds = None, None, []
+                damage: str | None = None
                 while True:
-                    member = tar.next()
+                    try:
+                        member = tar.next()
+                    except Exception as error:  # tarfile's errors on a damaged member are as varied as the damage
+                        damage = f"{type(error).__name__}: {error}"
+                        break
                     tar.members = []  # forget headers already read: memory stays flat
-                    if member is None:
+                    if member is None:  # the end of the archive, or a header tarfile could not read
+                        damage = _unread_rest(shard, tar.offset)
                         break
                     if member.isdir():
                         continue
@@ -212,12 +237,26 @@ class TarShardStream(ReadStream):
                         image = member
                 if key is not None:
                     yield _sample(key, str(shard), image, kinds)
+                if damage is not None:
+                    yield (f"{shard}@{tar.offset}", str(shard), 0, 0,
+                           f"damaged from byte {tar.offset} of the shard on ({damage}); the samples after it could "
+                           f"not be read")
 
     def chunk_of(self, items: list[tuple[str, str, int, int, str | None]]) -> ImageSource:
         return TarMembers(items)
 
     def __repr__(self) -> str:
         return f"TarShardStream({self.patterns!r}, {len(self.shards)} shards)"
+
+
+def _unread_rest(shard: Path, offset: int) -> str | None:
+    """Why the bytes of `shard` from `offset` on are not the zero blocks that end a tar (None when they are)."""
+    with open(shard, "rb") as handle:
+        handle.seek(offset)
+        while chunk := handle.read(1 << 16):
+            if chunk.strip(b"\0"):
+                return f"a tar header tarfile could not read, and {shard.stat().st_size - offset} bytes after it"
+    return None
 
 
 def _split_key(name: str) -> tuple[str, str]:
@@ -232,8 +271,8 @@ def _sample(key: str, shard: str, member: tarfile.TarInfo | None,
         return key, shard, 0, 0, f"no image member in the sample (it has {', '.join(kinds) or 'nothing'})"
     if not member.isreg():
         return key, shard, 0, 0, f"{member.name}: not a regular file in the tar; not opened"
-    if member.size > MAX_MEMBER_BYTES:
-        return key, shard, 0, 0, f"{member.name}: {member.size} bytes, over the limit of {MAX_MEMBER_BYTES}"
+    if member.size > MAX_TAR_MEMBER_BYTES:
+        return key, shard, 0, 0, f"{member.name}: {member.size} bytes, over the limit of {MAX_TAR_MEMBER_BYTES}"
     return key, shard, member.offset_data, member.size, None
 
 
@@ -275,9 +314,11 @@ class IterableSource:
     """
 
     def __init__(self, iterable: Any, image_column: str | None = None, label_column: str | None = None, *,
-                 name: str, num_rows: int | None = None) -> None:
+                 name: str, num_rows: int | None = None, root: str | os.PathLike[str] | None = None,
+                 allow_outside_paths: bool = False) -> None:
         import datasets
 
+        self.root, self.allow_outside_paths = root, allow_outside_paths
         features = iterable.features
         if features is None:
             raise UserError(f"split {name!r}: the streamed dataset declares no features; load it without streaming")
@@ -311,12 +352,23 @@ class IterableSource:
         return self.num_rows
 
     def chunks(self, size: int) -> Iterator[ImageSource]:
+        import pyarrow as pa
+
         start = 0
-        for rows in _batched(self.dataset, size):
-            yield RowsSource(self.split, start, [row[self.image_column] for row in rows],
-                             [row[self.label_column] for row in rows] if self.label_column else None,
-                             self.label_names)
-            start += len(rows)
+        rows = iter(self.dataset)
+        while True:
+            try:
+                chunk = list(itertools.islice(rows, size))
+            except pa.ArrowException as error:  # a damaged file behind the stream: refused, not half-read
+                reason = f"{type(error).__name__}: {' '.join(str(error).split())}"
+                raise UserError(f"split {self.split!r}: the rows from row {start} on could not be read ({reason}); "
+                                f"the data is damaged") from None
+            if not chunk:
+                return
+            yield RowsSource(self.split, start, [row[self.image_column] for row in chunk],
+                             [row[self.label_column] for row in chunk] if self.label_column else None,
+                             self.label_names, root=self.root, allow_outside_paths=self.allow_outside_paths)
+            start += len(chunk)
 
     def __repr__(self) -> str:
         return f"IterableSource({self.split!r}, image={self.image_column!r}, label={self.label_column!r})"
@@ -326,8 +378,17 @@ class RowsSource:
     """A chunk of undecoded image cells ({bytes, path}) with their labels."""
 
     def __init__(self, split: str, start: int, cells: list[Any], labels: list[Any] | None,
-                 label_names: list[str] | None) -> None:
+                 label_names: list[str] | None, *, root: str | os.PathLike[str] | None = None,
+                 allow_outside_paths: bool = False) -> None:
         self.split, self.start, self.cells = split, start, cells
+        self.root, self.allow_outside_paths = root, allow_outside_paths
+        if labels is not None:
+            empty = next((i for i, label in enumerate(labels) if label is None), None)
+            if empty is not None:
+                raise UserError(f"split {split!r}: row {start + empty} has no label (null); label it, or give "
+                                f"--label-column of another column")
+            labels = [int(label) for label in labels]
+            check_class_indices(labels, label_names, where=f"split {split!r}", first_row=start)
         self.labels = labels
         self.label_names = label_names
 
@@ -338,19 +399,10 @@ class RowsSource:
         return f"{self.split}/{self.start + i}"
 
     def open(self, i: int) -> Image.Image:
-        from equimod_zoo.data.sources import open_image_file
-
-        value = self.cells[i]
-        if value is None:
-            raise UserError("empty image cell")
-        if value.get("bytes") is not None:
-            return Image.open(io.BytesIO(value["bytes"]))
-        if value.get("path"):
-            return open_image_file(value["path"])
-        raise UserError("image cell has neither bytes nor a path")
+        return open_image_cell(self.cells[i], root=self.root, allow_outside=self.allow_outside_paths)
 
     def label(self, i: int) -> int | None:
-        return None if self.labels is None or self.labels[i] is None else int(self.labels[i])
+        return None if self.labels is None else self.labels[i]
 
 
 class OffsetSource(MappedSource):

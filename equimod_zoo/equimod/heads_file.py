@@ -22,9 +22,10 @@ from equimod_zoo.constants import CONFIG_FILE, HEADS_FILE
 from equimod_zoo.dataclass_dict import build_dataclass
 from equimod_zoo.equimod.augment import PARAM_NAMES
 from equimod_zoo.equimod.heads import AugmentationEmbedding, EquiModHeads, EquiModProjectionHead, EquivariantPredictor
-from equimod_zoo.errors import ModelFolderError, UserError
+from equimod_zoo.errors import ModelFolderError, UserError, WeightsIntegrityError
 from equimod_zoo.method import Method
 from equimod_zoo.model_folder import ModelConfig
+from equimod_zoo.weights import check_dtypes
 
 SCHEMA_KEY = "heads"  # config.json: equimod.heads
 EQUIMOD_KEYS = ("g_eq", "g_t", "u", "param_mean", "param_std")
@@ -107,6 +108,9 @@ def read_heads_state(path: str | Path) -> dict[str, torch.Tensor]:
         raise ModelFolderError(f"{path}: missing") from None
     except Exception as error:  # safetensors raises several types for a corrupt file
         raise ModelFolderError(f"{path}: not a readable safetensors file ({error})") from None
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise WeightsIntegrityError(f"{path}: tensor {key!r} holds NaN or inf values")
     return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
 
 
@@ -143,7 +147,9 @@ def load_equimod_heads(folder: str | Path) -> EquiModHeads | None:
             state["param_mean"], state["param_std"], schema.param_names,
         )
         # the file also holds the invariance heads (projection, predictor): keep EquiMod's own
-        heads.load_state_dict({k: v for k, v in state.items() if k.split(".")[0] in EQUIMOD_KEYS}, strict=True)
+        own = {k: v for k, v in state.items() if k.split(".")[0] in EQUIMOD_KEYS}
+        check_dtypes(own, heads, path)
+        heads.load_state_dict(own, strict=True)
     except (KeyError, RuntimeError, ValueError) as error:
         raise ModelFolderError(f"{path}: does not hold the EquiMod heads its schema describes ({error})") from None
     return heads

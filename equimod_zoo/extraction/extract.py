@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,13 +28,15 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
                            TimeRemainingColumn)
 from rich.text import Text
 
+from equimod_zoo.cache import file_state
 from equimod_zoo.constants import DEFAULT_MODEL
 from equimod_zoo.data.images import IMAGE_EXTENSIONS, load_rgb
 from equimod_zoo.data.sources import ImageSource, folder_source
 from equimod_zoo.data.streams import ImageStream, OffsetSource
 from equimod_zoo.devices import cpu_has_fast_bf16, resolve_device
-from equimod_zoo.errors import UserError
+from equimod_zoo.errors import NonFiniteFeaturesError, UserError
 from equimod_zoo.extraction.store import EXTRACTION_OUTPUT, FORMAT_VERSION, FeatureStore, metadata_table
+from equimod_zoo.limits import MAX_BATCH_SIZE, MAX_SHARDS, MAX_WORKERS, check_batch, check_limit, check_resolution
 from equimod_zoo.loading import ResolvedModel, resolve_model
 from equimod_zoo.output_folder import check_output_folder
 
@@ -127,6 +128,10 @@ def extract_features(
         raise UserError("batch_size and shard_size must be >= 1 and num_workers >= 0")
     if resolution is not None and resolution < 1:
         raise UserError(f"resolution: {resolution} is not a positive size")
+    check_limit("--workers", num_workers, MAX_WORKERS)
+    check_limit("--batch-size", batch_size, MAX_BATCH_SIZE, unit="images")
+    if resolution is not None:
+        check_resolution("--resolution", resolution)
     started = time.perf_counter()
     # the output rule first: a refused OUT costs no model load
     check_output_folder(out, EXTRACTION_OUTPUT, sources=[source] if isinstance(source, (str, Path)) else ())
@@ -137,6 +142,10 @@ def extract_features(
     data_config = timm.data.resolve_model_data_config(network)
     if resolution is not None:
         data_config["input_size"] = (data_config["input_size"][0], resolution, resolution)
+    side = max(data_config["input_size"][1:])
+    check_resolution("--resolution" if resolution is not None else "the model's input_size", side,
+                     crop_pct=data_config.get("crop_pct"))
+    check_batch("--batch-size", batch_size, side)
     transform = timm.data.create_transform(**data_config, is_training=False)
     draft_size = _resize_size(data_config) if jpeg_draft else None
 
@@ -147,6 +156,7 @@ def extract_features(
     streamed = isinstance(images, ImageStream)
     num_images = images.count() if streamed else len(images)
     num_shards = math.ceil(num_images / shard_size)
+    check_limit(f"{num_images:,} images in shards of --shard-size {shard_size}: the shards", num_shards, MAX_SHARDS)
     has_labels = images.labelled if streamed else images.label(0) is not None
     # a stream is not read twice: its shards' fingerprints, not a hash of every key, say what it was
     keys = {"streamed": True} if streamed else {"keys_sha256": _keys_sha256(images)}
@@ -214,7 +224,7 @@ def extract_features(
                            description=f"extracting ({failed_now} failed)" if failed_now else "extracting")
                 shard = batch.indices[0] // shard_size
                 if batch.indices[-1] + 1 == min((shard + 1) * shard_size, len(view)):
-                    shard_buffer.flush(store, shard, view, has_labels, fingerprints.of(shard))
+                    shard_buffer.flush(store, shard, view, has_labels, fingerprints.of(shard), model=model_name)
     if streamed and skipped + todo_shards != num_shards:
         raise UserError(f"{images!r}: gave {skipped + todo_shards} shards of images, not the {num_shards} it counted "
                         f"before; did the input change during the run? Rerun to finish it")
@@ -316,17 +326,17 @@ def _keys_sha256(images: ImageSource) -> str:
 
 
 class _ShardFingerprints:
-    """What each shard's inputs are now: keys, labels and, for files, size and modification time.
+    """What each shard's inputs are now: keys, labels and, for files, their `file_state`.
 
-    A shard written from other inputs (an image replaced or touched since) no longer matches and
-    is extracted again. Dataset rows are identified by the dataset's cache files.
+    A shard written from other inputs (an image replaced, edited in place or touched since) no
+    longer matches and is extracted again. Dataset rows are identified by the dataset's cache files.
     """
 
     def __init__(self, images: ImageSource, shard_size: int) -> None:
         self.images, self.shard_size = images, shard_size
         self.paths: list[str] | None = getattr(images, "paths", None)
         cache_files = getattr(getattr(images, "dataset", None), "cache_files", None) or []
-        self.source = json.dumps([[f.get("filename"), *_stat(f.get("filename"))] for f in cache_files])
+        self.source = json.dumps([[f.get("filename"), *file_state(f.get("filename"))] for f in cache_files])
         self._taken: dict[int, str] = {}  # before extraction: a file changed meanwhile is redone next time
 
     def of(self, shard: int) -> str:
@@ -337,18 +347,9 @@ class _ShardFingerprints:
     def _fingerprint(self, shard: int) -> str:
         digest = hashlib.sha256(self.source.encode())
         for i in range(shard * self.shard_size, min((shard + 1) * self.shard_size, len(self.images))):
-            row = [self.images.key(i), self.images.label(i), *(_stat(self.paths[i]) if self.paths else ())]
+            row = [self.images.key(i), self.images.label(i), *(file_state(self.paths[i]) if self.paths else ())]
             digest.update(json.dumps(row).encode())
         return digest.hexdigest()
-
-
-def _stat(path: str | None) -> tuple[int, int]:
-    """(size, mtime in ns) of a file, (-1, -1) when it cannot be read: a missing file is an input too."""
-    try:
-        stat = os.stat(path) if path else None
-    except (OSError, ValueError):
-        stat = None
-    return (stat.st_size, stat.st_mtime_ns) if stat else (-1, -1)
 
 
 def _resize_size(data_config: dict[str, Any]) -> int:
@@ -494,8 +495,18 @@ class _ShardBuffer:
         self.failures.extend(batch.failures)
 
     def flush(self, store: FeatureStore, shard: int, images: ImageSource, has_labels: bool,
-              inputs_sha256: str) -> None:
+              inputs_sha256: str, *, model: str) -> None:
         indices = [i for i, _, _ in self.decoded]
+        # stored as float16: a feature beyond its range (65504) is as useless as a NaN
+        with np.errstate(over="ignore"):  # an overflow is reported below, as the model's error
+            features = np.concatenate(self.features).astype(np.float16)
+        broken = np.flatnonzero(~np.isfinite(features).all(axis=1))
+        if len(broken):
+            more = f" and {len(broken) - 1} more images" if len(broken) > 1 else ""
+            raise NonFiniteFeaturesError(
+                f"{model}: gives non-finite features (NaN, inf, or beyond float16's range) for "
+                f"{images.key(indices[broken[0]])}{more} of shard {shard}; its weights or its data config (mean, std) "
+                f"are broken. Nothing of this shard was written")
         table = metadata_table(
             indices,
             [images.key(i) for i in indices],
@@ -503,7 +514,7 @@ class _ShardBuffer:
             [h for _, _, h in self.decoded],
             [images.label(i) for i in indices] if has_labels else None,
         )
-        store.write_shard(shard, np.concatenate(self.features), table,
+        store.write_shard(shard, features, table,
                           [(images.key(i), error) for i, error in self.failures], inputs_sha256=inputs_sha256)
         self.__init__()
 

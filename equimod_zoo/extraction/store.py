@@ -10,9 +10,10 @@ These are the file names and columns clip-retrieval's inference writes (`N` zero
 digits of the shard count, as its writer does), so autofaiss and clip-retrieval's index and
 back-end read an extraction unchanged; `label`, `width`, `height` and `index` are extra columns.
 Shard k holds inputs [k * shard_size, (k + 1) * shard_size). Each file is written atomically,
-the metadata last, and the metadata records a fingerprint of the shard's inputs (paths, sizes,
-modification times, labels): a shard counts as done only when both files are whole and that
-fingerprint still matches, so a rerun skips finished shards and redoes changed or damaged ones.
+the metadata last, and the metadata records a fingerprint of the shard's inputs (paths, labels,
+each file's size, mtime, ctime and inode): a shard counts as done only when both files are whole
+and that fingerprint still matches, so a rerun skips finished shards and redoes changed or damaged
+ones.
 
 Readers: `load_features(OUT)` -> (paths, float32 array); `read_metadata(OUT)` -> pyarrow.Table;
 `label_names(OUT)`; `read_info(OUT)`. They also read the earlier layout (format 1:
@@ -33,8 +34,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from equimod_zoo.atomic import atomic_open, atomic_path, atomic_write_text
-from equimod_zoo.errors import UserError
+from equimod_zoo.errors import NonFiniteFeaturesError, UserError
 from equimod_zoo.json_file import read_json
+from equimod_zoo.limits import MAX_CLASSES, MAX_SHARDS, check_limit
 from equimod_zoo.output_folder import OutputLayout, check_output_folder
 
 INFO_FILE = "extraction.json"
@@ -47,8 +49,6 @@ FORMAT_VERSION = 2
 LEGACY_FORMAT = 1  # features/shard_00000.npy + metadata/shard_00000.parquet with a `path` column
 # What must match for a rerun to continue an existing OUT rather than mix two extractions.
 IDENTITY_KEYS = ("format", "weights_sha256", "input", "data_config", "decode", "normalize", "shard_size")
-# Labels are class indices; a probe allocates one row of weights per class.
-MAX_CLASSES = 1_000_000
 _SHARD_META_KEY = b"equimod_zoo"
 # What extraction writes into OUT; an earlier extraction is known by its extraction.json.
 EXTRACTION_OUTPUT = OutputLayout(
@@ -111,8 +111,11 @@ class FeatureStore:
         except (OSError, pa.ArrowException):  # missing, or cut short: its footer is gone
             return False
         if inputs_sha256 is not None:
-            recorded = json.loads((schema.metadata or {}).get(_SHARD_META_KEY, b"{}"))
-            if recorded.get("inputs_sha256") != inputs_sha256:
+            try:
+                recorded = json.loads((schema.metadata or {}).get(_SHARD_META_KEY, b"{}"))
+            except (json.JSONDecodeError, UnicodeDecodeError):  # damaged: the shard is extracted again
+                return False
+            if not isinstance(recorded, dict) or recorded.get("inputs_sha256") != inputs_sha256:
                 return False
         return _npy_rows(self.features_path(shard)) == num_rows
 
@@ -240,6 +243,10 @@ def load_features(out: str | Path) -> tuple[list[str], np.ndarray]:
         if len(block) != len(shard_paths):
             raise UserError(f"{store.features_path(shard)}: {len(block)} rows but its metadata has "
                             f"{len(shard_paths)}; delete both files and rerun the extract command")
+        if not np.isfinite(block).all():  # no probe learns anything from NaN: say where it came from
+            raise NonFiniteFeaturesError(f"{store.features_path(shard)}: holds NaN or inf features (model "
+                                         f"{info.get('model')!r}); they were not written by this equimod-zoo, which "
+                                         f"refuses them; extract them again")
         paths.extend(shard_paths)
         blocks.append(block)
     features = (np.concatenate(blocks) if blocks else np.zeros((0, info["num_features"]), np.float16))
@@ -288,6 +295,12 @@ def _checked_info(info: Any, path: Path) -> dict[str, Any]:
                         f"({LEGACY_FORMAT} or {FORMAT_VERSION})")
     if info["num_shards"] < 0 or info.get("num_features", 0) < 0 or info.get("shard_size", 1) < 1:
         raise UserError(f"{path}: num_shards, num_features and shard_size must be counts")
+    check_limit(f"{path}: num_shards", info["num_shards"], MAX_SHARDS)  # every reader loops over them
+    num_images = info["input"].get("num_images") if isinstance(info.get("input"), dict) else None
+    if isinstance(num_images, int) and "shard_size" in info and info["num_shards"] != math.ceil(
+            num_images / info["shard_size"]):
+        raise UserError(f"{path}: num_shards {info['num_shards']} does not fit {num_images} images in shards of "
+                        f"{info['shard_size']}; the file is damaged or not an equimod-zoo extraction.json")
     names = info.get("label_names")
     if names is not None and not all(isinstance(n, str) for n in names):
         raise UserError(f"{path}: label_names must be a list of strings")

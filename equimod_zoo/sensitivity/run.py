@@ -25,7 +25,9 @@ from equimod_zoo.equimod.augment import PARAM_NAMES
 from equimod_zoo.loading import load_located
 from equimod_zoo.equimod.heads_file import load_equimod_heads
 from equimod_zoo.devices import resolve_device
-from equimod_zoo.errors import UserError
+from equimod_zoo.errors import NonFiniteFeaturesError, UserError
+from equimod_zoo.limits import (MAX_AUGMENTATIONS_PER_IMAGE, MAX_BATCH_SIZE, MAX_BOOTSTRAP, MAX_DECODED_BYTES,
+                                check_batch, check_limit, check_resolution)
 from equimod_zoo.sensitivity.equivariance import equivariance_metrics
 from equimod_zoo.sensitivity.probes import probe_parameters, split_images
 from equimod_zoo.sensitivity.sampling import augmented_features, load_images, probe_augmentation
@@ -71,16 +73,27 @@ def probe_augmentations(
 
     from equimod_zoo.data.spec import open_split, resolve_spec
 
+    check_limit("--augs-per-image", augmentations_per_image, MAX_AUGMENTATIONS_PER_IMAGE)
+    check_limit("--bootstrap", num_bootstrap, MAX_BOOTSTRAP)
+    check_limit("--batch-size", batch_size, MAX_BATCH_SIZE, unit="images")
+    if resolution is not None:
+        check_resolution("--resolution", resolution)
     device = resolve_device(device, argument="device")
     located = locate_weights(model)
     backbone = load_located(located)
     data_config = timm.data.resolve_model_data_config(backbone)
     augmentation = probe_augmentation(located.config, resolution=resolution, mean=data_config["mean"],
                                       std=data_config["std"])
+    check_batch("--batch-size", batch_size, augmentation.resolution)
+    check_limit(f"--num-images {num_images} decoded at {augmentation.source_size} px", num_images * 3
+                * augmentation.source_size ** 2, MAX_DECODED_BYTES, unit="bytes")
     source = open_split(resolve_spec(dataset, data_dir=data_dir), split=split)
     images, _ = load_images(source, num_images=num_images, size=augmentation.source_size, seed=seed, progress=progress)
     features = augmented_features(backbone, images, augmentation, augmentations_per_image=augmentations_per_image,
                                   views=views, seed=seed, batch_size=batch_size, device=device, progress=progress)
+    if not (bool(torch.isfinite(features.original).all()) and bool(torch.isfinite(features.view).all())):
+        raise NonFiniteFeaturesError(f"{model}: gives non-finite features (NaN or inf) on {dataset}; its weights or "
+                                     f"its data config (mean, std) are broken, and no probe can read them")
     splits = split_images(num_images, seed=seed)
     inputs = {
         kind: {name: score.to_dict() for name, score in probe_parameters(

@@ -24,6 +24,7 @@ from equimod_zoo.data.sources import ImageSource
 from equimod_zoo.errors import UserError
 from equimod_zoo.model_folder import ModelConfig
 from equimod_zoo.equimod.augment import AugmentConfig, BatchedAugment
+from equimod_zoo.limits import check_resolution
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ def probe_augmentation(config: ModelConfig, *, resolution: int | None = None,
         source_size = max(resolution, round(source_size * scale))
         x0_resize = None if augment_config.x0_resize is None else max(resolution, round(augment_config.x0_resize * scale))
         augment_config = dataclasses.replace(augment_config, size=resolution, x0_resize=x0_resize)
+    check_resolution(f"{config.architecture}: the probe's source size (the recorded data_size)", source_size)
     augment_config = dataclasses.replace(augment_config, mean=tuple(float(v) for v in mean),
                                          std=tuple(float(v) for v in std))
     return ProbeAugmentation(BatchedAugment(augment_config), source_size)

@@ -5,18 +5,22 @@
 
 MODEL is the model's name, SHA the first 16 hex digits of its weights' sha256 (so retrained
 weights under the same name get new entries), SOURCE a short hash of where the images came from
-(the Hub id or the local folder). CACHE is `$EQUIMOD_ZOO_CACHE`, else `~/.cache/equimod_zoo`.
+(the Hub id or the local folder) and, for a local folder, of the state of every file in it
+(`data_state`): an image edited in place gives new entries, never the old features or result.
+CACHE is `$EQUIMOD_ZOO_CACHE`, else `~/.cache/equimod_zoo`.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from equimod_zoo.atomic import atomic_write_text
+from equimod_zoo.cache import file_state
 from equimod_zoo.extraction.store import FeatureStore
 
 
@@ -42,6 +46,22 @@ class CacheKey:
     def result_path(self, cache_dir: str | Path, protocol: str) -> Path:
         dataset, model, suffix = self._parts()
         return Path(cache_dir) / "results" / dataset / model / f"{_slug(protocol)}-{suffix}.json"
+
+
+def data_state(location: str | Path) -> str:
+    """A digest of every file below a local dataset `location` (or of the file itself): path and `file_state`."""
+    root = Path(location)
+    digest = hashlib.sha256()
+    if root.is_file():
+        digest.update(json.dumps([root.name, *file_state(root)]).encode())
+        return digest.hexdigest()
+    for folder, subfolders, files in os.walk(root):
+        subfolders.sort()
+        for name in sorted(files):
+            path = Path(folder) / name
+            relative = os.fsencode(path.relative_to(root).as_posix()).decode("utf-8", "backslashreplace")
+            digest.update(json.dumps([relative, *file_state(path)]).encode())
+    return digest.hexdigest()
 
 
 def features_cached(folder: str | Path, *, num_images: int, weights_sha256: str) -> bool:

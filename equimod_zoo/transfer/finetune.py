@@ -20,8 +20,10 @@ from torchvision import transforms
 from equimod_zoo.atomic import atomic_path
 from equimod_zoo.data.images import load_rgb
 from equimod_zoo.data.sources import ImageSource
+from equimod_zoo.data.workers import UserErrorLoader
 from equimod_zoo.devices import resolve_device
 from equimod_zoo.errors import UserError
+from equimod_zoo.limits import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_WORKERS, check_limit
 from equimod_zoo.probes.metrics import ClassificationScores, classification_scores
 
 
@@ -38,6 +40,11 @@ class FinetuneConfig:
     crop_scale: tuple[float, float] = (0.08, 1.0)
     seed: int = 0
     num_workers: int = 2
+
+    def __post_init__(self) -> None:
+        check_limit("--epochs", self.epochs, MAX_EPOCHS)
+        check_limit("--batch-size", self.batch_size, MAX_BATCH_SIZE, unit="images")
+        check_limit("--workers", self.num_workers, MAX_WORKERS)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -76,7 +83,7 @@ def finetune(
     ])
     eval_transform = timm.data.create_transform(**data_config, is_training=False)
     generator = torch.Generator().manual_seed(config.seed)
-    loader = torch.utils.data.DataLoader(
+    loader = UserErrorLoader(
         torch.utils.data.ConcatDataset([_LabelledImages(s, train_transform) for s in train]),
         batch_size=config.batch_size, shuffle=True, drop_last=False, generator=generator,
         num_workers=config.num_workers, persistent_workers=False)
@@ -114,8 +121,7 @@ def evaluate(model: torch.nn.Module, images: ImageSource, transform: Any, *, bat
              device: torch.device) -> ClassificationScores:
     """Top-1, top-5 and mean per-class accuracy of a classifier on a labelled source."""
     model.eval()
-    loader = torch.utils.data.DataLoader(_LabelledImages(images, transform), batch_size=batch_size,
-                                         num_workers=num_workers)
+    loader = UserErrorLoader(_LabelledImages(images, transform), batch_size=batch_size, num_workers=num_workers)
     logits, targets = [], []
     for batch, labels in loader:
         logits.append(model(batch.to(device)).float().cpu())

@@ -16,12 +16,14 @@ from typing import Any, Literal
 
 from equimod_zoo.cache import default_cache_dir
 from equimod_zoo.errors import UserError
+from equimod_zoo.limits import MAX_WORKERS, check_batch, check_limit, check_resolution
 from equimod_zoo.extraction.extract import extract_features
 from equimod_zoo.loading import ResolvedModel, load_located, resolve_model
 from equimod_zoo.probes.frozen import frozen_probe, read_labelled_features
 from equimod_zoo.records import Record, new_record
-from equimod_zoo.transfer.cache import CacheKey, features_cached, read_result, write_result
-from equimod_zoo.transfer.datasets import TransferDataset, TransferSplits, data_source, load_splits, resolve_dataset
+from equimod_zoo.transfer.cache import CacheKey, data_state, features_cached, read_result, write_result
+from equimod_zoo.transfer.datasets import (TransferDataset, TransferSplits, data_source, load_splits, locate_data,
+                                           resolve_dataset)
 from equimod_zoo.transfer.finetune import FinetuneConfig, finetune
 from equimod_zoo.weights import LocatedWeights
 
@@ -99,6 +101,9 @@ def transfer(
         raise UserError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     if resolution is not None and resolution < 1:
         raise UserError(f"resolution: {resolution} is not a positive size")
+    if resolution is not None:
+        check_resolution("--resolution", resolution)
+    check_limit("--workers", num_workers, MAX_WORKERS)
     started = time.perf_counter()
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     spec = dataset if isinstance(dataset, TransferDataset) else resolve_dataset(
@@ -106,7 +111,11 @@ def transfer(
     resolved = resolve_model(model)  # the one sha256 pass of this command; the network is built on first use
     located = resolved.located
     resolution = resolution or int(located.config.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
-    key = CacheKey(resolved.label, located.sha256, spec.name, data_source(spec, data_dir, limit=limit), resolution)
+    check_batch("--batch-size", batch_size, resolution)
+    located_data = locate_data(spec, data_dir)
+    state = f"#{data_state(located_data.location)}" if located_data.layout != "hub" else ""
+    key = CacheKey(resolved.label, located.sha256, spec.name, data_source(spec, data_dir, limit=limit) + state,
+                   resolution)
     if reuse_result:
         earlier = read_result(key.result_path(cache_dir, protocol))
         if earlier is not None and (protocol != "finetune" or _same_config(earlier, finetune_config)):
