@@ -14,6 +14,8 @@ from equimod_zoo.errors import UnknownNameError
 BASE_METHODS: dict[str, str] = {
     "simclr": "SimCLR",
     "byol": "BYOL",
+    "vicreg": "VICReg",
+    "barlow_twins": "Barlow Twins",
 }
 EQUIMOD_SUFFIX = "_equimod"
 EQUIMOD_TITLE = "EquiMod"

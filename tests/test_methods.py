@@ -1,4 +1,4 @@
-"""SimCLR, BYOL and their EquiMod variants train, wire their views as documented and export their heads."""
+"""Every base method and its EquiMod variant train, wire their views as documented and export their heads."""
 from __future__ import annotations
 
 import pytest
@@ -7,11 +7,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import equimod_zoo  # noqa: F401  (registers resnet18_cifar)
-from equimod_zoo.training.methods import METHODS, MethodConfig, StepOutput, build_method, byol_momentum
+from equimod_zoo.method import all_method_names
+from equimod_zoo.training.methods import MethodConfig, StepOutput, build_method, byol_momentum
 from equimod_zoo.training.optim import OptimConfig, build_optimizer
 
 TINY_HEADS = dict(
     proj_hidden=32, proj_out=16, byol_proj_hidden=32, byol_proj_out=16, byol_pred_hidden=32,
+    vicreg_proj_hidden=32, vicreg_proj_out=16, barlow_proj_hidden=32, barlow_proj_out=16,
     eq_hidden=32, eq_out=16, param_embed=16,
 )  # fmt: skip
 
@@ -35,7 +37,7 @@ def _batch(n: int = 8, size: int = 16, seed: int = 1) -> dict[str, torch.Tensor]
     return {"x1": x1, "x2": x2, "x0": x0, "p1": p1, "p2": p2}
 
 
-@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("name", all_method_names())
 def test_each_method_lowers_its_loss(name):
     method = _method(name)
     optimizer = build_optimizer(method, OptimConfig(lr=1.0, reference_batch_size=8), batch_size=8)
