@@ -22,9 +22,9 @@ import torch
 import equimod_zoo  # also registers the CIFAR-stem architectures with timm
 from equimod_zoo.errors import UserError
 from equimod_zoo.hub.staging import check_output, move_into_place, staging_dir
-from equimod_zoo.model_folder import (CONFIG_FILE, HEADS_FILE, WEIGHTS_FILE, check_model_args, sha256_file,
-                                      write_model_folder)
-from equimod_zoo.registry import METHODS
+from equimod_zoo.method import Method
+from equimod_zoo.model_folder import (CONFIG_FILE, HEADS_FILE, WEIGHTS_FILE, check_architecture, check_model_args,
+                                      sha256_file, write_model_folder)
 
 
 @dataclass(frozen=True)
@@ -216,17 +216,20 @@ def convert_checkpoint(
         out: the model folder to create.
         arch: the timm architecture; detected from the weights when None.
         model_args: constructor arguments; inferred from the weights' widths when None.
-        method: the pre-training method recorded in the metadata (one of registry.METHODS);
+        method: the pre-training method recorded in the metadata (a `Method` name: simclr_equimod...);
             detected for the official EquiMod checkpoints.
         dtype: store the weights in this precision; None keeps float32.
         overwrite: replace an existing `out` that an earlier conversion wrote; anything else is refused.
     """
     if source not in LAYOUTS:
         raise UserError(f"--from {source!r}: expected one of {', '.join(LAYOUTS)}")
-    if model_args is not None:
-        model_args = check_model_args(model_args, "--model-args")
-    if method is not None and method not in METHODS:
-        raise UserError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
+    if model_args is not None and arch is not None:
+        model_args = check_model_args(model_args, "--model-args", arch=check_architecture(arch, "--arch"))
+    if method is not None:
+        try:
+            method = Method.parse(method).name
+        except UserError as error:
+            raise UserError(f"--method: {error}") from None
     path, out = Path(checkpoint), Path(out)
     check_output(out, kind=WRITTEN_BY, files=CONVERT_FILES, sources=[path], overwrite=overwrite)
     layout = LAYOUTS[source]
@@ -236,9 +239,9 @@ def convert_checkpoint(
     detected_arch, detected_args = detect_architecture(backbone, path=path) if arch is None or model_args is None \
         else (arch, model_args)
     arch = arch or detected_arch
-    model_args = detected_args if model_args is None else model_args
     if not timm.is_model(arch):
         raise UserError(f"--arch {arch!r}: not a timm architecture")
+    model_args = detected_args if model_args is None else check_model_args(model_args, "--model-args", arch=arch)
     model = timm.create_model(arch, pretrained=False, num_classes=0, **model_args).eval()
     _load_strict(model, backbone, arch, path)
     method = method or _official_method(content, source)
@@ -304,4 +307,4 @@ def _official_method(content: dict[str, Any], source: str) -> str | None:
     """The official EquiMod checkpoints are BYOL-based exactly when they carry a momentum model."""
     if source != "equimod-official":
         return None
-    return "byol_equimod" if "momentum_model" in content else "simclr_equimod"
+    return Method("byol" if "momentum_model" in content else "simclr", equimod=True).name

@@ -88,7 +88,7 @@ class Recipe:
             raise UserError(f"recipe {self.name}: eval_crop_pct must be in (0, 1], got {self.eval_crop_pct}")
         # what reaches timm.create_model: a registered name and constructor arguments, never a path
         check_architecture(self.arch, f"recipe {self.name}")
-        check_model_args(self.model_args, f"recipe {self.name}")
+        check_model_args(self.model_args, f"recipe {self.name}", arch=self.arch)
         # g_t reads the pipeline's parameter vector: its size follows the recipe's list
         num_params = len(self.augment.params)
         if self.method.param_dim is None:
