@@ -150,12 +150,15 @@ FAMILY_OF_MODULE = {"resnet": "resnet", "architectures": "resnet", "convnext": "
                     "vision_transformer": "vision_transformer"}
 
 
+def family_of(arch: str) -> str | None:
+    """The `MODEL_ARGS` family of a registered timm architecture, or None for any other."""
+    return next((family for module, family in FAMILY_OF_MODULE.items() if is_model_in_modules(arch, [module])), None)
+
+
 def model_args_of(arch: str) -> dict[str, ArgCheck]:
     """The constructor arguments config.json may give `arch` (a registered timm name), with their checks."""
-    for module, family in FAMILY_OF_MODULE.items():
-        if is_model_in_modules(arch, [module]):
-            return MODEL_ARGS[family]
-    return ANY_MODEL_ARGS
+    family = family_of(arch)
+    return MODEL_ARGS[family] if family is not None else ANY_MODEL_ARGS
 
 
 # pretrained_cfg fields that say where weights are: a config file never decides that.

@@ -4,15 +4,15 @@ Entries live in `equimod_zoo/zoo/catalogue.json`; code never special-cases a mod
 entry's measured metrics are not written in the catalogue: they are the records of its weights'
 sha256 in `equimod_zoo/zoo/records/` (see `equimod_zoo.records`), read when the catalogue loads.
 A name resolves, in order, as an entry name, an explicit alias, a timm-style `arch.tag`, or a
-short alias `{method}_{depth}` such as `byol_equimod_r50`, which points to the best entry
-for that method and depth: available before recipe-only, then the larger training set,
-then the longer schedule.
+short alias `{method}_{backbone}` such as `byol_equimod_r50` or `vicreg_convnext_atto`, which
+points to the best entry for that method and backbone: available before recipe-only, then the
+larger training set, then the longer schedule. The backbone's short name is data
+(`ARCH_SHORT_NAMES`), else the timm architecture's own name.
 """
 from __future__ import annotations
 
 import fnmatch
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from equimod_zoo.dataclass_dict import build_dataclass
 from equimod_zoo.errors import UnknownModelError, UserError
+from equimod_zoo.method import Method
 from equimod_zoo.records import Record, read_records
 
 ZOO_DIR = Path(__file__).parent / "zoo"
@@ -29,7 +30,8 @@ BUNDLED_MODELS_DIR = ZOO_DIR / "models"
 RECORDS_DIR_NAME = "records"  # beside the catalogue: the records its metrics come from
 
 Status = Literal["available", "recipe-only"]
-METHODS = ("simclr", "simclr_equimod", "byol", "byol_equimod")
+# An architecture's name in short aliases: both ResNet-18s (CIFAR and ImageNet stem) are `r18`.
+ARCH_SHORT_NAMES = {"resnet18": "r18", "resnet18_cifar": "r18", "resnet50": "r50", "resnet50_cifar": "r50"}
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class ZooEntry:
     name: str
     arch: str  # a timm architecture name
     tag: str  # timm-style pretrained tag: `arch.tag` names these weights
-    method: str  # one of METHODS
+    method: str  # a `Method` name: simclr, simclr_equimod, vicreg...
     data: str  # training data, e.g. "cifar10 (JPEG re-encoding, ../shared/data/cifar10-jpeg)"
     num_train_images: int
     epochs: int  # trained epochs when available; the recipe's plan when recipe-only
@@ -75,14 +77,13 @@ class ZooEntry:
         return f"{self.arch}.{self.tag}"
 
     @property
-    def depth(self) -> str:
-        """`r18` or `r50`: the short-alias family of the architecture."""
-        match = re.search(r"resnet(\d+)", self.arch)
-        return f"r{match.group(1)}" if match else self.arch
+    def backbone(self) -> str:
+        """The architecture's short name in aliases: `ARCH_SHORT_NAMES`, else timm's name (`convnext_atto`)."""
+        return ARCH_SHORT_NAMES.get(self.arch, self.arch)
 
     @property
     def short_alias(self) -> str:
-        return f"{self.method}_{self.depth}"
+        return f"{self.method}_{self.backbone}"
 
     @property
     def epochs_text(self) -> str:
@@ -107,8 +108,10 @@ class ZooEntry:
     def from_dict(cls, data: Mapping[str, Any], *, source: str | Path = CATALOGUE_FILE) -> ZooEntry:
         """A catalogue entry, every key and type checked (`build_dataclass`)."""
         entry = build_dataclass(cls, data, source=str(source), prefix=f"{data.get('name')}.")
-        if entry.method not in METHODS:
-            raise UserError(f"{source}: entry {entry.name!r} has unknown method {entry.method!r}")
+        try:
+            Method.parse(entry.method)
+        except UserError as error:
+            raise UserError(f"{source}: entry {entry.name!r}: {error}") from None
         return entry
 
 
@@ -169,11 +172,11 @@ class Catalogue:
         return name in self._index
 
     def nearest_available(self, entry: ZooEntry) -> ZooEntry | None:
-        """The available entry closest to `entry`: same method, then same depth, then anything."""
+        """The available entry closest to `entry`: same method, then same backbone, then anything."""
         available = [e for e in self.entries if e.status == "available"]
         if not available:
             return None
-        return max(available, key=lambda e: (e.method == entry.method, e.depth == entry.depth, _rank(e)))
+        return max(available, key=lambda e: (e.method == entry.method, e.backbone == entry.backbone, _rank(e)))
 
 
 def _rank(entry: ZooEntry) -> tuple[bool, int, int]:

@@ -13,9 +13,12 @@ from typing import Any
 import yaml
 from huggingface_hub import EvalResult, ModelCardData
 
+from equimod_zoo.architectures import CIFAR_ARCHITECTURES
 from equimod_zoo.data.known import data_caveats, dataset_key
 from equimod_zoo.data.known import known_dataset as dataset_info
-from equimod_zoo.model_folder import PAPER_ID, ModelConfig
+from equimod_zoo.errors import UserError
+from equimod_zoo.method import Method
+from equimod_zoo.model_folder import PAPER_ID, ModelConfig, family_of
 from equimod_zoo.records import Record
 
 PAPER_URL = "https://arxiv.org/abs/2211.01244"
@@ -29,8 +32,9 @@ CITATION = """@inproceedings{devillers2023equimod,
   url       = {https://arxiv.org/abs/2211.01244}
 }"""
 
-METHOD_TITLES = {"simclr": "SimCLR", "simclr_equimod": "SimCLR + EquiMod", "byol": "BYOL",
-                 "byol_equimod": "BYOL + EquiMod"}
+# timm model families (equimod_zoo.model_folder.MODEL_ARGS) as a card names them, and as a Hub tag.
+FAMILY_TITLES = {"resnet": "ResNet", "convnext": "ConvNeXt", "vision_transformer": "Vision Transformer"}
+FAMILY_TAGS = {"resnet": "resnet", "convnext": "convnext", "vision_transformer": "vision-transformer"}
 METRIC_TITLES = {"top1": "top-1 accuracy", "top5": "top-5 accuracy", "knn_top1": "k-NN top-1 accuracy",
                  "mean_per_class_accuracy": "mean per-class accuracy"}
 PROTOCOL_TITLES = {"linear": "linear probe on frozen features", "knn": "k-NN classifier on frozen features",
@@ -61,6 +65,14 @@ PAPER_TABLE1 = (
 )
 
 
+def method_title(name: Any, unknown: str = "an unknown method") -> str:
+    """How prose names a recorded method ("SimCLR + EquiMod"); a name this version does not know, as written."""
+    try:
+        return Method.parse(name).title
+    except UserError:
+        return str(name) if name else unknown
+
+
 def paper_result(method: str, data: str, arch: str) -> PaperResult | None:
     """The paper's linear-evaluation figure for the same method, data and architecture, if it has one."""
     key = dataset_key(data)
@@ -87,11 +99,15 @@ class CardFacts:
 def card_metadata(config: ModelConfig, facts: CardFacts) -> ModelCardData:
     """The YAML front matter: library, license, tags, datasets and a model-index of the measured results."""
     meta = config.equimod
-    method = meta.get("method", "")
     data = _data_name(meta)
-    tags = ["image-feature-extraction", "timm", "self-supervised", "equimod-zoo",
-            *[t for t in ("simclr", "byol") if t in method.split("_")],
-            *(["equimod"] if "equimod" in method else []), "resnet"]
+    try:
+        method = Method.parse(meta.get("method"))
+        method_tags = [method.base.replace("_", "-"), *(["equimod"] if method.equimod else [])]
+    except UserError:
+        method_tags = []
+    family = family_of(config.architecture)
+    tags = ["image-feature-extraction", "timm", "self-supervised", "equimod-zoo", *method_tags,
+            *([FAMILY_TAGS[family]] if family else [])]
     train_info = dataset_info(data) if data else None
     datasets = [train_info.hub_id] if train_info and train_info.hub_id else []
     eval_results = [
@@ -138,7 +154,7 @@ def render_card(config: ModelConfig, facts: CardFacts) -> str:
 def summary(config: ModelConfig, facts: CardFacts) -> str:
     """One paragraph: what the backbone is and how far it was trained. MODEL_CARDS.md quotes it."""
     meta = config.equimod
-    method = METHOD_TITLES.get(meta.get("method", ""), meta.get("method", "an unknown method"))
+    method = method_title(meta.get("method"))
     data = _data_name(meta)
     epochs = meta.get("epochs")
     trained = f"for {epochs} epochs" if epochs is not None else "for an unrecorded number of epochs"
@@ -168,9 +184,9 @@ def _details(config: ModelConfig, facts: CardFacts) -> str:
     meta, cfg = config.equimod, config.pretrained_cfg
     data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
     rows = [
-        ("Architecture", f"`{config.architecture}` (timm ResNet)"
+        ("Architecture", f"`{config.architecture}` (timm {FAMILY_TITLES.get(family_of(config.architecture), 'model')})"
          + (f", `model_args` {json.dumps(config.model_args)}" if config.model_args else "")),
-        ("Method", METHOD_TITLES.get(meta.get("method", ""), meta.get("method", "unknown"))),
+        ("Method", method_title(meta.get("method"), "unknown")),
         ("Pre-training data", data.get("description") or _data_name(meta) or "unknown"),
         ("Training images", data.get("num_images", "unknown")),
         ("Parameters", f"{facts.num_parameters / 1e6:.2f} M ({facts.weights_dtype})"),
@@ -192,7 +208,7 @@ def _details(config: ModelConfig, facts: CardFacts) -> str:
 
 
 def _usage(config: ModelConfig, facts: CardFacts) -> str:
-    cifar = config.architecture.endswith("_cifar")
+    cifar = config.architecture in CIFAR_ARCHITECTURES
     register = ("import equimod_zoo  # registers the CIFAR-stem ResNets with timm: needed before create_model\n"
                 if cifar else "")
     # `hf-hub:` only for a repository that exists; until then the folder loads from disk.
@@ -265,7 +281,7 @@ def _evaluation(config: ModelConfig, facts: CardFacts) -> str:
     paper = paper_result(config.equimod.get("method", ""), _data_name(config.equimod), config.architecture)
     if paper is not None:
         text += (f"\n\nFor reference, the paper reports {paper.top1:.2f}% linear top-1 ({paper.top5:.2f}% top-5) "
-                 f"for {METHOD_TITLES[paper.method]} in this setting after {paper.epochs} epochs ({PAPER_SOURCE}); "
+                 f"for {method_title(paper.method)} in this setting after {paper.epochs} epochs ({PAPER_SOURCE}); "
                  "that is the paper's figure, not a measurement of these weights.")
     return text
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from equimod_zoo.method import Method
 from equimod_zoo.probes import frozen
 from equimod_zoo.transfer.compare import (ModelIdentity, Pairing, Score, compare, model_identity,
                                           parse_data_dir_map, write_comparison)
@@ -17,7 +18,7 @@ COLOURS = ((220, 40, 40), (40, 200, 60), (40, 60, 220))
 
 
 def identity(method: str, epochs: int = 100) -> ModelIdentity:
-    return ModelIdentity(method, "resnet18", "cifar10", epochs)
+    return ModelIdentity(Method.parse(method), "resnet18", "cifar10", epochs)
 
 
 def scores() -> list[Score]:
@@ -57,13 +58,16 @@ def test_pairs_come_from_registry_fields_not_names():
 def test_zoo_names_pair_by_their_registry_rows():
     from equimod_zoo.registry import catalogue
 
-    entries = [e for e in catalogue().entries if e.method.endswith("_equimod")]
+    entries = [e for e in catalogue().entries if Method.parse(e.method).equimod]
+    assert {Method.parse(e.method).base for e in entries} >= {"simclr", "byol", "vicreg", "barlow_twins"}
     for equimod in entries:
-        base = [e for e in catalogue().entries if e.method == equimod.method.removesuffix("_equimod")
+        base = [e for e in catalogue().entries if e.method == Method.parse(equimod.method).baseline.name
                 and (e.arch, e.data, e.epochs) == (equimod.arch, equimod.data, equimod.epochs)]
         pairing = Pairing.of_names([equimod.name, *(b.name for b in base)])
         assert pairing.baseline(equimod.name) == (base[0].name if base else None)
-    assert model_identity("simclr_equimod_r18_cifar10").base_method == "simclr"
+    assert model_identity("simclr_equimod_r18_cifar10").method == Method("simclr", equimod=True)
+    assert Pairing.of_names(["vicreg_equimod_r18_cifar10", "vicreg_r18_cifar10"]).baseline(
+        "vicreg_equimod_r18_cifar10") == "vicreg_r18_cifar10"
     assert model_identity("not_a_model") is None
 
 

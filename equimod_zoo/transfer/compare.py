@@ -1,9 +1,9 @@
 """Comparison of models across datasets: a markdown table, a CSV and a bar chart.
 
 Models pair by what they are, read from the registry (a zoo name or alias) or from a model
-folder's config.json: an EquiMod model sits beside the model of its base method (`simclr` for
-`simclr_equimod`) with the same architecture, training data and budget, in the same colour
-family, so the chart shows what EquiMod adds. `write_comparison` takes plain `Score` rows, so
+folder's config.json: an EquiMod model sits beside the model of its base method (any base:
+`simclr` for `simclr_equimod`, `vicreg` for `vicreg_equimod`) with the same architecture, training
+data and budget, in the same colour family, so the chart shows what EquiMod adds. `write_comparison` takes plain `Score` rows, so
 other result sources (e.g. augmentation-probe JSON files) can join the table without touching
 the transfer code.
 """
@@ -18,6 +18,7 @@ from pathlib import Path
 from equimod_zoo.atomic import atomic_path, atomic_write_text
 from equimod_zoo.errors import UserError
 from equimod_zoo.loading import resolve_model
+from equimod_zoo.method import Method
 from equimod_zoo.model_folder import ModelConfig
 from equimod_zoo.optional import require
 from equimod_zoo.registry import ZooEntry, catalogue
@@ -25,35 +26,29 @@ from equimod_zoo.transfer.run import transfer
 from equimod_zoo.weights import local_folder
 
 METRIC_LABELS = {"top1": "top-1", "mean_per_class_accuracy": "mean per-class"}
-EQUIMOD_SUFFIX = "_equimod"  # registry methods: `simclr_equimod` is EquiMod on top of `simclr`
 
 
 @dataclass(frozen=True)
 class ModelIdentity:
     """What a model is, as far as pairing goes: its method, architecture, training data and budget."""
 
-    method: str  # a registry method: simclr, simclr_equimod, byol, byol_equimod
+    method: Method
     architecture: str
     data: str
     budget: int | None  # training epochs
 
     @property
-    def base_method(self) -> str:
-        """The method EquiMod was added to (`simclr` for `simclr_equimod`); a baseline's own method."""
-        return self.method.removesuffix(EQUIMOD_SUFFIX)
-
-    @property
     def is_equimod(self) -> bool:
-        return self.method != self.base_method
+        return self.method.equimod
 
     @property
     def pair(self) -> tuple[str, str, str, int | None]:
-        """What an EquiMod model and its baseline share."""
-        return self.base_method, self.architecture, self.data, self.budget
+        """What an EquiMod model and its baseline share: the base method, architecture, data and budget."""
+        return self.method.base, self.architecture, self.data, self.budget
 
     @classmethod
     def of_entry(cls, entry: ZooEntry) -> ModelIdentity:
-        return cls(entry.method, entry.arch, entry.data, entry.epochs)
+        return cls(Method.parse(entry.method), entry.arch, entry.data, entry.epochs)
 
 
 def model_identity(model: str | Path) -> ModelIdentity | None:
@@ -67,8 +62,9 @@ def model_identity(model: str | Path) -> ModelIdentity | None:
     entry = next((e for e in catalogue().entries if sha256 and e.sha256 == sha256), None)
     if entry is not None:  # a copy of a zoo model's folder is that zoo model
         return ModelIdentity.of_entry(entry)
-    method = config.equimod.get("method")
-    if not isinstance(method, str):
+    try:
+        method = Method.parse(config.equimod.get("method"))
+    except UserError:  # no method, or one this version does not know: the model pairs with nothing
         return None
     data = config.equimod.get("data")
     data = data.get("name") if isinstance(data, dict) else data
