@@ -92,6 +92,10 @@ def test_augmentation_parameters_are_standardised_before_g_t():
 def test_bad_inputs_are_reported():
     with pytest.raises(ValueError, match="unknown method 'mocov3'"):
         MethodConfig("mocov3")
+    with pytest.raises(ValueError, match="vicreg_proj_hidden must be a size from 1 to 16384, got 1000000000"):
+        MethodConfig("vicreg", vicreg_proj_hidden=10**9)  # refused before anything is allocated
+    with pytest.raises(ValueError, match="barlow_scale must be positive"):
+        MethodConfig("barlow_twins", barlow_scale=0.0)
     batch = _batch(n=4)
     equi = _method("simclr_equimod")
     with pytest.raises(ValueError, match="needs x0, p1 and p2"):

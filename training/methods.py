@@ -42,6 +42,10 @@ from equimod_zoo.method import Method
 from equimod_zoo.training.losses import BarlowTwinsLoss, BYOLLoss, VICRegLoss
 
 
+# The widest head layer a recipe may ask for: twice VICReg's and Barlow Twins' ImageNet width (8192).
+MAX_HEAD_WIDTH = 16384
+
+
 @dataclass(frozen=True)
 class MethodConfig:
     """Which method, and the sizes and weights of its heads and loss. Defaults are CIFAR-10 settings:
@@ -90,8 +94,8 @@ class MethodConfig:
                 raise UserError(f"method.{name} must be >= 0, got {getattr(self, name)}")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.type in ("int", "int | None") and value is not None and value < 1:
-                raise UserError(f"method.{f.name} must be a positive size, got {value}")
+            if f.type in ("int", "int | None") and value is not None and not 1 <= value <= MAX_HEAD_WIDTH:
+                raise UserError(f"method.{f.name} must be a size from 1 to {MAX_HEAD_WIDTH}, got {value}")
 
     @property
     def method(self) -> Method:
