@@ -267,7 +267,8 @@ def _pairs(catalogue: Catalogue, models_dir: Path) -> str:
                       f"{_training_time(entry, models_dir)}"
                       if entry.status == "available" else f"{entry.epochs} ep planned (recipe-only)")
             measured = " | ".join(_measured(entry, *column[1:]) for column in PAIR_COLUMNS)
-            rows.append(f"| {setting} | {method_title(method)} | {budget} | {measured} | {_paper(method, data, arch)} |")
+            rows.append(f"| {setting} | {method_title(method)} | {budget} | {measured} | "
+                        f"{_paper(method, data, arch)} |")
     titles = " | ".join(title for title, *_ in PAIR_COLUMNS)
     return ("## EquiMod against its baseline\n\nEach pair side by side: accuracy (%) measured by the zoo on the "
             "entry's own weights (linear probe and kNN on the pre-training dataset's test split, Flowers-102 linear "
@@ -324,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         print("the cards, MODEL_CARDS.md and README.md's generated tables: up to date")
         return 0
     changed = write_model_cards(readme=README_FILE)
-    print(f"the cards, MODEL_CARDS.md and README.md's generated tables: {'written' if changed else 'already up to date'}")
+    state = "written" if changed else "already up to date"
+    print(f"the cards, MODEL_CARDS.md and README.md's generated tables: {state}")
     return 0
 
 

@@ -1,5 +1,6 @@
-"""Every new base method, alone and with EquiMod, and EquiMod on a ConvNeXt and a ViT: each trains, resumes
-exactly, exports, and its export loads with `equimod_zoo.load` and extracts features."""
+"""Every new base method, alone and with EquiMod, and EquiMod on a ConvNeXt and ViTs: each trains, resumes
+exactly (BYOL-style momentum targets included), exports, and its export loads with `equimod_zoo.load` and
+extracts features."""
 from __future__ import annotations
 
 import json
@@ -19,8 +20,8 @@ from equimod_zoo.training.trainer import train
 from toy_training import tiny_recipe_named, write_toy_parquet
 
 RECIPES = ("vicreg_r18_cifar10", "vicreg_equimod_r18_cifar10", "barlow_twins_r18_cifar10",
-           "barlow_twins_equimod_r18_cifar10", "simclr_equimod_convnext_atto_cifar10",
-           "simclr_equimod_vit_tiny_cifar10")
+           "barlow_twins_equimod_r18_cifar10", "mocov3_r18_cifar10", "mocov3_equimod_r18_cifar10",
+           "simclr_equimod_convnext_atto_cifar10", "simclr_equimod_vit_tiny_cifar10", "mocov3_equimod_vit_tiny_cifar10")
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,7 @@ def test_trains_resumes_exactly_exports_loads_and_extracts(name, toy_data, image
     schema = read_heads_schema(folder)
     assert schema.method == recipe.method.name and bool(load_equimod_heads(folder)) == recipe.method.equimod
     model = equimod_zoo.load(folder).eval()
-    assert isinstance(model, timm.models.VisionTransformer) == name.startswith("simclr_equimod_vit")
+    assert isinstance(model, timm.models.VisionTransformer) == (recipe.arch == "vit_tiny_patch16_224")
     summary = extract_features(images, out=tmp_path / "features", model=folder, batch_size=2, num_workers=0,
                                progress=False)
     paths, features = load_features(tmp_path / "features")

@@ -1,7 +1,7 @@
 """Two gloo processes on the CPU train exactly like one process on their combined batch.
 
 Each rank holds half of a global batch. The losses gather the other rank's embeddings (NT-Xent's
-negatives, VICReg's variance and covariance) or all-reduce their statistics (Barlow Twins'
+negatives, MoCo v3's keys, VICReg's variance and covariance) or all-reduce their statistics (Barlow Twins'
 cross-correlation), the collectives' backward returns the gradients, and DDP averages the
 parameter gradients: the result must equal one process computing the loss over the whole batch.
 """
@@ -31,7 +31,7 @@ from equimod_zoo.training.distributed import (
 )
 import equimod_zoo  # noqa: F401  (registers resnet18_cifar)
 from equimod_zoo.equimod import EquiMod, NTXentLoss
-from equimod_zoo.training.losses import BarlowTwinsLoss, VICRegLoss
+from equimod_zoo.training.losses import BarlowTwinsLoss, MoCoV3Loss, VICRegLoss
 from equimod_zoo.training.methods import MethodConfig, build_method
 
 WORLD_SIZE = 2
@@ -86,9 +86,11 @@ def _method(name: str = "simclr_equimod") -> nn.Module:
     return build_method(MethodConfig(name, **HEADS), backbone).eval()  # eval(): per-sample BN, as above
 
 
-BUILDERS = {"ntxent": _ntxent_head, "vicreg": _vicreg_head, "barlow": _barlow_head, "equimod": _equimod_module,
+BUILDERS = {"ntxent": _ntxent_head, "vicreg": _vicreg_head, "barlow": _barlow_head, "mocov3": _ntxent_head,
+            "equimod": _equimod_module,
             "method": _method, "barlow_method": lambda: _method("barlow_twins_equimod")}
-INVARIANCE_LOSSES = {"ntxent": lambda: NTXentLoss(0.5), "vicreg": VICRegLoss, "barlow": BarlowTwinsLoss}
+INVARIANCE_LOSSES = {"ntxent": lambda: NTXentLoss(0.5), "vicreg": VICRegLoss, "barlow": BarlowTwinsLoss,
+                     "mocov3": MoCoV3Loss}
 
 
 def _run(head: nn.Module, batch: dict[str, torch.Tensor], kind: str) -> torch.Tensor:

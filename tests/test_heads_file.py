@@ -137,5 +137,5 @@ def test_each_method_s_heads_are_data(tmp_path, name):
     assert (heads_module is not None) == name.endswith("_equimod")
     with pytest.raises(ValueError, match=f"{name} has the heads projection, the schema gives projection, predictor"):
         HeadsSchema(**{**schema.__dict__, "predictor": (14, 8, 14)})
-    with pytest.raises(ValueError, match="unknown method 'mocov3'"):
-        HeadsSchema(method="mocov3", projection=(64, 8))
+    with pytest.raises(ValueError, match="unknown method 'swav'"):
+        HeadsSchema(method="swav", projection=(64, 8))

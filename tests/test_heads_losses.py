@@ -15,12 +15,14 @@ from equimod_zoo.equimod.heads import (
     BYOLProjectionHead,
     EquiModProjectionHead,
     EquivariantPredictor,
+    MoCoV3PredictionHead,
+    MoCoV3ProjectionHead,
     ProjectionHead,
     SimCLRProjectionHead,
     VICRegProjectionHead,
 )
 from equimod_zoo.equimod.loss import EquiModLoss, NTXentLoss, equivariance_gain
-from equimod_zoo.training.losses import BarlowTwinsLoss, BYOLLoss, VICRegLoss
+from equimod_zoo.training.losses import BarlowTwinsLoss, BYOLLoss, MoCoV3Loss, VICRegLoss
 
 
 def _layout(head: nn.Module) -> list[tuple]:
@@ -61,6 +63,16 @@ def test_vicreg_and_barlow_twins_heads_match_the_papers():
     assert _layout(VICRegProjectionHead(512)) == expander
     assert _layout(BarlowTwinsProjectionHead(512)) == expander
     assert _layout(VICRegProjectionHead(16, hidden_dim=8, output_dim=4))[-1] == ("linear", 8, 4, False)
+
+
+def test_mocov3_heads_match_the_reference_code():
+    # BN after every layer, ReLU after the hidden ones, no affine parameters on the last BN, no biases
+    assert _layout(MoCoV3ProjectionHead(512)) == [
+        ("linear", 512, 4096, False), ("bn", 4096, True), ("relu",), ("linear", 4096, 256, False), ("bn", 256, False)]
+    assert [row[0] for row in _layout(MoCoV3ProjectionHead(192, num_layers=3))] == [
+        "linear", "bn", "relu", "linear", "bn", "relu", "linear", "bn"]  # the ViT projector
+    assert _layout(MoCoV3PredictionHead()) == [
+        ("linear", 256, 4096, False), ("bn", 4096, True), ("relu",), ("linear", 4096, 256, False), ("bn", 256, False)]
 
 
 def test_equivariant_predictor_concatenates_y0_and_the_parameter_embedding():
@@ -265,7 +277,7 @@ def test_barlow_twins_loss_equals_the_paper_equations():
 def test_vicreg_and_barlow_twins_run_in_float32_and_reject_bad_input():
     g = torch.Generator().manual_seed(7)
     a, b = torch.randn(4, 8, generator=g), torch.randn(4, 8, generator=g)
-    for loss in (VICRegLoss(), BarlowTwinsLoss()):
+    for loss in (VICRegLoss(), BarlowTwinsLoss(), MoCoV3Loss()):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             low = loss(a.bfloat16(), b.bfloat16())
         assert low.dtype == torch.float32
@@ -276,3 +288,28 @@ def test_vicreg_and_barlow_twins_run_in_float32_and_reject_bad_input():
         VICRegLoss()(a[:1], b[:1])
     with pytest.raises(ValueError, match="lambda"):
         BarlowTwinsLoss(lambda_=-1.0)
+
+
+def test_mocov3_loss_on_cases_computed_by_hand():
+    eye = torch.eye(2)
+    # logits q.k / 0.5 = [[2, 0], [0, 2]]: each row -log(e^2 / (e^2 + 1)) = log(1 + e^-2), times 2 tau = 1
+    assert MoCoV3Loss(0.5)(eye, eye).item() == pytest.approx(math.log(1 + math.exp(-2)), rel=1e-6)
+    # both queries (1, 0); keys (0, 1), (1, 0): logits [[0, 1], [0, 1]] at tau 1, positives on the diagonal
+    q, k = torch.tensor([[1.0, 0.0], [3.0, 0.0]]), torch.tensor([[0.0, 2.0], [1.0, 0.0]])
+    expected = (math.log(1 + math.e) + math.log(1 + math.exp(-1))) / 2 * 2
+    assert MoCoV3Loss(1.0)(q, k).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_mocov3_loss_equals_the_paper_equation():
+    """Chen, Xie & He (2021), eq. 1, in float64 with the reference code's 2 tau factor."""
+    g = torch.Generator().manual_seed(8)
+    q, k = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g)
+    qn = q.double().numpy() / np.linalg.norm(q.double().numpy(), axis=1, keepdims=True)
+    kn = k.double().numpy() / np.linalg.norm(k.double().numpy(), axis=1, keepdims=True)
+    tau = 0.2
+    terms = [-math.log(math.exp(qn[i] @ kn[i] / tau) / sum(math.exp(qn[i] @ kn[j] / tau) for j in range(6)))
+             for i in range(6)]
+    assert MoCoV3Loss()(q, k).item() == pytest.approx(2 * tau * sum(terms) / 6, rel=1e-5)
+    assert MoCoV3Loss().temperature == 0.2
+    with pytest.raises(ValueError, match="temperature"):
+        MoCoV3Loss(0.0)

@@ -14,6 +14,7 @@ from equimod_zoo.training.optim import OptimConfig, build_optimizer
 TINY_HEADS = dict(
     proj_hidden=32, proj_out=16, byol_proj_hidden=32, byol_proj_out=16, byol_pred_hidden=32,
     vicreg_proj_hidden=32, vicreg_proj_out=16, barlow_proj_hidden=32, barlow_proj_out=16,
+    mocov3_proj_hidden=32, mocov3_proj_out=16, mocov3_pred_hidden=32,
     eq_hidden=32, eq_out=16, param_embed=16,
 )  # fmt: skip
 
@@ -90,8 +91,8 @@ def test_augmentation_parameters_are_standardised_before_g_t():
 
 
 def test_bad_inputs_are_reported():
-    with pytest.raises(ValueError, match="unknown method 'mocov3'"):
-        MethodConfig("mocov3")
+    with pytest.raises(ValueError, match="unknown method 'swav'"):
+        MethodConfig("swav")
     with pytest.raises(ValueError, match="vicreg_proj_hidden must be a size from 1 to 16384, got 1000000000"):
         MethodConfig("vicreg", vicreg_proj_hidden=10**9)  # refused before anything is allocated
     with pytest.raises(ValueError, match="barlow_scale must be positive"):
@@ -143,6 +144,7 @@ def test_byol_momentum_goes_from_base_to_one():
     [
         ("simclr", {"projection"}),
         ("byol", {"projection", "predictor"}),
+        ("mocov3", {"projection", "predictor"}),
         ("byol_equimod", {"projection", "predictor", "g_eq", "g_t", "u", "param_mean", "param_std"}),
     ],
 )

@@ -193,3 +193,18 @@ def test_recipes_name_any_timm_backbone_with_its_own_arguments(tmp_path):
     with pytest.raises(ValueError, match="'drop_rate' is not a constructor argument equimod-zoo accepts for "
                                          "efficientnet_b0 \\(num_classes, in_chans\\)"):
         load_recipe(path)
+
+
+def test_mocov3_recipes_hold_their_cited_values():
+    recipe = load_recipe("mocov3_equimod_r18_cifar10")
+    m = recipe.method
+    assert (m.name, m.mocov3_proj_hidden, m.mocov3_proj_out, m.mocov3_proj_layers, m.mocov3_pred_hidden) == (
+        "mocov3_equimod", 4096, 256, 2, 4096)
+    assert (m.mocov3_temperature, m.momentum_base, m.momentum_target) == (0.2, 0.99, True)
+    optim = recipe.optim
+    assert (optim.lr, optim.reference_batch_size, optim.weight_decay, optim.eta, optim.trust_clip) == (
+        0.3, 256, 1e-6, 0.02, True)
+    assert [(v.blur_p, v.solarize_p) for v in recipe.augment.views] == [(0.0, 0.0), (0.0, 0.2)]
+    vit = load_recipe("mocov3_vit_tiny_cifar10")
+    assert (vit.arch, vit.model_args, vit.method.mocov3_proj_layers) == (
+        "vit_tiny_patch16_224", {"img_size": 32, "patch_size": 4}, 3)  # the reference's ViT projector

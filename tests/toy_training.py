@@ -18,7 +18,8 @@ TINY = {
     "method.proj_hidden": 32, "method.proj_out": 16, "method.eq_hidden": 32, "method.eq_out": 16,
     "method.param_embed": 16, "method.byol_proj_hidden": 32, "method.byol_proj_out": 16,
     "method.byol_pred_hidden": 32, "method.vicreg_proj_hidden": 32, "method.vicreg_proj_out": 16,
-    "method.barlow_proj_hidden": 32, "method.barlow_proj_out": 16,
+    "method.barlow_proj_hidden": 32, "method.barlow_proj_out": 16, "method.mocov3_proj_hidden": 32,
+    "method.mocov3_proj_out": 16, "method.mocov3_pred_hidden": 32,
     "batch_size": 16, "epochs": 2, "optim.lr": 4.0, "optim.reference_batch_size": 64, "optim.eta": 0.02,
     "optim.warmup_epochs": 0, "param_stats_samples": 512, "workers": 0, "log_every": 1, "checkpoint_every": 1,
 }

@@ -1,4 +1,5 @@
-"""The base methods' invariance losses: BYOL's normalised MSE, VICReg's and Barlow Twins' redundancy terms.
+"""The base methods' invariance losses: BYOL's normalised MSE, VICReg's and Barlow Twins' redundancy terms,
+MoCo v3's contrastive loss against momentum keys.
 
 SimCLR's NT-Xent and EquiMod's equivariance loss live in the core (`equimod_zoo.equimod.loss`),
 beside the building blocks a user's own training loop takes. Like them, these are plain modules:
@@ -19,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from equimod_zoo.equimod.distributed import all_reduce_with_grad, gather_with_grad, get_world_size
+from equimod_zoo.equimod.distributed import all_reduce_with_grad, gather_with_grad, get_rank, get_world_size
 from equimod_zoo.equimod.loss import check_pair
 
 
@@ -122,6 +123,35 @@ class BarlowTwinsLoss(nn.Module):
         centred = z - mean
         variance = all_reduce_with_grad(centred.pow(2).sum(dim=0)) / total
         return centred / torch.sqrt(variance + self.eps)
+
+
+class MoCoV3Loss(nn.Module):
+    """MoCo v3's contrastive loss (Chen, Xie & He, ICCV 2021): each query against every key of the batch.
+
+    ctr(q, k) = -1/n sum_i log [exp(q_i . k_i / tau) / sum_j exp(q_i . k_j / tau)], times 2 tau, with q and
+    k l2-normalised: "the keys that naturally co-exist in the same batch" are the negatives, and the
+    positive of a query is the key of the same image's other view. The 2 tau factor and tau = 0.2 (the
+    ViT setting; solo-learn's CIFAR-10 one) follow the reference code, as does the gather: the keys of
+    every rank (computed without gradient by the caller's momentum encoder) are candidates for this
+    rank's queries, whose positives sit at rank * n.
+
+    Inputs: q (n, d) from the online predictor, k (n, d) from the momentum encoder. Output: a scalar.
+    """
+
+    def __init__(self, temperature: float = 0.2) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.temperature = temperature
+
+    def forward(self, q: Tensor, k: Tensor) -> Tensor:
+        check_pair(q, k, "q and k")
+        with torch.autocast(q.device.type, enabled=False):
+            q = F.normalize(q.float(), dim=1)
+            keys = gather_with_grad(F.normalize(k.float(), dim=1))
+            logits = q @ keys.T / self.temperature
+            labels = torch.arange(q.shape[0], device=q.device) + get_rank() * q.shape[0]
+            return F.cross_entropy(logits, labels) * (2 * self.temperature)
 
 
 def off_diagonal_square_sum(matrix: Tensor) -> Tensor:

@@ -1,4 +1,4 @@
-"""The base methods (SimCLR, BYOL, VICReg, Barlow Twins), each with or without EquiMod, as `SSLMethod` modules.
+"""The base methods (SimCLR, BYOL, VICReg, Barlow Twins, MoCo v3), each with or without EquiMod, as `SSLMethod` modules.
 
 A method owns a backbone (any timm model built with num_classes=0, returning pooled features) and
 its heads, and turns a batch of views into a `StepOutput` (the loss to back-propagate and detached
@@ -30,6 +30,8 @@ from equimod_zoo.equimod.heads import (
     BarlowTwinsProjectionHead,
     BYOLPredictionHead,
     BYOLProjectionHead,
+    MoCoV3PredictionHead,
+    MoCoV3ProjectionHead,
     ProjectionHead,
     SimCLRProjectionHead,
     VICRegProjectionHead,
@@ -39,7 +41,7 @@ from equimod_zoo.equimod.loss import NTXentLoss
 from equimod_zoo.equimod.module import EquiMod
 from equimod_zoo.errors import UserError
 from equimod_zoo.method import Method
-from equimod_zoo.training.losses import BarlowTwinsLoss, BYOLLoss, VICRegLoss
+from equimod_zoo.training.losses import BarlowTwinsLoss, BYOLLoss, MoCoV3Loss, VICRegLoss
 
 
 # The widest head layer a recipe may ask for: twice VICReg's and Barlow Twins' ImageNet width (8192).
@@ -49,7 +51,7 @@ MAX_HEAD_WIDTH = 16384
 @dataclass(frozen=True)
 class MethodConfig:
     """Which method, and the sizes and weights of its heads and loss. Defaults are CIFAR-10 settings:
-    the paper's for SimCLR, BYOL and EquiMod, solo-learn's for VICReg and Barlow Twins."""
+    the paper's for SimCLR, BYOL and EquiMod, solo-learn's for VICReg, Barlow Twins and MoCo v3."""
 
     name: str
     # SimCLR: projection 2048-2048-128, NT-Xent temperature 0.5 on CIFAR-10 (0.2 on ImageNet).
@@ -72,6 +74,13 @@ class MethodConfig:
     barlow_proj_out: int = 2048
     barlow_lambda: float = 0.0051
     barlow_scale: float = 1.0
+    # MoCo v3: projector 4096-256 (2 layers on a ResNet, 3 on a ViT), predictor 4096-256, InfoNCE at 0.2;
+    # its momentum target follows `momentum_base` -> 1 (cosine), as BYOL's.
+    mocov3_proj_hidden: int = 4096
+    mocov3_proj_out: int = 256
+    mocov3_proj_layers: int = 2
+    mocov3_pred_hidden: int = 4096
+    mocov3_temperature: float = 0.2
     # EquiMod: g_eq 2048-2048-128, g_t P -> 128, u (128 + 128) -> 128, NT-Xent at 0.2, weight lambda.
     # P, the augmentation parameters g_t reads: a recipe sets it to the length of its pipeline's list
     # (`augment.params`); None, outside a recipe, is the full 18-entry vector.
@@ -86,12 +95,14 @@ class MethodConfig:
         Method.parse(self.name)  # an unknown name is an UnknownNameError listing the methods
         if not 0.0 <= self.momentum_base <= 1.0:
             raise UserError(f"momentum_base must be in [0, 1], got {self.momentum_base}")
-        for name in ("temperature", "eq_temperature", "barlow_scale"):
+        for name in ("temperature", "eq_temperature", "barlow_scale", "mocov3_temperature"):
             if getattr(self, name) <= 0:
                 raise UserError(f"method.{name} must be positive, got {getattr(self, name)}")
         for name in ("eq_weight", "vicreg_sim_weight", "vicreg_var_weight", "vicreg_cov_weight", "barlow_lambda"):
             if getattr(self, name) < 0:
                 raise UserError(f"method.{name} must be >= 0, got {getattr(self, name)}")
+        if not 1 <= self.mocov3_proj_layers <= 8:
+            raise UserError(f"method.mocov3_proj_layers must be from 1 to 8, got {self.mocov3_proj_layers}")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.type in ("int", "int | None") and value is not None and not 1 <= value <= MAX_HEAD_WIDTH:
@@ -103,7 +114,7 @@ class MethodConfig:
 
     @property
     def base(self) -> str:
-        """The invariance method underneath: "simclr", "byol", "vicreg", "barlow_twins"."""
+        """The invariance method underneath: "simclr", "byol", "vicreg", "barlow_twins", "mocov3"."""
         return self.method.base
 
     @property
@@ -157,6 +168,14 @@ BASES: dict[str, BaseMethod] = {
         projection=lambda dim, c: BarlowTwinsProjectionHead(dim, hidden_dim=c.barlow_proj_hidden,
                                                             output_dim=c.barlow_proj_out),
         loss=lambda c: BarlowTwinsLoss(lambda_=c.barlow_lambda, scale=c.barlow_scale),
+    ),
+    "mocov3": BaseMethod(
+        projection=lambda dim, c: MoCoV3ProjectionHead(dim, hidden_dim=c.mocov3_proj_hidden,
+                                                       output_dim=c.mocov3_proj_out, num_layers=c.mocov3_proj_layers),
+        predictor=lambda c: MoCoV3PredictionHead(c.mocov3_proj_out, hidden_dim=c.mocov3_pred_hidden,
+                                                 output_dim=c.mocov3_proj_out),
+        loss=lambda c: MoCoV3Loss(c.mocov3_temperature),
+        momentum_target=True,
     ),
 }
 
@@ -272,7 +291,7 @@ class SSLMethod(nn.Module):
         with torch.no_grad():
             # The momentum encoder sees the two augmented views only (never x0).
             t1, t2 = self.target_projection(self.target_backbone(torch.cat([x1, x2]))).split(n)
-        # Symmetric: each view's prediction regresses the other view's target; summed as in BYOL.
+        # Symmetric: each view's prediction against the other view's target, summed (BYOL, MoCo v3).
         return self.inv_loss(q1, t2) + self.inv_loss(q2, t1)
 
     @torch.no_grad()
@@ -293,7 +312,9 @@ class SSLMethod(nn.Module):
             # tensor weight is read on the host.
             torch._foreach_mul_(target_params, momentum)
             torch._foreach_add_(target_params, torch._foreach_mul(online_params, 1.0 - momentum))
-            torch._foreach_copy_(list(target.buffers()), list(online.buffers()))
+            buffers = list(target.buffers())
+            if buffers:  # a ViT has none (foreach ops refuse empty lists)
+                torch._foreach_copy_(buffers, list(online.buffers()))
 
     @torch.no_grad()
     def reset_target(self) -> None:

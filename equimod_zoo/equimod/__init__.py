@@ -26,6 +26,8 @@ from equimod_zoo.equimod.heads import (
     BYOLProjectionHead,
     EquiModProjectionHead,
     EquivariantPredictor,
+    MoCoV3PredictionHead,
+    MoCoV3ProjectionHead,
     ProjectionHead,
     SimCLRProjectionHead,
     VICRegProjectionHead,
@@ -36,7 +38,8 @@ from equimod_zoo.equimod.module import EquiMod, EquiModOutput
 __all__ = [
     "PARAM_NAMES", "AugmentConfig", "BatchedAugment", "ViewConfig", "parameter_statistics",
     "AugmentationEmbedding", "BarlowTwinsProjectionHead", "BYOLPredictionHead", "BYOLProjectionHead",
-    "EquiModProjectionHead", "EquivariantPredictor", "ProjectionHead", "SimCLRProjectionHead", "VICRegProjectionHead",
+    "EquiModProjectionHead", "EquivariantPredictor", "MoCoV3PredictionHead", "MoCoV3ProjectionHead",
+    "ProjectionHead", "SimCLRProjectionHead", "VICRegProjectionHead",
     "EquiModLoss", "NTXentLoss", "equivariance_gain",
     "EquiMod", "EquiModOutput",
 ]

@@ -160,3 +160,29 @@ class BarlowTwinsProjectionHead(VICRegProjectionHead):
     rectified linear units." The reference code's linear layers have no bias; the batch
     standardisation of z before the cross-correlation is part of `BarlowTwinsLoss`.
     """
+
+
+class MoCoV3ProjectionHead(ProjectionHead):
+    """MoCo v3's projector: h -> z, on the online encoder and its momentum copy.
+
+    Chen, Xie & He (2021), "An Empirical Study of Training Self-Supervised Vision Transformers": the
+    projection head is an MLP with BN after every layer, ReLU after the hidden ones, 4096 hidden and
+    256 output units; the output BN has no affine parameters. The reference code uses 2 layers on a
+    ResNet and 3 on a ViT (`num_layers`).
+    """
+
+    def __init__(self, input_dim: int, *, hidden_dim: int = 4096, output_dim: int = 256, num_layers: int = 2) -> None:
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be at least 1, got {num_layers}")
+        widths = [input_dim, *[hidden_dim] * (num_layers - 1), output_dim]
+        super().__init__(
+            [(a, b, nn.BatchNorm1d(b), nn.ReLU(inplace=True)) for a, b in zip(widths[:-2], widths[1:-1])]
+            + [(widths[-2], widths[-1], nn.BatchNorm1d(widths[-1], affine=False), None)]
+        )
+
+
+class MoCoV3PredictionHead(MoCoV3ProjectionHead):
+    """MoCo v3's predictor: z -> q, on the online encoder only (2 layers, 4096 hidden, BN after each)."""
+
+    def __init__(self, input_dim: int = 256, *, hidden_dim: int = 4096, output_dim: int = 256) -> None:
+        super().__init__(input_dim, hidden_dim=hidden_dim, output_dim=output_dim, num_layers=2)

@@ -1,11 +1,12 @@
 """The heads file, FOLDER/equimod_heads.safetensors, and its schema in FOLDER/config.json.
 
 The file holds the pre-training heads by module name (the base method's heads, `BASE_HEADS`:
-`projection.*`, and `predictor.*` for BYOL; `g_eq.*`, `g_t.*`, `u.*` and the parameter
-standardisation `param_mean` / `param_std` for EquiMod). Its schema, a `HeadsSchema`, is recorded under config.json's `equimod.heads`: the
-method, every head's layer widths and the names of the augmentation parameters g_t reads, in
-order. Readers build the heads from the schema; only folders written before the schema existed
-have their sizes inferred from the tensors (`HeadsSchema.infer`, the one place that does it).
+`projection.*`, and `predictor.*` for BYOL and MoCo v3; `g_eq.*`, `g_t.*`, `u.*` and the parameter
+standardisation `param_mean` / `param_std` for EquiMod). Its schema, a `HeadsSchema`, is recorded
+under config.json's `equimod.heads`: the method, every head's layer widths and the names of the
+augmentation parameters g_t reads, in order. Readers build the heads from the schema; only folders
+written before the schema existed have their sizes inferred from the tensors (`HeadsSchema.infer`,
+the one place that does it).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ BASE_HEADS: dict[str, tuple[str, ...]] = {
     "byol": ("projection", "predictor"),
     "vicreg": ("projection",),
     "barlow_twins": ("projection",),
+    "mocov3": ("projection", "predictor"),
 }
 INVARIANCE_HEADS = ("projection", "predictor")  # every head a base method may have
 EQUIMOD_KEYS = ("g_eq", "g_t", "u", "param_mean", "param_std")
