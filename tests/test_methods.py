@@ -7,8 +7,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import equimod_zoo  # noqa: F401  (registers resnet18_cifar)
-from equimod_zoo.method import all_method_names
-from equimod_zoo.training.methods import MethodConfig, StepOutput, build_method, byol_momentum
+from equimod_zoo.equimod.heads_file import BASE_HEADS
+from equimod_zoo.method import BASE_METHODS, all_method_names
+from equimod_zoo.training.methods import BASES, MethodConfig, StepOutput, build_method, byol_momentum
 from equimod_zoo.training.optim import OptimConfig, build_optimizer
 
 TINY_HEADS = dict(
@@ -182,3 +183,13 @@ def test_a_sync_batchnorm_method_keeps_its_heads_and_target():
     synced.update_target(0.5)
     out = synced(**_batch(n=4))  # no process group: SyncBatchNorm runs as plain BN
     assert torch.isfinite(out.loss)
+
+
+def test_every_base_method_is_one_row_of_data_agreeing_with_its_heads_schema():
+    assert set(BASES) == set(BASE_METHODS) == set(BASE_HEADS)
+    for base, spec in BASES.items():
+        assert spec.heads == BASE_HEADS[base], base
+        assert spec.momentum_target == (spec.predictor is not None), base  # a predictor regresses momentum keys
+        method = _method(base)
+        assert {key.split(".")[0] for key in method.heads_state_dict()} == set(BASE_HEADS[base])
+        assert hasattr(method, "target_backbone") == spec.momentum_target

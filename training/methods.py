@@ -1,4 +1,4 @@
-"""The base methods (SimCLR, BYOL, VICReg, Barlow Twins, MoCo v3), each with or without EquiMod, as `SSLMethod` modules.
+"""Every base method (SimCLR, BYOL, VICReg, Barlow Twins, MoCo v3), alone or with EquiMod, as an `SSLMethod`.
 
 A method owns a backbone (any timm model built with num_classes=0, returning pooled features) and
 its heads, and turns a batch of views into a `StepOutput` (the loss to back-propagate and detached
