@@ -16,6 +16,7 @@ torch.set_num_threads(3)
 before = {"backend": matplotlib.get_backend(), "threads": torch.get_num_threads()}
 
 from equimod_zoo.equimod.augment import PARAM_NAMES
+from equimod_zoo.method import Method
 from equimod_zoo.sensitivity.plot import plot_sensitivity
 from equimod_zoo.transfer.compare import ModelIdentity, Score, write_comparison
 
@@ -27,7 +28,7 @@ score = {"metric": "r2", "value": 0.4, "ci_low": 0.3, "ci_high": 0.5}
 report = {"model": "m", "dataset": "d", "num_images": 8, "resolution": 32,
           "inputs": {"view": {name: score for name in PARAM_NAMES}, "pair": {}}}
 plot_sensitivity([report], out + "/sensitivity.png")
-identity = ModelIdentity("simclr", "resnet18", "cifar10", 1)
+identity = ModelIdentity(Method("simclr"), "resnet18", "cifar10", 1)
 write_comparison([Score("a", "cifar10", "linear", "top1", 50.0, identity=identity)], out)
 after = {"backend": matplotlib.get_backend(), "threads": torch.get_num_threads()}
 print(json.dumps({"before": before, "after": after, "filters_kept": warnings.filters == filters,
