@@ -14,9 +14,22 @@ from equimod_zoo.errors import UnknownNameError
 BASE_METHODS: dict[str, str] = {
     "simclr": "SimCLR",
     "byol": "BYOL",
+    "vicreg": "VICReg",
+    "barlow_twins": "Barlow Twins",
+    "mocov3": "MoCo v3",
+}
+# base method -> the paper that defines it, as the documents cite it.
+PAPERS: dict[str, str] = {
+    "simclr": "Chen et al., ICML 2020 (arXiv:2002.05709)",
+    "byol": "Grill et al., NeurIPS 2020 (arXiv:2006.07733)",
+    "vicreg": "Bardes, Ponce & LeCun, ICLR 2022 (arXiv:2105.04906)",
+    "barlow_twins": "Zbontar et al., ICML 2021 (arXiv:2103.03230)",
+    "mocov3": "Chen, Xie & He, ICCV 2021 (arXiv:2104.02057)",
 }
 EQUIMOD_SUFFIX = "_equimod"
 EQUIMOD_TITLE = "EquiMod"
+EQUIMOD_PAPER = "Devillers & Lefort, ICLR 2023 (arXiv:2211.01244)"
+assert set(PAPERS) == set(BASE_METHODS), "every base method cites its paper"
 
 
 @dataclass(frozen=True, order=True)

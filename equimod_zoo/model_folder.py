@@ -17,7 +17,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from typing import Any
 import safetensors.torch
 import timm
 import torch
-from timm.models import PretrainedCfg, get_pretrained_cfg
+from timm.models import PretrainedCfg, get_pretrained_cfg, is_model_in_modules
 
 from equimod_zoo.atomic import atomic_path, atomic_write_text
 from equimod_zoo.constants import CONFIG_FILE, HEADS_FILE, METADATA_KEY, PAPER_ID, WEIGHTS_FILE
@@ -41,38 +41,130 @@ _PRETRAINED_CFG_KEYS = (
 )
 
 
-# What config.json may ask of the constructor: the JSON-valued arguments of timm's ResNet (our
-# architectures), each with the check its value must pass. Nothing else reaches
-# `timm.create_model`: `checkpoint_path`, `pretrained_cfg`, `cache_dir`... would make a config
-# file read other files or reach the network. What the sizes add up to is bounded as a whole, by
-# counting the parameters of the model they describe (`check_model_size`).
-_POSITIVE_INT = (lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 65536, "a positive integer")
-_FRACTION = (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1, "a number in [0, 1)")
-_BOOL = (lambda v: isinstance(v, bool), "true or false")
-MODEL_ARGS: dict[str, tuple[Any, str]] = {
-    "num_classes": ((lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 1_000_000),
-                    "an integer from 0 to 1000000"),
-    "in_chans": _POSITIVE_INT,
-    "channels": ((lambda v: isinstance(v, (list, tuple)) and len(v) == 4 and all(_POSITIVE_INT[0](c) for c in v)),
-                 "four positive integers"),
-    "layers": ((lambda v: isinstance(v, (list, tuple)) and len(v) == 4 and all(
-        isinstance(c, int) and not isinstance(c, bool) and 0 < c <= MAX_BLOCKS_PER_STAGE for c in v)),
-        f"four positive integers up to {MAX_BLOCKS_PER_STAGE} (blocks per stage, equimod_zoo.limits)"),
-    "stem_width": _POSITIVE_INT,
-    "stem_type": ((lambda v: v in ("", "deep", "deep_tiered")), "'', 'deep' or 'deep_tiered'"),
-    "global_pool": ((lambda v: v in ("", "avg", "max", "avgmax", "catavgmax")), "'', avg, max, avgmax or catavgmax"),
-    "output_stride": ((lambda v: v in (8, 16, 32)), "8, 16 or 32"),
-    "cardinality": _POSITIVE_INT,
-    "base_width": _POSITIVE_INT,
-    "down_kernel_size": _POSITIVE_INT,
-    "block_reduce_first": _POSITIVE_INT,
-    "avg_down": _BOOL,
-    "replace_stem_pool": _BOOL,
-    "zero_init_last": _BOOL,
-    "drop_rate": _FRACTION,
-    "drop_path_rate": _FRACTION,
-    "drop_block_rate": _FRACTION,
+# What config.json (or a recipe) may ask of the constructor, per timm model family: the JSON-valued
+# arguments of that family's class, each with the check its value must pass and its stated bound.
+# Nothing else reaches `timm.create_model`: `checkpoint_path`, `pretrained_cfg`, `cache_dir`... would
+# make a config file read other files or reach the network. An architecture of another family
+# takes only the arguments every timm model takes (`ANY_MODEL_ARGS`). What the sizes add up to is
+# bounded as a whole, by counting the parameters of the model they describe (`check_model_size`).
+ArgCheck = tuple[Callable[[Any], bool], str]  # (valid(value), what a valid value is)
+
+
+def _integer(low: int, high: int) -> ArgCheck:
+    return ((lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high),
+            f"a positive integer (at most {high})" if low == 1 else f"an integer from {low} to {high}")
+
+
+def _number(low: float, high: float, *, closed: bool = True) -> ArgCheck:
+    return ((lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+             and low <= v and (v <= high if closed else v < high)),
+            f"a number in [{low}, {high}{']' if closed else ')'}")
+
+
+def _integers(count: int, low: int, high: int) -> ArgCheck:
+    valid = _integer(low, high)[0]
+    return ((lambda v: isinstance(v, (list, tuple)) and len(v) == count and all(valid(c) for c in v)),
+            f"{count} integers from {low} to {high}")
+
+
+def _one_of(*values: Any) -> ArgCheck:
+    return (lambda v: any(v == option and type(v) is type(option) for option in values),
+            " or ".join(repr(v) for v in values))
+
+
+def _optional(check: ArgCheck) -> ArgCheck:
+    return (lambda v: v is None or check[0](v)), f"null or {check[1]}"
+
+
+_BOOL: ArgCheck = ((lambda v: isinstance(v, bool)), "true or false")
+_WIDTH = _integer(1, 65536)
+_FRACTION = _number(0, 1, closed=False)
+_POOLS = ("", "avg", "max", "avgmax", "catavgmax")
+ANY_MODEL_ARGS: dict[str, ArgCheck] = {
+    "num_classes": _integer(0, 1_000_000),
+    "in_chans": _integer(1, MAX_INPUT_CHANNELS),
 }
+MODEL_ARGS: dict[str, dict[str, ArgCheck]] = {
+    "resnet": {  # timm's ResNet, and our CIFAR-stem ResNets (equimod_zoo.architectures)
+        **ANY_MODEL_ARGS,
+        "channels": (_integers(4, 1, 65536)[0], "four positive integers (at most 65536)"),
+        "layers": (_integers(4, 1, MAX_BLOCKS_PER_STAGE)[0],
+                   f"four positive integers up to {MAX_BLOCKS_PER_STAGE} (blocks per stage, equimod_zoo.limits)"),
+        "stem_width": _WIDTH,
+        "stem_type": _one_of("", "deep", "deep_tiered"),
+        "global_pool": _one_of(*_POOLS),
+        "output_stride": _one_of(8, 16, 32),
+        "cardinality": _integer(1, 1024),
+        "base_width": _WIDTH,
+        "down_kernel_size": _integer(1, 15),
+        "block_reduce_first": _integer(1, 64),
+        "avg_down": _BOOL,
+        "replace_stem_pool": _BOOL,
+        "zero_init_last": _BOOL,
+        "drop_rate": _FRACTION,
+        "drop_path_rate": _FRACTION,
+        "drop_block_rate": _FRACTION,
+    },
+    "convnext": {  # timm's ConvNeXt
+        **ANY_MODEL_ARGS,
+        "depths": _integers(4, 1, MAX_BLOCKS_PER_STAGE),
+        "dims": _integers(4, 1, 65536),
+        "kernel_sizes": ((lambda v: _integer(1, 31)[0](v) or _integers(4, 1, 31)[0](v)),
+                         "an integer from 1 to 31, or 4 of them"),
+        "patch_size": _integer(1, 64),
+        "stem_type": _one_of("patch", "overlap", "overlap_tiered", "overlap_act"),
+        "ls_init_value": _optional(_number(0, 10)),
+        "conv_mlp": _BOOL,
+        "conv_bias": _BOOL,
+        "use_grn": _BOOL,
+        "head_norm_first": _BOOL,
+        "global_pool": _one_of(*_POOLS),
+        "output_stride": _one_of(8, 16, 32),
+        "drop_rate": _FRACTION,
+        "drop_path_rate": _FRACTION,
+    },
+    "vision_transformer": {  # timm's VisionTransformer
+        **ANY_MODEL_ARGS,
+        "img_size": _integer(1, 4096),
+        "patch_size": _integer(1, 256),
+        "embed_dim": _WIDTH,
+        "depth": _integer(1, MAX_BLOCKS_PER_STAGE),
+        "num_heads": _integer(1, 1024),
+        "mlp_ratio": _number(0, 64),
+        "qkv_bias": _BOOL,
+        "qk_norm": _BOOL,
+        "init_values": _optional(_number(0, 10)),
+        "class_token": _BOOL,
+        "no_embed_class": _BOOL,
+        "reg_tokens": _integer(0, 256),
+        "pre_norm": _BOOL,
+        "fc_norm": _optional(_BOOL),
+        "dynamic_img_size": _BOOL,
+        "global_pool": _one_of("", "avg", "avgmax", "max", "token", "map"),
+        "drop_rate": _FRACTION,
+        "pos_drop_rate": _FRACTION,
+        "proj_drop_rate": _FRACTION,
+        "attn_drop_rate": _FRACTION,
+        "drop_path_rate": _FRACTION,
+    },
+}
+# timm's module of an architecture -> the family whose arguments it takes (`register_model` files an
+# architecture under its module's last name: our CIFAR-stem ResNets under `architectures`).
+FAMILY_OF_MODULE = {"resnet": "resnet", "architectures": "resnet", "convnext": "convnext",
+                    "vision_transformer": "vision_transformer"}
+
+
+def family_of(arch: str) -> str | None:
+    """The `MODEL_ARGS` family of a registered timm architecture, or None for any other."""
+    return next((family for module, family in FAMILY_OF_MODULE.items() if is_model_in_modules(arch, [module])), None)
+
+
+def model_args_of(arch: str) -> dict[str, ArgCheck]:
+    """The constructor arguments config.json may give `arch` (a registered timm name), with their checks."""
+    family = family_of(arch)
+    return MODEL_ARGS[family] if family is not None else ANY_MODEL_ARGS
+
+
 # pretrained_cfg fields that say where weights are: a config file never decides that.
 _LOCATION_KEYS = ("url", "file", "state_dict", "hf_hub_id", "hf_hub_filename", "source")
 _PRETRAINED_CFG_FIELDS = {f.name for f in dataclasses.fields(PretrainedCfg)} - set(_LOCATION_KEYS)
@@ -132,11 +224,12 @@ class ModelConfig:
             data = read_json(path, error=ModelFolderError)
         except FileNotFoundError:
             raise ModelFolderError(f"{path}: missing; a model folder needs {CONFIG_FILE} and {WEIGHTS_FILE}") from None
-        model_args = _checked_model_args(data.get("model_args", {}), path)
+        architecture = check_architecture(data.get("architecture"), path)
+        model_args = _checked_model_args(data.get("model_args", {}), path, architecture)
         # timm's save_for_hf records the head and the pooling among the constructor arguments too
         num_classes = model_args.pop("num_classes", data.get("num_classes", 0))
-        if not MODEL_ARGS["num_classes"][0](num_classes):
-            raise ModelFolderError(f"{path}: num_classes {num_classes!r} is not {MODEL_ARGS['num_classes'][1]}")
+        if not ANY_MODEL_ARGS["num_classes"][0](num_classes):
+            raise ModelFolderError(f"{path}: num_classes {num_classes!r} is not {ANY_MODEL_ARGS['num_classes'][1]}")
         try:
             equimod = ModelMetadata.from_dict(data.get(METADATA_KEY) or {}, source=str(path))
         except UserError as error:
@@ -144,7 +237,6 @@ class ModelConfig:
         num_features = data.get("num_features") or 0
         if not isinstance(num_features, int) or num_features < 0:
             raise ModelFolderError(f"{path}: num_features {num_features!r} is not a non-negative integer")
-        architecture = check_architecture(data.get("architecture"), path)
         check_model_size(architecture, model_args, where=f"{path}: {architecture} with these model_args",
                          num_classes=num_classes)
         return cls(
@@ -203,12 +295,24 @@ def write_model_folder(folder: str | Path, backbone: torch.nn.Module, *, arch: s
     config = ModelConfig(
         architecture=arch,
         num_features=int(backbone.num_features),
+        global_pool=pool_type(backbone),
         pretrained_cfg=pretrained_cfg or default_pretrained_cfg(arch),
         model_args={k: _jsonable(v) for k, v in (model_args or {}).items()},
         equimod=equimod.replace(weights_sha256=sha),
     )
     config.write(folder)
     return config
+
+
+def pool_type(backbone: torch.nn.Module) -> str:
+    """How a timm backbone pools its features ("avg" for ResNets and ConvNeXts, "token" for ViTs): timm keeps
+    the pooling on the model's head or on the model itself."""
+    for owner in (getattr(backbone, "head", None), backbone):
+        pool = getattr(owner, "global_pool", None)
+        pool = getattr(pool, "pool_type", pool)
+        if isinstance(pool, str):
+            return pool
+    return "avg"
 
 
 def is_model_folder(path: str | Path) -> bool:
@@ -227,12 +331,12 @@ def check_architecture(arch: Any, where: str | Path) -> str:
     return arch
 
 
-def check_model_args(model_args: Any, where: str | Path) -> dict[str, Any]:
-    """Constructor arguments a config or a user gives: only `MODEL_ARGS`, each with a valid value.
+def check_model_args(model_args: Any, where: str | Path, *, arch: str) -> dict[str, Any]:
+    """Constructor arguments a config or a user gives `arch`: only its family's (`model_args_of`), each valid.
 
     Returns them with JSON lists as tuples; raises ModelFolderError naming `where` and the key.
     """
-    return _checked_model_args(model_args, where)
+    return _checked_model_args(model_args, where, arch)
 
 
 def check_model_size(architecture: str, model_args: dict[str, Any], *, where: str, num_classes: int = 0) -> int:
@@ -254,15 +358,16 @@ def _parameter_count(architecture: str, model_args: tuple[tuple[str, Any], ...],
     return sum(p.numel() for p in model.parameters())
 
 
-def _checked_model_args(model_args: Any, path: str | Path) -> dict[str, Any]:
+def _checked_model_args(model_args: Any, path: str | Path, arch: str) -> dict[str, Any]:
     if not isinstance(model_args, dict):
         raise ModelFolderError(f"{path}: model_args must be an object, found {type(model_args).__name__}")
+    accepted = model_args_of(arch)
     checked = {}
     for key, value in model_args.items():
-        if key not in MODEL_ARGS:
+        if key not in accepted:
             raise ModelFolderError(f"{path}: model_args {key!r} is not a constructor argument equimod-zoo accepts "
-                                   f"({', '.join(MODEL_ARGS)})")
-        valid, expected = MODEL_ARGS[key]
+                                   f"for {arch} ({', '.join(accepted)})")
+        valid, expected = accepted[key]
         if not valid(value):
             raise ModelFolderError(f"{path}: model_args {key} = {value!r} is not {expected}")
         checked[key] = tuple(value) if isinstance(value, list) else value
@@ -278,7 +383,7 @@ def _checked_pretrained_cfg(cfg: Any, path: Path) -> dict[str, Any]:
     for key in ("input_size", "test_input_size", "min_input_size"):
         size = cfg.get(key)
         if size is not None and not (isinstance(size, tuple) and len(size) == 3
-                                     and all(_POSITIVE_INT[0](v) for v in size)):
+                                     and all(_WIDTH[0](v) for v in size)):
             raise ModelFolderError(f"{path}: pretrained_cfg {key} {size!r} is not [channels, height, width]")
         if size is not None:
             check_limit(f"{path}: pretrained_cfg {key} channels", size[0], MAX_INPUT_CHANNELS)

@@ -5,14 +5,14 @@ special-cases a model name. An entry's measured numbers are not written in the c
 are the records of its weights' sha256 in `equimod_zoo/zoo/records/` (see `equimod_zoo.records`),
 read when `entry.metrics` is first asked for, so a damaged records file fails only that call.
 A name resolves, in order, as an entry name, an explicit alias, a timm-style `arch.tag`, or a
-short alias `{method}_{depth}` such as `byol_equimod_r50`, which points to the best entry
-for that method and depth: available before recipe-only, then the larger training set,
-then the longer schedule.
+short alias `{method}_{backbone}` such as `byol_equimod_r50` or `vicreg_convnext_atto`, which
+points to the best entry for that method and backbone: available before recipe-only, then the
+larger training set, then the longer schedule. The backbone's short name is data
+(`ARCH_SHORT_NAMES`), else the timm architecture's own name.
 """
 from __future__ import annotations
 
 import fnmatch
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
@@ -31,6 +31,8 @@ BUNDLED_MODELS_DIR = ZOO_DIR / "models"
 RECORDS_DIR_NAME = "records"  # beside the catalogue: the records its metrics come from
 
 Status = Literal["available", "recipe-only"]
+# An architecture's name in short aliases: both ResNet-18s (CIFAR and ImageNet stem) are `r18`.
+ARCH_SHORT_NAMES = {"resnet18": "r18", "resnet18_cifar": "r18", "resnet50": "r50", "resnet50_cifar": "r50"}
 
 
 @dataclass(frozen=True)
@@ -60,14 +62,13 @@ class ZooEntry:
         return f"{self.arch}.{self.tag}"
 
     @property
-    def depth(self) -> str:
-        """`r18` or `r50`: the short-alias family of the architecture."""
-        match = re.search(r"resnet(\d+)", self.arch)
-        return f"r{match.group(1)}" if match else self.arch
+    def backbone(self) -> str:
+        """The architecture's short name in aliases: `ARCH_SHORT_NAMES`, else timm's name (`convnext_atto`)."""
+        return ARCH_SHORT_NAMES.get(self.arch, self.arch)
 
     @property
     def short_alias(self) -> str:
-        return f"{self.method}_{self.depth}"
+        return f"{self.method}_{self.backbone}"
 
     @property
     def epochs_text(self) -> str:
@@ -160,11 +161,11 @@ class Catalogue:
         return name in self._index
 
     def nearest_available(self, entry: ZooEntry) -> ZooEntry | None:
-        """The available entry closest to `entry`: same method, then same depth, then anything."""
+        """The available entry closest to `entry`: same method, then same backbone, then anything."""
         available = [e for e in self.entries if e.status == "available"]
         if not available:
             return None
-        return max(available, key=lambda e: (e.method == entry.method, e.depth == entry.depth, _rank(e)))
+        return max(available, key=lambda e: (e.method == entry.method, e.backbone == entry.backbone, _rank(e)))
 
 
 def _rank(entry: ZooEntry) -> tuple[bool, int, int]:

@@ -12,11 +12,11 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCardData
 
-from equimod_zoo.constants import CONFIG_FILE, PAPER_ID, WEIGHTS_FILE
+from equimod_zoo.constants import CIFAR_ARCHITECTURES, CONFIG_FILE, PAPER_ID, WEIGHTS_FILE
 from equimod_zoo.data.known import data_caveats
 from equimod_zoo.data.known import known_dataset as dataset_info
 from equimod_zoo.dataclass_dict import plain
-from equimod_zoo.model_folder import ModelConfig
+from equimod_zoo.model_folder import ModelConfig, family_of
 from equimod_zoo.model_metadata import ModelMetadata
 from equimod_zoo.paper import paper_result, paper_source
 from equimod_zoo.records import Record
@@ -32,6 +32,9 @@ CITATION = """@inproceedings{devillers2023equimod,
   url       = {https://arxiv.org/abs/2211.01244}
 }"""
 
+# timm model families (equimod_zoo.model_folder.MODEL_ARGS) as a card names them, and as a Hub tag.
+FAMILY_TITLES = {"resnet": "ResNet", "convnext": "ConvNeXt", "vision_transformer": "Vision Transformer"}
+FAMILY_TAGS = {"resnet": "resnet", "convnext": "convnext", "vision_transformer": "vision-transformer"}
 METRIC_TITLES = {"top1": "top-1 accuracy", "top5": "top-5 accuracy", "knn_top1": "k-NN top-1 accuracy",
                  "mean_per_class_accuracy": "mean per-class accuracy"}
 PROTOCOL_TITLES = {"linear": "linear probe on frozen features", "knn": "k-NN classifier on frozen features",
@@ -64,8 +67,10 @@ def card_metadata(config: ModelConfig, facts: CardFacts) -> ModelCardData:
     meta = config.equimod
     method = meta.method
     data = _data_name(meta)
-    tags = ["image-feature-extraction", "timm", "self-supervised", "equimod-zoo",
-            *([method.base] if method else []), *(["equimod"] if method and method.equimod else []), "resnet"]
+    method_tags = [method.base.replace("_", "-"), *(["equimod"] if method.equimod else [])] if method else []
+    family = family_of(config.architecture)
+    tags = ["image-feature-extraction", "timm", "self-supervised", "equimod-zoo", *method_tags,
+            *([FAMILY_TAGS[family]] if family else [])]
     train_info = dataset_info(data) if data else None
     datasets = [train_info.hub_id] if train_info and train_info.hub_id else []
     eval_results = [
@@ -144,7 +149,7 @@ def _data_description(meta: ModelMetadata) -> str:
 def _details(config: ModelConfig, facts: CardFacts) -> str:
     meta, cfg = config.equimod, config.pretrained_cfg
     rows = [
-        ("Architecture", f"`{config.architecture}` (timm ResNet)"
+        ("Architecture", f"`{config.architecture}` (timm {FAMILY_TITLES.get(family_of(config.architecture), 'model')})"
          + (f", `model_args` {json.dumps(config.model_args)}" if config.model_args else "")),
         ("Method", _method_title(meta)),
         ("Pre-training data", _data_description(meta) or "unknown"),
@@ -168,7 +173,7 @@ def _details(config: ModelConfig, facts: CardFacts) -> str:
 
 
 def _usage(config: ModelConfig, facts: CardFacts) -> str:
-    cifar = config.architecture.endswith("_cifar")
+    cifar = config.architecture in CIFAR_ARCHITECTURES
     register = ("import equimod_zoo  # registers the CIFAR-stem ResNets with timm: needed before create_model\n"
                 if cifar else "")
     # `hf-hub:` only for a repository that exists; until then the folder loads from disk.

@@ -25,7 +25,8 @@ from equimod_zoo.errors import UserError
 from equimod_zoo.hub.staging import check_output, move_into_place, staging_dir
 from equimod_zoo.limits import MAX_CHECKPOINT_BYTES, check_limit
 from equimod_zoo.method import Method
-from equimod_zoo.model_folder import check_model_args, check_model_size, sha256_file, write_model_folder
+from equimod_zoo.model_folder import (check_architecture, check_model_args, check_model_size, sha256_file,
+                                      write_model_folder)
 from equimod_zoo.model_metadata import ConvertedFrom, ModelMetadata
 from equimod_zoo.weights import check_dtypes
 
@@ -236,15 +237,15 @@ def convert_checkpoint(
         out: the model folder to create.
         arch: the timm architecture; detected from the weights when None.
         model_args: constructor arguments; inferred from the weights' widths when None.
-        method: the pre-training method recorded in the metadata (a `Method` name);
+        method: the pre-training method recorded in the metadata (a `Method` name: simclr_equimod...);
             detected for the official EquiMod checkpoints.
         dtype: store the weights in this precision; None keeps float32.
         overwrite: replace an existing `out` that an earlier conversion wrote; anything else is refused.
     """
     if source not in LAYOUTS:
         raise UserError(f"--from {source!r}: expected one of {', '.join(LAYOUTS)}")
-    if model_args is not None:
-        model_args = check_model_args(model_args, "--model-args")
+    if model_args is not None and arch is not None:
+        model_args = check_model_args(model_args, "--model-args", arch=check_architecture(arch, "--arch"))
     parsed_method = None
     if method is not None:
         try:
@@ -260,11 +261,10 @@ def convert_checkpoint(
     detected_arch, detected_args = detect_architecture(backbone, path=path) if arch is None or model_args is None \
         else (arch, model_args)
     arch = arch or detected_arch
-    model_args = detected_args if model_args is None else model_args
     if not timm.is_model(arch):
         raise UserError(f"--arch {arch!r}: not a timm architecture")
-    # widths read from the checkpoint's shapes are sizes from outside too
-    model_args = check_model_args(model_args, path)
+    # widths given or read from the checkpoint's shapes are sizes from outside too
+    model_args = check_model_args(detected_args if model_args is None else model_args, path, arch=arch)
     check_model_size(arch, model_args, where=f"{path}: a {arch} with {_plain_args(model_args)}")
     model = timm.create_model(arch, pretrained=False, num_classes=0, **model_args).eval()
     _load_strict(model, backbone, arch, path)
@@ -336,4 +336,4 @@ def _official_method(content: dict[str, Any], source: str) -> str | None:
     """The official EquiMod checkpoints are BYOL-based exactly when they carry a momentum model."""
     if source != "equimod-official":
         return None
-    return "byol_equimod" if "momentum_model" in content else "simclr_equimod"
+    return Method("byol" if "momentum_model" in content else "simclr", equimod=True).name

@@ -59,12 +59,15 @@ def test_zoo_names_pair_by_their_registry_rows():
     from equimod_zoo.registry import catalogue
 
     entries = [e for e in catalogue().entries if e.method.equimod]
+    assert {e.method.base for e in entries} >= {"simclr", "byol", "vicreg", "barlow_twins"}
     for equimod in entries:
         base = [e for e in catalogue().entries if e.method == equimod.method.baseline
                 and (e.arch, e.data, e.epochs) == (equimod.arch, equimod.data, equimod.epochs)]
         pairing = Pairing.of_names([equimod.name, *(b.name for b in base)])
         assert pairing.baseline(equimod.name) == (base[0].name if base else None)
-    assert model_identity("simclr_equimod_r18_cifar10").base_method == "simclr"
+    assert model_identity("simclr_equimod_r18_cifar10").method == Method("simclr", equimod=True)
+    assert Pairing.of_names(["vicreg_equimod_r18_cifar10", "vicreg_r18_cifar10"]).baseline(
+        "vicreg_equimod_r18_cifar10") == "vicreg_r18_cifar10"
     assert model_identity("not_a_model") is None
 
 

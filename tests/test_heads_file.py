@@ -65,7 +65,7 @@ def test_equimod_heads_follow_the_recorded_parameter_names(tmp_path):
     y0, params = torch.randn(5, 12), torch.randn(5, 15)
     expected = method.equimod.eval().u(y0, method.equimod.g_t(params))  # mean 0, std 1
     assert torch.allclose(heads.predict(y0, params), expected, atol=1e-6)
-    with pytest.raises(ValueError, match="15 columns"):
+    with pytest.raises(ValueError, match=r"params must be \(5, 15\)"):
         heads.predict(y0, torch.randn(5, 18))
     assert load_equimod_heads(tmp_path / "nothing") is None
 
@@ -120,3 +120,23 @@ def test_the_bundled_models_heads_still_load(path):
     assert heads.g_t.widths == (len(schema.param_names), 128) and heads.g_eq.widths == (512, 2048, 2048, 128)
     y0 = heads.embed(torch.randn(4, 512))
     assert heads.predict(y0, torch.zeros(4, len(schema.param_names))).shape == (4, 128)
+
+
+@pytest.mark.parametrize("name", ["vicreg", "vicreg_equimod", "barlow_twins", "barlow_twins_equimod"])
+def test_each_method_s_heads_are_data(tmp_path, name):
+    heads = dict(HEADS, vicreg_proj_hidden=22, vicreg_proj_out=14, barlow_proj_hidden=26, barlow_proj_out=18)
+    torch.manual_seed(0)
+    backbone = timm.create_model("resnet18_cifar", num_classes=0, **TINY)
+    method = build_method(MethodConfig(name, **heads), backbone)
+    schema = method.heads_schema(PARAM_NAMES if method.equimod is not None else ())
+    write_model_folder(tmp_path, backbone, arch="resnet18_cifar", model_args=TINY, heads=method.heads_state_dict(),
+                       equimod={SCHEMA_KEY: schema.to_dict()})
+    assert read_heads_schema(tmp_path) == schema and schema.predictor == ()
+    assert schema.projection == ((64, 22, 22, 14) if name.startswith("vicreg") else (64, 26, 26, 18))
+    assert {key.split(".")[0] for key in read_heads_state(tmp_path / HEADS_FILE)} >= {"projection"}
+    heads_module = load_equimod_heads(tmp_path)
+    assert (heads_module is not None) == name.endswith("_equimod")
+    with pytest.raises(ValueError, match=f"{name} has the heads projection, the schema gives projection, predictor"):
+        HeadsSchema(**{**schema.__dict__, "predictor": (14, 8, 14)})
+    with pytest.raises(ValueError, match="unknown method 'swav'"):
+        HeadsSchema(method="swav", projection=(64, 8))

@@ -1,4 +1,4 @@
-"""SimCLR, BYOL and their EquiMod variants train, wire their views as documented and export their heads."""
+"""Every base method and its EquiMod variant train, wire their views as documented and export their heads."""
 from __future__ import annotations
 
 import pytest
@@ -7,14 +7,17 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import equimod_zoo  # noqa: F401  (registers resnet18_cifar)
-from equimod_zoo.method import all_method_names
-from equimod_zoo.training.methods import MethodConfig, StepOutput, build_method, byol_momentum
+from equimod_zoo.equimod.heads_file import BASE_HEADS
+from equimod_zoo.method import BASE_METHODS, all_method_names
+from equimod_zoo.training.methods import BASES, MethodConfig, StepOutput, build_method, byol_momentum
 from equimod_zoo.training.optim import OptimConfig, build_optimizer
 
 METHODS = all_method_names()
 
 TINY_HEADS = dict(
     proj_hidden=32, proj_out=16, byol_proj_hidden=32, byol_proj_out=16, byol_pred_hidden=32,
+    vicreg_proj_hidden=32, vicreg_proj_out=16, barlow_proj_hidden=32, barlow_proj_out=16,
+    mocov3_proj_hidden=32, mocov3_proj_out=16, mocov3_pred_hidden=32,
     eq_hidden=32, eq_out=16, param_embed=16,
 )  # fmt: skip
 
@@ -38,7 +41,7 @@ def _batch(n: int = 8, size: int = 16, seed: int = 1) -> dict[str, torch.Tensor]
     return {"x1": x1, "x2": x2, "x0": x0, "p1": p1, "p2": p2}
 
 
-@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("name", all_method_names())
 def test_each_method_lowers_its_loss(name):
     method = _method(name)
     optimizer = build_optimizer(method, OptimConfig(lr=1.0, reference_batch_size=8), batch_size=8)
@@ -91,8 +94,12 @@ def test_augmentation_parameters_are_standardised_before_g_t():
 
 
 def test_bad_inputs_are_reported():
-    with pytest.raises(ValueError, match="unknown method 'mocov3'"):
-        MethodConfig("mocov3")
+    with pytest.raises(ValueError, match="unknown method 'swav'"):
+        MethodConfig("swav")
+    with pytest.raises(ValueError, match="method.vicreg_proj_hidden: 1,000,000,000 is over the limit of 16,384"):
+        MethodConfig("vicreg", vicreg_proj_hidden=10**9)  # refused before anything is allocated
+    with pytest.raises(ValueError, match="barlow_scale must be positive"):
+        MethodConfig("barlow_twins", barlow_scale=0.0)
     batch = _batch(n=4)
     equi = _method("simclr_equimod")
     with pytest.raises(ValueError, match="needs x0, p1 and p2"):
@@ -140,6 +147,7 @@ def test_byol_momentum_goes_from_base_to_one():
     [
         ("simclr", {"projection"}),
         ("byol", {"projection", "predictor"}),
+        ("mocov3", {"projection", "predictor"}),
         ("byol_equimod", {"projection", "predictor", "g_eq", "g_t", "u", "param_mean", "param_std"}),
     ],
 )
@@ -177,3 +185,13 @@ def test_a_sync_batchnorm_method_keeps_its_heads_and_target():
     synced.update_target(0.5)
     out = synced(**_batch(n=4))  # no process group: SyncBatchNorm runs as plain BN
     assert torch.isfinite(out.loss)
+
+
+def test_every_base_method_is_one_row_of_data_agreeing_with_its_heads_schema():
+    assert set(BASES) == set(BASE_METHODS) == set(BASE_HEADS)
+    for base, spec in BASES.items():
+        assert spec.heads == BASE_HEADS[base], base
+        assert spec.momentum_target == (spec.predictor is not None), base  # a predictor regresses momentum keys
+        method = _method(base)
+        assert {key.split(".")[0] for key in method.heads_state_dict()} == set(BASE_HEADS[base])
+        assert hasattr(method, "target_backbone") == spec.momentum_target

@@ -11,6 +11,8 @@ from equimod_zoo.cli import app
 from equimod_zoo.paper import paper_table
 from equimod_zoo.hub.model_cards import (
     MODEL_CARDS_FILE,
+    METHODS_BEGIN,
+    METHODS_END,
     README_BEGIN,
     README_END,
     PRETRAINED_TAGS_FILE,
@@ -55,6 +57,30 @@ def test_a_hand_edited_number_in_the_readme_fails_the_check(tmp_path):
     text = README_FILE.read_text()
     block = text[text.index(README_BEGIN):text.index(README_END)]
     assert "| `simclr_equimod_r18_cifar10` | CIFAR-10 | 41 (5.11 s) | 78.68 | 73.32 | 60.28 | 92.79 *paper*" in block
+
+
+def test_the_methods_and_backbones_table_is_generated_and_checked(tmp_path):
+    text = README_FILE.read_text()
+    block = text[text.index(METHODS_BEGIN):text.index(METHODS_END)]
+    # every base method of the registry, with its heads, on the backbones its recipes train
+    for row in ("| SimCLR | Chen et al., ICML 2020", "| BYOL | Grill et al.", "| VICReg | Bardes",
+                "| Barlow Twins | Zbontar"):
+        assert row in block, row
+    assert "| `convnext_atto` | ConvNeXt | 32 px | `patch_size: 2` |" in block
+    assert "| `vit_tiny_patch16_224` | Vision Transformer | 32 px | `img_size: 32`, `patch_size: 4` |" in block
+    vicreg = next(line for line in block.splitlines() if line.startswith("| VICReg |"))
+    assert "alone, + EquiMod" in vicreg and "0 trained, 2 recipe-only" in vicreg
+    # a hand edit (here: claiming a ViT recipe for Barlow Twins) fails the check
+    readme = tmp_path / "README.md"
+    barlow = next(line for line in block.splitlines() if line.startswith("| Barlow Twins |"))
+    readme.write_text(text.replace(barlow, barlow.replace("| — | zoo", "| alone | zoo").replace(
+        "| — | 0 trained", "| alone | 0 trained")))
+    assert readme.read_text() != text
+    with pytest.raises(OutOfDateError, match="README.md: out of date"):
+        check_model_cards(MODEL_CARDS_FILE, readme=readme)
+    readme.write_text(text.replace(METHODS_BEGIN, "<!-- the methods table -->"))
+    with pytest.raises(ValueError, match="no methods block"):
+        check_model_cards(MODEL_CARDS_FILE, readme=readme)
 
 
 @pytest.fixture

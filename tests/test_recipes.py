@@ -149,3 +149,62 @@ def test_resolved_recipe_round_trips_through_yaml():
     recipe = load_recipe("byol_equimod_r50_in1k")
     again = recipe_from_dict(yaml.safe_load(recipe.to_yaml()))
     assert isinstance(again, Recipe) and again == recipe
+
+
+def test_vicreg_and_barlow_twins_recipes_hold_their_cited_values():
+    vicreg = load_recipe("vicreg_equimod_r18_cifar10")
+    m = vicreg.method
+    assert (m.name, m.vicreg_sim_weight, m.vicreg_var_weight, m.vicreg_cov_weight) == ("vicreg_equimod", 25, 25, 1)
+    assert (m.vicreg_proj_hidden, m.vicreg_proj_out, m.eq_weight, m.eq_temperature) == (2048, 2048, 1.0, 0.2)
+    barlow = load_recipe("barlow_twins_r18_cifar10")
+    m = barlow.method
+    assert (m.name, m.barlow_lambda, m.barlow_scale, m.barlow_proj_hidden, m.barlow_proj_out) == (
+        "barlow_twins", 0.0051, 0.1, 2048, 2048)
+    for recipe in (vicreg, barlow):  # solo-learn's CIFAR-10 optimiser, on the zoo's 800-epoch budget
+        optim = recipe.optim
+        assert (optim.optimizer, optim.lr, optim.reference_batch_size, optim.weight_decay) == ("lars", 0.3, 256, 1e-4)
+        assert (optim.eta, optim.trust_clip, optim.warmup_epochs, recipe.epochs) == (0.02, True, 10, 800)
+        assert recipe.augment.params == PARAM_NAMES[:15] + ("solarize",) and recipe.method.param_dim == 16
+    assert [(v.blur_p, v.solarize_p) for v in vicreg.augment.views] == [(0.0, 0.1), (0.0, 0.1)]
+    assert vicreg.augment.crop_scale == (0.2, 1.0)
+    assert [(v.blur_p, v.solarize_p) for v in barlow.augment.views] == [(0.0, 0.0), (0.0, 0.2)]
+    assert barlow.augment.crop_scale == (0.08, 1.0)
+
+
+def test_recipes_name_any_timm_backbone_with_its_own_arguments(tmp_path):
+    vit = load_recipe("simclr_equimod_vit_tiny_cifar10")
+    assert (vit.arch, vit.model_args, vit.eval_size) == ("vit_tiny_patch16_224", {"img_size": 32, "patch_size": 4}, 32)
+    convnext = load_recipe("simclr_convnext_atto_cifar10")
+    assert (convnext.arch, convnext.model_args, convnext.method.name) == ("convnext_atto", {"patch_size": 2}, "simclr")
+    # a family's arguments only, each within its bound; never one that reaches files or the network
+    path = tmp_path / "mine.yaml"
+    path.write_text("base: simclr_vit_tiny_cifar10\nmodel_args: {img_size: 32, patch_size: 4, channels: [8, 8, 8, 8]}\n")
+    with pytest.raises(ValueError, match="'channels' is not a constructor argument equimod-zoo accepts for vit_tiny"):
+        load_recipe(path)
+    path.write_text("base: simclr_vit_tiny_cifar10\nmodel_args: {img_size: 100000}\n")
+    with pytest.raises(ValueError, match="img_size = 100000 is not a positive integer \\(at most 4096\\)"):
+        load_recipe(path)
+    path.write_text("base: simclr_convnext_atto_cifar10\nmodel_args: {checkpoint_path: /etc/passwd}\n")
+    with pytest.raises(ValueError, match="'checkpoint_path' is not a constructor argument"):
+        load_recipe(path)
+    path.write_text("base: simclr_r18_cifar10\narch: efficientnet_b0\nmodel_args: {in_chans: 3}\n")
+    assert load_recipe(path).arch == "efficientnet_b0"  # another family: the arguments every timm model takes
+    path.write_text("base: simclr_r18_cifar10\narch: efficientnet_b0\nmodel_args: {drop_rate: 0.1}\n")
+    with pytest.raises(ValueError, match="'drop_rate' is not a constructor argument equimod-zoo accepts for "
+                                         "efficientnet_b0 \\(num_classes, in_chans\\)"):
+        load_recipe(path)
+
+
+def test_mocov3_recipes_hold_their_cited_values():
+    recipe = load_recipe("mocov3_equimod_r18_cifar10")
+    m = recipe.method
+    assert (m.name, m.mocov3_proj_hidden, m.mocov3_proj_out, m.mocov3_proj_layers, m.mocov3_pred_hidden) == (
+        "mocov3_equimod", 4096, 256, 2, 4096)
+    assert (m.mocov3_temperature, m.momentum_base, m.momentum_target) == (0.2, 0.99, True)
+    optim = recipe.optim
+    assert (optim.lr, optim.reference_batch_size, optim.weight_decay, optim.eta, optim.trust_clip) == (
+        0.3, 256, 1e-6, 0.02, True)
+    assert [(v.blur_p, v.solarize_p) for v in recipe.augment.views] == [(0.0, 0.0), (0.0, 0.2)]
+    vit = load_recipe("mocov3_vit_tiny_cifar10")
+    assert (vit.arch, vit.model_args, vit.method.mocov3_proj_layers) == (
+        "vit_tiny_patch16_224", {"img_size": 32, "patch_size": 4}, 3)  # the reference's ViT projector

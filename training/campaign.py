@@ -84,7 +84,10 @@ TRAVEL_WHEELS = ("datasets", "dill", "multiprocess")
 DRY_RUN = {"model_args": {"channels": [8, 16, 32, 64], "stem_width": 8}, "data_size": 8, "eval_size": 8,
            "augment.size": 8, "method.proj_hidden": 32, "method.proj_out": 16, "method.eq_hidden": 32,
            "method.eq_out": 16, "method.param_embed": 16, "method.byol_proj_hidden": 32, "method.byol_proj_out": 16,
-           "method.byol_pred_hidden": 32, "param_stats_samples": 256, "workers": 0, "optim.warmup_epochs": 0,
+           "method.byol_pred_hidden": 32, "method.vicreg_proj_hidden": 32, "method.vicreg_proj_out": 16,
+           "method.barlow_proj_hidden": 32, "method.barlow_proj_out": 16, "method.mocov3_proj_hidden": 32,
+           "method.mocov3_proj_out": 16, "method.mocov3_pred_hidden": 32, "param_stats_samples": 256, "workers": 0,
+           "optim.warmup_epochs": 0,
            "precision": "fp32"}
 DRY_RUN_DATA_LIMIT = 32
 DRY_RUN_BATCH_SIZE = 16

@@ -1,4 +1,7 @@
-"""The distributed pieces: process-group setup from torchrun's environment and a differentiable gather.
+"""The distributed pieces: process-group setup from torchrun's environment, logging reductions, seeding.
+
+The differentiable collectives the losses use live with the losses, in the core
+(`equimod_zoo.equimod.distributed`), and are imported here for the trainer.
 
 Single-process runs need none of it: every helper here is the identity (or rank 0 of 1) when no
 process group is initialised, so the same training code runs on a laptop CPU and under
@@ -12,10 +15,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 import torch.nn as nn
 from torch import Tensor
 
+from equimod_zoo.equimod.distributed import (  # noqa: F401  (the trainer's imports)
+    all_reduce_with_grad,
+    gather_with_grad,
+    get_rank,
+    get_world_size,
+    is_distributed,
+)
 from equimod_zoo.torchrun import torchrun_world
 
 
@@ -36,19 +45,6 @@ class DistInfo:
     @property
     def is_distributed(self) -> bool:
         return self.world_size > 1
-
-
-def is_distributed() -> bool:
-    """True when a process group with more than one rank is running."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def get_rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def get_world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def setup_distributed(
@@ -86,18 +82,6 @@ def cleanup_distributed() -> None:
     """Leave the process group (a no-op without one)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def gather_with_grad(x: Tensor) -> Tensor:
-    """Concatenate `x` (N, ...) from every rank along dim 0 -> (world_size * N, ...), rank order.
-
-    Gradients flow back to each rank's own slice (summed over the ranks whose losses used it), so
-    a loss over gathered negatives trains every rank's encoder. Every rank must pass the same N.
-    The identity when not distributed.
-    """
-    if not is_distributed():
-        return x
-    return torch.cat(dist_fn.all_gather(x), dim=0)
 
 
 def reduce_mean(x: Tensor) -> Tensor:

@@ -1,8 +1,12 @@
-"""SimCLR, BYOL, and each with the EquiMod equivariance module, as `SSLMethod` modules.
+"""Every base method (SimCLR, BYOL, VICReg, Barlow Twins, MoCo v3), alone or with EquiMod, as an `SSLMethod`.
 
-A method owns a backbone (a timm model built with num_classes=0, returning pooled features) and
+A method owns a backbone (any timm model built with num_classes=0, returning pooled features) and
 its heads, and turns a batch of views into a `StepOutput` (the loss to back-propagate and detached
 scalars to log). It knows nothing of optimisers, schedules or data loading.
+
+A base method is data (`BASES`): its projection head, its optional predictor, whether a momentum
+target network follows the online one, and its loss. EquiMod is the core's `EquiMod` module,
+added the same way to every base: loss = invariance loss + eq_weight * equivariance loss.
 
 Views go through the backbone in one call, concatenated along the batch (x1, x2, and x0 for
 EquiMod): one large batch is faster than three small ones, and BatchNorm then normalises with
@@ -14,31 +18,37 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
+from equimod_zoo.equimod.augment import NUM_PARAMS
 from equimod_zoo.equimod.heads import (
-    AugmentationEmbedding,
+    BarlowTwinsProjectionHead,
     BYOLPredictionHead,
     BYOLProjectionHead,
-    EquiModProjectionHead,
-    EquivariantPredictor,
+    MoCoV3PredictionHead,
+    MoCoV3ProjectionHead,
+    ProjectionHead,
     SimCLRProjectionHead,
+    VICRegProjectionHead,
 )
-from equimod_zoo.equimod.augment import NUM_PARAMS
 from equimod_zoo.equimod.heads_file import HeadsSchema
+from equimod_zoo.equimod.loss import NTXentLoss
+from equimod_zoo.equimod.module import EquiMod
 from equimod_zoo.errors import UserError
+from equimod_zoo.limits import MAX_HEAD_WIDTH, check_limit
 from equimod_zoo.method import Method
-from equimod_zoo.training.losses import BYOLLoss, EquiModLoss, NTXentLoss, equivariance_gain
-
+from equimod_zoo.training.losses import BarlowTwinsLoss, BYOLLoss, MoCoV3Loss, VICRegLoss
 
 
 @dataclass(frozen=True)
 class MethodConfig:
-    """Which method, and the sizes of its heads. Defaults are the paper's CIFAR-10 recipe."""
+    """Which method, and the sizes and weights of its heads and loss. Defaults are CIFAR-10 settings:
+    the paper's for SimCLR, BYOL and EquiMod, solo-learn's for VICReg, Barlow Twins and MoCo v3."""
 
     name: str
     # SimCLR: projection 2048-2048-128, NT-Xent temperature 0.5 on CIFAR-10 (0.2 on ImageNet).
@@ -50,6 +60,24 @@ class MethodConfig:
     byol_proj_out: int = 256
     byol_pred_hidden: int = 4096
     momentum_base: float = 0.996
+    # VICReg: expander 2048-2048-2048 (8192 on ImageNet), invariance / variance / covariance weights 25, 25, 1.
+    vicreg_proj_hidden: int = 2048
+    vicreg_proj_out: int = 2048
+    vicreg_sim_weight: float = 25.0
+    vicreg_var_weight: float = 25.0
+    vicreg_cov_weight: float = 1.0
+    # Barlow Twins: projector 2048-2048-2048 (8192 on ImageNet), off-diagonal weight 0.0051, loss scale.
+    barlow_proj_hidden: int = 2048
+    barlow_proj_out: int = 2048
+    barlow_lambda: float = 0.0051
+    barlow_scale: float = 1.0
+    # MoCo v3: projector 4096-256 (2 layers on a ResNet, 3 on a ViT), predictor 4096-256, InfoNCE at 0.2;
+    # its momentum target follows `momentum_base` -> 1 (cosine), as BYOL's.
+    mocov3_proj_hidden: int = 4096
+    mocov3_proj_out: int = 256
+    mocov3_proj_layers: int = 2
+    mocov3_pred_hidden: int = 4096
+    mocov3_temperature: float = 0.2
     # EquiMod: g_eq 2048-2048-128, g_t P -> 128, u (128 + 128) -> 128, NT-Xent at 0.2, weight lambda.
     # P, the augmentation parameters g_t reads: a recipe sets it to the length of its pipeline's list
     # (`augment.params`); None, outside a recipe, is the full 18-entry vector.
@@ -61,24 +89,94 @@ class MethodConfig:
     eq_weight: float = 1.0
 
     def __post_init__(self) -> None:
-        Method.parse(self.name)  # an unknown name is one line naming the known ones
+        Method.parse(self.name)  # an unknown name is an UnknownNameError listing the methods
         if not 0.0 <= self.momentum_base <= 1.0:
             raise UserError(f"momentum_base must be in [0, 1], got {self.momentum_base}")
-        if self.eq_weight < 0:
-            raise UserError(f"eq_weight must be >= 0, got {self.eq_weight}")
+        for name in ("temperature", "eq_temperature", "barlow_scale", "mocov3_temperature"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"method.{name} must be positive, got {getattr(self, name)}")
+        for name in ("eq_weight", "vicreg_sim_weight", "vicreg_var_weight", "vicreg_cov_weight", "barlow_lambda"):
+            if getattr(self, name) < 0:
+                raise UserError(f"method.{name} must be >= 0, got {getattr(self, name)}")
+        if not 1 <= self.mocov3_proj_layers <= 8:
+            raise UserError(f"method.mocov3_proj_layers must be from 1 to 8, got {self.mocov3_proj_layers}")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("int", "int | None") and value is not None:
+                if value < 1:
+                    raise UserError(f"method.{f.name} must be positive, got {value}")
+                check_limit(f"method.{f.name}", value, MAX_HEAD_WIDTH)
 
     @property
-    def kind(self) -> Method:
+    def method(self) -> Method:
         return Method.parse(self.name)
 
     @property
     def base(self) -> str:
-        """The invariance method underneath: "simclr" or "byol"."""
-        return self.kind.base
+        """The invariance method underneath: "simclr", "byol", "vicreg", "barlow_twins", "mocov3"."""
+        return self.method.base
 
     @property
     def equimod(self) -> bool:
-        return self.kind.equimod
+        return self.method.equimod
+
+    @property
+    def momentum_target(self) -> bool:
+        """Whether a momentum target network follows the online one (the trainer's EMA schedule)."""
+        return BASES[self.base].momentum_target
+
+
+@dataclass(frozen=True)
+class BaseMethod:
+    """How a base method is built: its heads, whether a momentum target follows the online network, its loss.
+
+    With a predictor, each view's prediction regresses the other view's target (the momentum
+    network's projection), symmetrically; without, the loss compares the two views' projections.
+    """
+
+    projection: Callable[[int, MethodConfig], ProjectionHead]  # (backbone features, config) -> head
+    loss: Callable[[MethodConfig], nn.Module]
+    predictor: Callable[[MethodConfig], ProjectionHead] | None = None
+    momentum_target: bool = False
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        """The heads it exports (`equimod_zoo.equimod.heads_file.BASE_HEADS` states the same)."""
+        return ("projection", "predictor") if self.predictor is not None else ("projection",)
+
+
+BASES: dict[str, BaseMethod] = {
+    "simclr": BaseMethod(
+        projection=lambda dim, c: SimCLRProjectionHead(dim, hidden_dim=c.proj_hidden, output_dim=c.proj_out),
+        loss=lambda c: NTXentLoss(c.temperature),
+    ),
+    "byol": BaseMethod(
+        projection=lambda dim, c: BYOLProjectionHead(dim, hidden_dim=c.byol_proj_hidden, output_dim=c.byol_proj_out),
+        predictor=lambda c: BYOLPredictionHead(c.byol_proj_out, hidden_dim=c.byol_pred_hidden,
+                                               output_dim=c.byol_proj_out),
+        loss=lambda c: BYOLLoss(),
+        momentum_target=True,
+    ),
+    "vicreg": BaseMethod(
+        projection=lambda dim, c: VICRegProjectionHead(dim, hidden_dim=c.vicreg_proj_hidden,
+                                                       output_dim=c.vicreg_proj_out),
+        loss=lambda c: VICRegLoss(sim_weight=c.vicreg_sim_weight, var_weight=c.vicreg_var_weight,
+                                  cov_weight=c.vicreg_cov_weight),
+    ),
+    "barlow_twins": BaseMethod(
+        projection=lambda dim, c: BarlowTwinsProjectionHead(dim, hidden_dim=c.barlow_proj_hidden,
+                                                            output_dim=c.barlow_proj_out),
+        loss=lambda c: BarlowTwinsLoss(lambda_=c.barlow_lambda, scale=c.barlow_scale),
+    ),
+    "mocov3": BaseMethod(
+        projection=lambda dim, c: MoCoV3ProjectionHead(dim, hidden_dim=c.mocov3_proj_hidden,
+                                                       output_dim=c.mocov3_proj_out, num_layers=c.mocov3_proj_layers),
+        predictor=lambda c: MoCoV3PredictionHead(c.mocov3_proj_out, hidden_dim=c.mocov3_pred_hidden,
+                                                 output_dim=c.mocov3_proj_out),
+        loss=lambda c: MoCoV3Loss(c.mocov3_temperature),
+        momentum_target=True,
+    ),
+}
 
 
 @dataclass
@@ -103,63 +201,18 @@ def momentum_schedule(total_steps: int, base: float, *, device: torch.device | s
                         dtype=torch.float32, device=device)
 
 
-class EquiModModule(nn.Module):
-    """EquiMod's equivariance branch (Devillers & Lefort 2023): g_eq, g_t, u and their loss.
-
-    Parameters are standardised with the `param_mean` / `param_std` buffers (per-dataset
-    statistics of the parameter vector) before g_t.
-    """
-
-    def __init__(
-        self,
-        input_dim: int,
-        config: MethodConfig,
-        *,
-        param_mean: Tensor | None = None,
-        param_std: Tensor | None = None,
-    ) -> None:
-        super().__init__()
-        config = _with_param_dim(config)
-        self.g_eq = EquiModProjectionHead(input_dim, hidden_dim=config.eq_hidden, output_dim=config.eq_out)
-        self.g_t = AugmentationEmbedding(config.param_dim, output_dim=config.param_embed)
-        self.u = EquivariantPredictor(config.eq_out, config.param_embed)
-        self.loss = EquiModLoss(config.eq_temperature)
-        mean = torch.zeros(config.param_dim) if param_mean is None else _param_stat(param_mean, "param_mean", config)
-        std = torch.ones(config.param_dim) if param_std is None else _param_stat(param_std, "param_std", config)
-        if not bool((std > 0).all()):
-            raise UserError("param_std must be positive in every entry (a constant parameter has std 0: use 1)")
-        self.register_buffer("param_mean", mean)
-        self.register_buffer("param_std", std)
-
-    def forward(self, h1: Tensor, h2: Tensor, h0: Tensor, p1: Tensor, p2: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        n = h1.shape[0]
-        y1, y2, y0 = self.g_eq(torch.cat([h1, h2, h0])).split(n)
-        params = torch.cat([p1, p2]).to(self.param_mean.dtype)
-        a = self.g_t((params - self.param_mean) / self.param_std)
-        y_hat1, y_hat2 = self.u(torch.cat([y0, y0]), a).split(n)
-        loss = self.loss(y1, y2, y_hat1, y_hat2)
-        gain = equivariance_gain(y0, y1, y2, y_hat1, y_hat2)
-        return loss, {"loss_eq": loss.detach(), "eq_gain": gain}
-
-
 def _with_param_dim(config: MethodConfig) -> MethodConfig:
     """`config` with g_t's input size set: built outside a recipe, the full 18-entry parameter vector."""
     return config if config.param_dim is not None else dataclasses.replace(config, param_dim=NUM_PARAMS)
 
 
-def _param_stat(value: Tensor, name: str, config: MethodConfig) -> Tensor:
-    value = torch.as_tensor(value, dtype=torch.float32).detach().clone()
-    if value.shape != (config.param_dim,):
-        raise UserError(f"{name} must have shape ({config.param_dim},), got {tuple(value.shape)}")
-    return value
-
-
 class SSLMethod(nn.Module):
     """A backbone, the heads of one method, and its loss.
 
-    `forward(x1, x2)` for SimCLR / BYOL (x0, p1, p2 are ignored); EquiMod variants (`uses_params`)
-    also need x0 (the un-augmented images, the shape of x1) and p1, p2 (the (N, param_dim)
-    parameter vectors of the two views). Under DDP, call `update_target` on the wrapped module.
+    `forward(x1, x2)` for a base method alone (x0, p1, p2 are ignored); EquiMod variants
+    (`uses_params`) also need x0 (the un-augmented images, the shape of x1) and p1, p2 (the
+    (N, param_dim) parameter vectors of the two views). Under DDP, call `update_target` on the
+    wrapped module.
     """
 
     def __init__(
@@ -173,32 +226,26 @@ class SSLMethod(nn.Module):
         super().__init__()
         feature_dim = getattr(backbone, "num_features", None)
         if not isinstance(feature_dim, int):
-            raise UserError("backbone must expose .num_features (a timm model built with num_classes=0)")
+            raise ValueError("backbone must expose .num_features (a timm model built with num_classes=0)")
         if not config.equimod and (param_mean is not None or param_std is not None):
-            raise UserError(f"param_mean / param_std are for EquiMod methods, not {config.name!r}")
+            raise ValueError(f"param_mean / param_std are for EquiMod methods, not {config.name!r}")
         config = _with_param_dim(config)
         self.config = config
+        self.spec = BASES[config.base]
         self.backbone = backbone
         self.uses_params = config.equimod
-        if config.base == "simclr":
-            self.projection = SimCLRProjectionHead(
-                feature_dim, hidden_dim=config.proj_hidden, output_dim=config.proj_out
-            )
-            self.inv_loss: nn.Module = NTXentLoss(config.temperature)
-        else:
-            self.projection = BYOLProjectionHead(
-                feature_dim, hidden_dim=config.byol_proj_hidden, output_dim=config.byol_proj_out
-            )
-            self.predictor = BYOLPredictionHead(
-                config.byol_proj_out, hidden_dim=config.byol_pred_hidden, output_dim=config.byol_proj_out
-            )
-            self.inv_loss = BYOLLoss()
+        self.projection = self.spec.projection(feature_dim, config)
+        self.predictor = self.spec.predictor(config) if self.spec.predictor is not None else None
+        self.inv_loss = self.spec.loss(config)
+        if self.spec.momentum_target:
             # The target network: a copy of the online backbone and projector, trained only by EMA.
             self.target_backbone = copy.deepcopy(backbone).requires_grad_(False)
             self.target_projection = copy.deepcopy(self.projection).requires_grad_(False)
-        self.equimod = (
-            EquiModModule(feature_dim, config, param_mean=param_mean, param_std=param_std) if config.equimod else None
-        )
+        self.equimod = EquiMod(
+            feature_dim, param_dim=config.param_dim, param_mean=param_mean, param_std=param_std,
+            hidden_dim=config.eq_hidden, output_dim=config.eq_out, param_embed_dim=config.param_embed,
+            temperature=config.eq_temperature,
+        ) if config.equimod else None
 
     def forward(
         self,
@@ -210,16 +257,16 @@ class SSLMethod(nn.Module):
         p2: Tensor | None = None,
     ) -> StepOutput:
         if x1.shape != x2.shape:
-            raise UserError(f"x1 and x2 must have the same shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
+            raise ValueError(f"x1 and x2 must have the same shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
         n = x1.shape[0]
         if self.uses_params:
             if x0 is None or p1 is None or p2 is None:
-                raise UserError(f"{self.config.name} needs x0, p1 and p2 besides x1 and x2")
+                raise ValueError(f"{self.config.name} needs x0, p1 and p2 besides x1 and x2")
             if x0.shape != x1.shape:
-                raise UserError(f"x0 must have the shape of x1 {tuple(x1.shape)}, got {tuple(x0.shape)}")
+                raise ValueError(f"x0 must have the shape of x1 {tuple(x1.shape)}, got {tuple(x0.shape)}")
             expected = (n, self.config.param_dim)
             if p1.shape != expected or p2.shape != expected:
-                raise UserError(f"p1 and p2 must be {expected}, got {tuple(p1.shape)} and {tuple(p2.shape)}")
+                raise ValueError(f"p1 and p2 must be {expected}, got {tuple(p1.shape)} and {tuple(p2.shape)}")
             h1, h2, h0 = self.backbone(torch.cat([x1, x2, x0])).split(n)
         else:
             h1, h2 = self.backbone(torch.cat([x1, x2])).split(n)
@@ -228,34 +275,35 @@ class SSLMethod(nn.Module):
         logs = {"loss_inv": loss_inv.detach()}
         loss = loss_inv
         if self.equimod is not None:
-            loss_eq, eq_logs = self.equimod(h1, h2, h0, p1, p2)
-            loss = loss_inv + self.config.eq_weight * loss_eq
-            logs.update(eq_logs)
+            equivariance = self.equimod(h0, [h1, h2], [p1, p2])
+            loss = loss_inv + self.config.eq_weight * equivariance.loss
+            logs.update(loss_eq=equivariance.loss.detach(), eq_gain=equivariance.gain)
         return StepOutput(loss=loss, logs=logs)
 
     def _invariance_loss(self, h1: Tensor, h2: Tensor, x1: Tensor, x2: Tensor) -> Tensor:
         n = h1.shape[0]
         z1, z2 = self.projection(torch.cat([h1, h2])).split(n)
-        if self.config.base == "simclr":
+        if self.predictor is None:
             return self.inv_loss(z1, z2)
         q1, q2 = self.predictor(torch.cat([z1, z2])).split(n)
+        assert self.spec.momentum_target, "a predictor regresses a momentum target's projection"
         with torch.no_grad():
             # The momentum encoder sees the two augmented views only (never x0).
             t1, t2 = self.target_projection(self.target_backbone(torch.cat([x1, x2]))).split(n)
-        # Symmetric: each view's prediction regresses the other view's target; summed as in BYOL.
+        # Symmetric: each view's prediction against the other view's target, summed (BYOL, MoCo v3).
         return self.inv_loss(q1, t2) + self.inv_loss(q2, t1)
 
     @torch.no_grad()
     def update_target(self, momentum: float | Tensor) -> None:
-        """BYOL: target <- momentum * target + (1 - momentum) * online; buffers copied. No-op for SimCLR.
+        """target <- momentum * target + (1 - momentum) * online; buffers copied. A no-op without a target.
 
         `momentum` may be a 0-dim device tensor (the trainer's precomputed schedule): then the
         update never waits for the host. A Python number is checked to lie in [0, 1].
         """
-        if self.config.base != "byol":
+        if not self.spec.momentum_target:
             return
         if not isinstance(momentum, Tensor) and not 0.0 <= momentum <= 1.0:
-            raise UserError(f"momentum must be in [0, 1], got {momentum}")
+            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
         for online, target in ((self.backbone, self.target_backbone), (self.projection, self.target_projection)):
             online_params = [p.detach() for p in online.parameters()]
             target_params = list(target.parameters())
@@ -263,23 +311,23 @@ class SSLMethod(nn.Module):
             # tensor weight is read on the host.
             torch._foreach_mul_(target_params, momentum)
             torch._foreach_add_(target_params, torch._foreach_mul(online_params, 1.0 - momentum))
-            torch._foreach_copy_(list(target.buffers()), list(online.buffers()))
+            buffers = list(target.buffers())
+            if buffers:  # a ViT has none (foreach ops refuse empty lists)
+                torch._foreach_copy_(buffers, list(online.buffers()))
 
     @torch.no_grad()
     def reset_target(self) -> None:
-        """BYOL: the target network becomes a copy of the online one (a new training cycle starts)."""
-        if self.config.base == "byol":
+        """The target network becomes a copy of the online one (a new training cycle starts)."""
+        if self.spec.momentum_target:
             self.target_backbone.load_state_dict(self.backbone.state_dict())
             self.target_projection.load_state_dict(self.projection.state_dict())
 
     def heads_state_dict(self) -> dict[str, Tensor]:
-        """Every trained head (projection, predictor, g_eq, g_t, u) and, for EquiMod, `param_mean`
-        and `param_std`, as detached tensors; neither the backbone nor BYOL's target network.
+        """Every trained head (the base method's, and g_eq, g_t, u) and, for EquiMod, `param_mean`
+        and `param_std`, as detached tensors; neither the backbone nor a target network.
         """
         heads: dict[str, Tensor] = {}
-        modules: dict[str, nn.Module] = {"projection": self.projection}
-        if self.config.base == "byol":
-            modules["predictor"] = self.predictor
+        modules: dict[str, nn.Module] = {name: getattr(self, name) for name in self.spec.heads}
         if self.equimod is not None:
             modules.update(g_eq=self.equimod.g_eq, g_t=self.equimod.g_t, u=self.equimod.u)
         for prefix, module in modules.items():
@@ -290,17 +338,16 @@ class SSLMethod(nn.Module):
             heads["param_std"] = self.equimod.param_std.detach()
         return heads
 
-
     def heads_schema(self, param_names: tuple[str, ...] = ()) -> HeadsSchema:
         """The schema of `heads_state_dict()`: every head's layer widths and g_t's parameter names."""
         eq = self.equimod
         if eq is not None and len(param_names) != self.config.param_dim:
-            raise UserError(f"{self.config.name} reads {self.config.param_dim} augmentation parameters, "
-                            f"got {len(param_names)} names")
+            raise ValueError(f"{self.config.name} reads {self.config.param_dim} augmentation parameters, "
+                             f"got {len(param_names)} names")
         return HeadsSchema(
             method=self.config.name,
             projection=self.projection.widths,
-            predictor=self.predictor.widths if self.config.base == "byol" else (),
+            predictor=self.predictor.widths if self.predictor is not None else (),
             g_eq=eq.g_eq.widths if eq is not None else (),
             g_t=eq.g_t.widths if eq is not None else (),
             param_names=tuple(param_names) if eq is not None else (),

@@ -36,6 +36,7 @@ class OptimConfig:
     eta: float = 1e-3  # LARS trust coefficient
     warmup_epochs: float = 10  # fractional for short schedules
     optimizer: str = "lars"
+    trust_clip: bool = False  # LARS: clip the trust ratio at 1 (solo-learn's `clip_lr`)
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -75,7 +76,8 @@ def build_optimizer(model: nn.Module, config: OptimConfig, *, batch_size: int) -
     lr = config.peak_lr(batch_size)
     groups = parameter_groups(model, weight_decay=config.weight_decay)
     if config.optimizer == "lars":
-        return Lars(groups, lr=lr, momentum=config.momentum, trust_coeff=config.eta, foreach=True)
+        return Lars(groups, lr=lr, momentum=config.momentum, trust_coeff=config.eta, trust_clip=config.trust_clip,
+                    foreach=True)
     for group in groups:
         group.pop("always_adapt")
     return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, foreach=True)

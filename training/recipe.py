@@ -23,7 +23,7 @@ from typing import Any
 from equimod_zoo.dataclass_dict import build_dataclass, plain
 from equimod_zoo.equimod.augment import AugmentConfig
 from equimod_zoo.errors import UnknownNameError, UserError
-from equimod_zoo.limits import (MAX_BATCH_SIZE, MAX_EPOCHS, MAX_HEAD_WIDTH, MAX_PARAM_SAMPLES, MAX_SEED, MAX_WORKERS,
+from equimod_zoo.limits import (MAX_BATCH_SIZE, MAX_EPOCHS, MAX_PARAM_SAMPLES, MAX_SEED, MAX_WORKERS,
                                 check_limit, check_resolution)
 from equimod_zoo.model_folder import check_architecture, check_model_args, check_model_size
 from equimod_zoo.training.methods import MethodConfig
@@ -93,7 +93,7 @@ class Recipe:
             raise UserError(f"recipe {self.name}: eval_crop_pct must be in (0, 1], got {self.eval_crop_pct}")
         # what reaches timm.create_model: a registered name and constructor arguments, never a path
         check_architecture(self.arch, f"recipe {self.name}")
-        model_args = check_model_args(self.model_args, f"recipe {self.name}")
+        model_args = check_model_args(self.model_args, f"recipe {self.name}", arch=self.arch)
         check_model_size(self.arch, model_args, where=f"recipe {self.name}: {self.arch} with model_args "
                                                        f"{self.model_args}")
         # g_t reads the pipeline's parameter vector: its size follows the recipe's list
@@ -139,10 +139,6 @@ def _check_sizes(recipe: Recipe) -> None:
     for name in ("data_size", "eval_size"):
         check_resolution(f"{where}: {name}", getattr(recipe, name))
     check_resolution(f"{where}: eval_size", recipe.eval_size, crop_pct=recipe.eval_crop_pct)
-    for field_ in dataclasses.fields(recipe.method):
-        value = getattr(recipe.method, field_.name)
-        if field_.name.endswith(("_hidden", "_out", "_embed")) and isinstance(value, int):
-            check_limit(f"{where}: method.{field_.name}", value, MAX_HEAD_WIDTH)
 
 
 def list_recipes() -> list[str]:

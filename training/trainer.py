@@ -278,7 +278,7 @@ class _Trainer:
         self.lr_table = lr_schedule(total_steps=self.total_steps, warmup_steps=self.warmup_steps,
                                     peak_lr=self.peak_lr, device=self.device)
         self.momentum_table = (momentum_schedule(self.total_steps, recipe.method.momentum_base, device=self.device)
-                               if recipe.method.base == "byol" else None)
+                               if recipe.method.momentum_target else None)
         self.lr_now = self.lr_table[self.state.step].clone()  # set up once: a Python index is fine here
         set_lr(self.optimizer, self.lr_now)
         self.step_t = torch.full((), self.state.step, dtype=torch.long, device=self.device)

@@ -98,13 +98,13 @@ def model_cards_command(
     path: Optional[Path] = typer.Option(None, "--path", help="Write MODEL_CARDS.md here instead (the README is "
                                                              "then left alone)."),
 ) -> None:
-    """Regenerate the bundled cards, MODEL_CARDS.md and README.md's results table from the catalogue and records."""
+    """Regenerate the bundled cards, MODEL_CARDS.md, README.md's results and methods tables and the timm tags."""
     from equimod_zoo.hub.model_cards import (MODEL_CARDS_FILE, PRETRAINED_TAGS_FILE, README_FILE,
                                              check_model_cards, write_model_cards)
 
     readme, tags = (README_FILE, PRETRAINED_TAGS_FILE) if path is None else (None, None)
     path = path or MODEL_CARDS_FILE
-    shown = f"{path}" + (", the bundled cards and README.md's results" if readme else " and the bundled cards")
+    shown = f"{path}" + (", the bundled cards and README.md's generated tables" if readme else " and the bundled cards")
     with user_errors():
         if check:
             check_model_cards(path, readme=readme, tags=tags)

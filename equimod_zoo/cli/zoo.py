@@ -34,7 +34,8 @@ def list_command(
         typer.echo(json.dumps([entry_summary(e) for e in entries], indent=2))
         return
     # Narrow enough for 80 columns: the architecture, method and data are in each name; `info` has the rest.
-    table = Table(title="equimod-zoo models", box=None, pad_edge=False, padding=(0, 1), header_style="bold underline")
+    table = Table(title="equimod-zoo models", box=None, pad_edge=False, padding=(0, 1), collapse_padding=True,
+                  header_style="bold underline")
     table.add_column("name", no_wrap=True)
     table.add_column("status", no_wrap=True)
     table.add_column("epochs", no_wrap=True, justify="right")

@@ -1,8 +1,9 @@
-"""Projection, prediction and equivariance heads of SimCLR, BYOL and EquiMod.
+"""Projection, prediction and equivariance heads of the base methods and of EquiMod.
 
 Every head is a `ProjectionHead`: a stack of (in, out, norm, activation) blocks, each a linear
 layer followed by an optional normalisation and an optional activation. A linear layer that feeds
-a normalisation carries no bias (the norm's shift, or its mean subtraction, makes it redundant).
+a normalisation carries no bias (the norm's shift, or its mean subtraction, makes it redundant);
+a block may state its bias as a fifth entry (VICReg's and Barlow Twins' last layers have none).
 """
 from __future__ import annotations
 
@@ -12,9 +13,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from equimod_zoo.errors import UserError
-
-Block = tuple[int, int, nn.Module | None, nn.Module | None]  # (in_dim, out_dim, norm, activation)
+# (in_dim, out_dim, norm, activation), optionally followed by the linear layer's bias (default: no norm)
+Block = tuple[int, int, nn.Module | None, nn.Module | None] | tuple[int, int, nn.Module | None, nn.Module | None, bool]
 
 
 class ProjectionHead(nn.Module):
@@ -26,10 +26,10 @@ class ProjectionHead(nn.Module):
     def __init__(self, blocks: Sequence[Block]) -> None:
         super().__init__()
         if not blocks:
-            raise UserError("ProjectionHead needs at least one block")
+            raise ValueError("ProjectionHead needs at least one block")
         layers: list[nn.Module] = []
-        for in_dim, out_dim, norm, activation in blocks:
-            layers.append(nn.Linear(in_dim, out_dim, bias=norm is None))
+        for in_dim, out_dim, norm, activation, *bias in blocks:
+            layers.append(nn.Linear(in_dim, out_dim, bias=bias[0] if bias else norm is None))
             layers.extend(m for m in (norm, activation) if m is not None)
         self.layers = nn.Sequential(*layers)
 
@@ -132,34 +132,57 @@ class EquivariantPredictor(ProjectionHead):
         return self.layers(torch.cat([y0, a], dim=1))
 
 
-class EquiModHeads(nn.Module):
-    """EquiMod's g_eq, g_t and u with the parameter standardisation, for inference (eval mode).
+class VICRegProjectionHead(ProjectionHead):
+    """VICReg's expander: h -> z, where the variance, invariance and covariance terms apply.
 
-    y0 = g_eq(f(x0)), y_t = g_eq(f(x_t)), y_hat_t = u([y0, g_t((p_t - param_mean) / param_std)]);
-    `param_names` says which augmentation parameter each column of p_t is.
+    Bardes, Ponce & LeCun (2022), "VICReg: Variance-Invariance-Covariance Regularization for
+    Self-Supervised Learning": the expander has three fully-connected layers, batch normalisation
+    and a ReLU after the first two, 8192 wide on ImageNet (the CIFAR-10 recipes use 2048, as
+    solo-learn does). The last layer has no bias, as in the reference code.
     """
 
-    def __init__(self, g_eq: EquiModProjectionHead, g_t: AugmentationEmbedding, u: EquivariantPredictor,
-                 param_mean: Tensor, param_std: Tensor, param_names: Sequence[str]) -> None:
-        super().__init__()
-        if param_mean.shape != (len(param_names),) or param_std.shape != (len(param_names),):
-            raise UserError(f"param_mean and param_std must have {len(param_names)} entries, one per parameter "
-                            f"name, got {tuple(param_mean.shape)} and {tuple(param_std.shape)}")
-        self.g_eq, self.g_t, self.u = g_eq, g_t, u
-        self.param_names = tuple(param_names)
-        self.register_buffer("param_mean", param_mean.float())
-        self.register_buffer("param_std", param_std.float())
-        self.eval()
+    def __init__(self, input_dim: int, *, hidden_dim: int = 8192, output_dim: int = 8192) -> None:
+        super().__init__(
+            [
+                (input_dim, hidden_dim, nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True)),
+                (hidden_dim, hidden_dim, nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True)),
+                (hidden_dim, output_dim, None, None, False),
+            ]
+        )
 
-    @torch.inference_mode()
-    def embed(self, features: Tensor) -> Tensor:
-        return self.g_eq(features.to(self.param_mean))
 
-    @torch.inference_mode()
-    def predict(self, y0: Tensor, params: Tensor) -> Tensor:
-        """y_hat_t from y0 and the raw parameter vectors ([n, len(param_names)])."""
-        if params.shape[-1] != len(self.param_names):
-            raise UserError(f"params must have {len(self.param_names)} columns ({', '.join(self.param_names)}), "
-                            f"got {params.shape[-1]}")
-        a = self.g_t((params.to(self.param_mean) - self.param_mean) / self.param_std)
-        return self.u(y0, a)
+class BarlowTwinsProjectionHead(VICRegProjectionHead):
+    """Barlow Twins' projector: h -> z, whose cross-correlation across the two views is driven to I.
+
+    Zbontar, Jing, Misra, LeCun & Deny (2021), "Barlow Twins: Self-Supervised Learning via
+    Redundancy Reduction": "The projector network has three linear layers, each with 8192 output
+    units. The first two layers of the projector are followed by a batch normalization layer and
+    rectified linear units." The reference code's linear layers have no bias; the batch
+    standardisation of z before the cross-correlation is part of `BarlowTwinsLoss`.
+    """
+
+
+class MoCoV3ProjectionHead(ProjectionHead):
+    """MoCo v3's projector: h -> z, on the online encoder and its momentum copy.
+
+    Chen, Xie & He (2021), "An Empirical Study of Training Self-Supervised Vision Transformers": the
+    projection head is an MLP with BN after every layer, ReLU after the hidden ones, 4096 hidden and
+    256 output units; the output BN has no affine parameters. The reference code uses 2 layers on a
+    ResNet and 3 on a ViT (`num_layers`).
+    """
+
+    def __init__(self, input_dim: int, *, hidden_dim: int = 4096, output_dim: int = 256, num_layers: int = 2) -> None:
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be at least 1, got {num_layers}")
+        widths = [input_dim, *[hidden_dim] * (num_layers - 1), output_dim]
+        super().__init__(
+            [(a, b, nn.BatchNorm1d(b), nn.ReLU(inplace=True)) for a, b in zip(widths[:-2], widths[1:-1])]
+            + [(widths[-2], widths[-1], nn.BatchNorm1d(widths[-1], affine=False), None)]
+        )
+
+
+class MoCoV3PredictionHead(MoCoV3ProjectionHead):
+    """MoCo v3's predictor: z -> q, on the online encoder only (2 layers, 4096 hidden, BN after each)."""
+
+    def __init__(self, input_dim: int = 256, *, hidden_dim: int = 4096, output_dim: int = 256) -> None:
+        super().__init__(input_dim, hidden_dim=hidden_dim, output_dim=output_dim, num_layers=2)

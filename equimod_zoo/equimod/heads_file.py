@@ -1,11 +1,12 @@
 """The heads file, FOLDER/equimod_heads.safetensors, and its schema in FOLDER/config.json.
 
-The file holds the pre-training heads by module name (`projection.*`, `predictor.*` for BYOL,
-`g_eq.*`, `g_t.*`, `u.*` and the parameter standardisation `param_mean` / `param_std` for
-EquiMod). Its schema, a `HeadsSchema`, is recorded under config.json's `equimod.heads`: the
-method, every head's layer widths and the names of the augmentation parameters g_t reads, in
-order. Readers build the heads from the schema; only folders written before the schema existed
-have their sizes inferred from the tensors (`HeadsSchema.infer`, the one place that does it).
+The file holds the pre-training heads by module name (the base method's heads, `BASE_HEADS`:
+`projection.*`, and `predictor.*` for BYOL and MoCo v3; `g_eq.*`, `g_t.*`, `u.*` and the parameter
+standardisation `param_mean` / `param_std` for EquiMod). Its schema, a `HeadsSchema`, is recorded
+under config.json's `equimod.heads`: the method, every head's layer widths and the names of the
+augmentation parameters g_t reads, in order. Readers build the heads from the schema; only folders
+written before the schema existed have their sizes inferred from the tensors (`HeadsSchema.infer`,
+the one place that does it).
 """
 from __future__ import annotations
 
@@ -21,24 +22,34 @@ import torch
 from equimod_zoo.constants import CONFIG_FILE, HEADS_FILE
 from equimod_zoo.dataclass_dict import build_dataclass
 from equimod_zoo.equimod.augment import PARAM_NAMES
-from equimod_zoo.equimod.heads import AugmentationEmbedding, EquiModHeads, EquiModProjectionHead, EquivariantPredictor
-from equimod_zoo.errors import ModelFolderError, UserError, WeightsIntegrityError
-from equimod_zoo.method import Method
+from equimod_zoo.equimod.module import EquiMod
+from equimod_zoo.errors import ModelFolderError, UnknownNameError, UserError, WeightsIntegrityError
+from equimod_zoo.method import BASE_METHODS, Method
 from equimod_zoo.model_folder import ModelConfig
 from equimod_zoo.weights import check_dtypes
 
 SCHEMA_KEY = "heads"  # config.json: equimod.heads
+# The heads each base method trains and exports besides EquiMod's (each a `HeadsSchema` field).
+BASE_HEADS: dict[str, tuple[str, ...]] = {
+    "simclr": ("projection",),
+    "byol": ("projection", "predictor"),
+    "vicreg": ("projection",),
+    "barlow_twins": ("projection",),
+    "mocov3": ("projection", "predictor"),
+}
+INVARIANCE_HEADS = ("projection", "predictor")  # every head a base method may have
 EQUIMOD_KEYS = ("g_eq", "g_t", "u", "param_mean", "param_std")
+assert set(BASE_HEADS) == set(BASE_METHODS), "every base method states its heads"
 
 
 @dataclass(frozen=True)
 class HeadsSchema:
     """What the heads file holds: the method, each head's layer widths (input first), g_t's parameter names.
 
-    SimCLR's projection is (D, 2048, 2048, 128), BYOL's (D, 4096, 256) and its predictor
-    (256, 4096, 256); EquiMod adds g_eq (D, 2048, 2048, 128) and g_t (len(param_names), 128);
-    u maps [y0, a] (g_eq's output + g_t's output) back to g_eq's output, so its sizes follow.
-    Heads the method does not have are empty.
+    Which heads a method has is data (`BASE_HEADS`): SimCLR's projection is (D, 2048, 2048, 128),
+    BYOL's (D, 4096, 256) and its predictor (256, 4096, 256); EquiMod adds g_eq (D, 2048, 2048,
+    128) and g_t (len(param_names), 128); u maps [y0, a] (g_eq's output + g_t's output) back to
+    g_eq's output, so its sizes follow. Heads the method does not have are empty.
     """
 
     method: str
@@ -51,17 +62,19 @@ class HeadsSchema:
     def __post_init__(self) -> None:
         try:
             method = Method.parse(self.method)
-        except UserError as error:
+        except UnknownNameError as error:
             raise UserError(f"heads schema: {error}") from None
-        equimod = method.equimod
-        if equimod != bool(self.g_eq) or equimod != bool(self.g_t):
+        if method.equimod != bool(self.g_eq) or method.equimod != bool(self.g_t):
             raise UserError(f"heads schema: g_eq and g_t are given exactly for EquiMod methods, not for {self.method}")
-        if (method.base == "byol") != bool(self.predictor):
-            raise UserError(f"heads schema: a predictor is given exactly for BYOL methods, not for {self.method}")
-        if equimod and (len(self.g_t) != 2 or self.g_t[0] != len(self.param_names)):
+        expected = BASE_HEADS[method.base]
+        given = tuple(head for head in INVARIANCE_HEADS if getattr(self, head))
+        if given != expected:
+            raise UserError(f"heads schema: {self.method} has the heads {', '.join(expected)}, "
+                            f"the schema gives {', '.join(given) or 'none'}")
+        if method.equimod and (len(self.g_t) != 2 or self.g_t[0] != len(self.param_names)):
             raise UserError(f"heads schema: g_t's input ({self.g_t[:1]}) must be the number of parameter names "
                             f"({len(self.param_names)})")
-        if not equimod and self.param_names:
+        if not method.equimod and self.param_names:
             raise UserError(f"heads schema: parameter names are for EquiMod methods, not {self.method}")
 
     @property
@@ -85,7 +98,8 @@ class HeadsSchema:
     def infer(cls, state: Mapping[str, torch.Tensor], *, source: str) -> HeadsSchema:
         """The schema of a heads file written before schemas were recorded (sizes read off the tensors).
 
-        Such files come from the 18-parameter pipeline, the only one there was.
+        Such files come from SimCLR or BYOL (a predictor tells them apart) and the 18-parameter
+        pipeline, the only ones there were.
         """
         widths = {prefix: _linear_widths(state, prefix) for prefix in ("projection", "predictor", "g_eq", "g_t")}
         if not widths["projection"]:
@@ -125,34 +139,32 @@ def read_heads_schema(folder: str | Path, state: Mapping[str, torch.Tensor] | No
     return HeadsSchema.infer(state, source=str(folder / HEADS_FILE))
 
 
-def load_equimod_heads(folder: str | Path) -> EquiModHeads | None:
-    """EquiMod's heads from FOLDER/equimod_heads.safetensors, or None when there is no file or no EquiMod module."""
+def load_equimod_heads(folder: str | Path) -> EquiMod | None:
+    """EquiMod's module (eval mode) from FOLDER/equimod_heads.safetensors, or None when there is no file or no
+    EquiMod module; its `embed` and `predict` map features and parameters as in training."""
     path = Path(folder) / HEADS_FILE
     if not path.is_file():
         return None
     state = read_heads_state(path)
     recorded = (Path(folder) / CONFIG_FILE).is_file() and ModelConfig.read(folder).equimod.heads is not None
     if not recorded and not any(key.startswith("g_eq.") for key in state):
-        return None  # no EquiMod module in our layout (SimCLR / BYOL heads, or a converted foreign checkpoint's)
+        return None  # no EquiMod module in our layout (invariance heads only, or a converted foreign checkpoint's)
     schema = read_heads_schema(folder, state)
     if not schema.equimod:
-        return None  # SimCLR / BYOL heads only
+        return None  # invariance heads only
     try:
         input_dim, hidden, *_, output_dim = schema.g_eq
         param_dim, param_embed = schema.g_t
-        heads = EquiModHeads(
-            EquiModProjectionHead(input_dim, hidden_dim=hidden, output_dim=output_dim),
-            AugmentationEmbedding(param_dim, output_dim=param_embed),
-            EquivariantPredictor(output_dim, param_embed),
-            state["param_mean"], state["param_std"], schema.param_names,
-        )
+        module = EquiMod(input_dim, param_dim=param_dim, param_names=schema.param_names, hidden_dim=hidden,
+                         output_dim=output_dim, param_embed_dim=param_embed,
+                         param_mean=state["param_mean"], param_std=state["param_std"])
         # the file also holds the invariance heads (projection, predictor): keep EquiMod's own
         own = {k: v for k, v in state.items() if k.split(".")[0] in EQUIMOD_KEYS}
-        check_dtypes(own, heads, path)
-        heads.load_state_dict(own, strict=True)
+        check_dtypes(own, module, path)
+        module.load_state_dict(own, strict=True)
     except (KeyError, RuntimeError, ValueError) as error:
         raise ModelFolderError(f"{path}: does not hold the EquiMod heads its schema describes ({error})") from None
-    return heads
+    return module.eval()
 
 
 def _linear_widths(state: Mapping[str, torch.Tensor], prefix: str) -> tuple[int, ...]:

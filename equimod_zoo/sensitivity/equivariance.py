@@ -15,11 +15,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from equimod_zoo.equimod.heads import EquiModHeads
+from equimod_zoo.equimod.module import EquiMod
 from equimod_zoo.errors import UserError
 
 
-def equivariance_metrics(heads: EquiModHeads, original: torch.Tensor, view: torch.Tensor, params: torch.Tensor,
+@torch.inference_mode()
+def equivariance_metrics(heads: EquiMod, original: torch.Tensor, view: torch.Tensor, params: torch.Tensor,
                          image: torch.Tensor, *, batch_size: int = 256) -> dict[str, float | int]:
     """eq-gain and batch retrieval of the predicted embeddings, with the invariant baseline beside them.
 

@@ -1,9 +1,9 @@
 """Comparison of models across datasets: a markdown table, a CSV and a bar chart.
 
 Models pair by what they are, read from the registry (a zoo name or alias) or from a model
-folder's config.json: an EquiMod model sits beside the model of its base method (`simclr` for
-`simclr_equimod`) with the same architecture, training data and budget, in the same colour
-family, so the chart shows what EquiMod adds. `write_comparison` takes plain `Score` rows, so
+folder's config.json: an EquiMod model sits beside the model of its base method (any base:
+`simclr` for `simclr_equimod`, `vicreg` for `vicreg_equimod`) with the same architecture, training
+data and budget, in the same colour family, so the chart shows what EquiMod adds. `write_comparison` takes plain `Score` rows, so
 other result sources (e.g. augmentation-probe JSON files) can join the table without touching
 the transfer code.
 """
@@ -38,18 +38,13 @@ class ModelIdentity:
     budget: int | None  # training epochs
 
     @property
-    def base_method(self) -> str:
-        """The method EquiMod was added to (`simclr` for `simclr_equimod`); a baseline's own method."""
-        return self.method.base
-
-    @property
     def is_equimod(self) -> bool:
         return self.method.equimod
 
     @property
     def pair(self) -> tuple[str, str, str, int | None]:
-        """What an EquiMod model and its baseline share."""
-        return self.base_method, self.architecture, self.data, self.budget
+        """What an EquiMod model and its baseline share: the base method, architecture, data and budget."""
+        return self.method.base, self.architecture, self.data, self.budget
 
     @classmethod
     def of_entry(cls, entry: ZooEntry) -> ModelIdentity:
