@@ -157,3 +157,45 @@ def test_the_guards_catch_planted_violations(tmp_path):
     found = shared_word_violations([tmp_path / "run.py"])
     assert found == ["run.py:2 defines CHECKPOINT_FILE", "run.py:3 spells out CHECKPOINT_FILE ('checkpoint.pt')"]
     assert one_os_imports([tmp_path / "lock.py"]) == ["lock.py:1 imports fcntl"]
+
+
+# --- a broken invariant keeps its traceback --------------------------------------------------------------------------
+
+# Modules whose functions take tensors from our own code: a wrong shape or dtype there is a bug, not a user's
+# mistake, so it is a plain exception (ValueError, TypeError) that keeps its traceback, never a UserError.
+TENSOR_CODE = [*(ROOT / "training").glob("*.py"),
+               *(CORE / "equimod" / name for name in ("augment.py", "heads.py", "loss.py", "module.py", "distributed.py"))]
+
+
+def user_errors_from_tensor_code(sources) -> list[str]:
+    """'file:line function raises X' for a UserError (or subclass) raised in a function that takes a Tensor."""
+    from equimod_zoo import errors
+
+    user_error_names = {name for name, value in vars(errors).items()
+                        if isinstance(value, type) and issubclass(value, errors.UserError)}
+    found = []
+    for path in sources:
+        for function in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            arguments = [*function.args.posonlyargs, *function.args.args, *function.args.kwonlyargs]
+            if not any(a.annotation is not None and "Tensor" in ast.unparse(a.annotation) for a in arguments):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, ast.Raise) and node.exc is not None:
+                    raised = ast.unparse(node.exc.func if isinstance(node.exc, ast.Call) else node.exc)
+                    if raised in user_error_names:
+                        found.append(f"{path.name}:{node.lineno} {function.name} raises {raised}")
+    return found
+
+
+def test_tensor_code_raises_no_user_error():
+    assert [p for p in TENSOR_CODE if not p.is_file()] == []
+    assert user_errors_from_tensor_code(TENSOR_CODE) == []
+
+
+def test_the_tensor_guard_catches_a_planted_user_error(tmp_path):
+    (tmp_path / "loss.py").write_text("def loss(a: Tensor, b: Tensor):\n    if a.shape != b.shape:\n"
+                                      "        raise UserError('shapes differ')\n"
+                                      "def config(width: int):\n    raise UserError('a user mistake')\n")
+    assert user_errors_from_tensor_code([tmp_path / "loss.py"]) == ["loss.py:3 loss raises UserError"]

@@ -293,7 +293,7 @@ class BatchedAugment:
         """
         x = _as_float_images(images)
         if params.shape != (x.shape[0], self.num_params):
-            raise UserError(f"params must have shape [{x.shape[0]}, {self.num_params}] "
+            raise ValueError(f"params must have shape [{x.shape[0]}, {self.num_params}] "
                             f"(this pipeline's entries), got {list(params.shape)}")
         params = self.full_params(params.to(device=x.device, dtype=torch.float32))
         subsets = self.select_subsets if self.select_subsets is not None else x.device.type == "cpu"
@@ -591,7 +591,7 @@ def apply_where(mask: torch.Tensor, op: Callable[[torch.Tensor, Any], torch.Tens
 
 def _check_images(images: torch.Tensor) -> None:
     if images.ndim != 4 or images.shape[1] != 3:
-        raise UserError(f"images must be [n, 3, H, W], got {list(images.shape)}")
+        raise ValueError(f"images must be [n, 3, H, W], got {list(images.shape)}")
 
 
 def _as_float_images(images: torch.Tensor) -> torch.Tensor:
@@ -599,5 +599,5 @@ def _as_float_images(images: torch.Tensor) -> torch.Tensor:
     if images.dtype == torch.uint8:
         return images.float().div_(255)
     if not images.is_floating_point():
-        raise UserError(f"images must be uint8 or float in [0, 1], got {images.dtype}")
+        raise TypeError(f"images must be uint8 or float in [0, 1], got {images.dtype}")
     return images.float()

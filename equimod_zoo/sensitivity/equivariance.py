@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from equimod_zoo.equimod.loss import equivariance_gain
 from equimod_zoo.equimod.module import EquiMod
 from equimod_zoo.errors import UserError
 
@@ -44,7 +45,7 @@ def equivariance_metrics(heads: EquiMod, original: torch.Tensor, view: torch.Ten
         hits_invariant += int((F.normalize(y0[start:start + batch_size], dim=1) @ gallery.T).argmax(1).eq(targets).sum())
         counted += len(gallery)
     return {
-        "eq_gain": (cos_predicted.mean() - cos_invariant.mean()).item(),
+        "eq_gain": equivariance_gain(y0, y_t, y_hat).item(),  # the training log's eq_gain, on these views
         "cos_predicted": cos_predicted.mean().item(),
         "cos_invariant": cos_invariant.mean().item(),
         "retrieval_top1": hits_predicted / counted,
