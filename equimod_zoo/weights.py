@@ -20,6 +20,7 @@ from equimod_zoo.constants import CONFIG_FILE, WEIGHTS_FILE
 from equimod_zoo.errors import ModelFolderError, UnverifiedWeightsWarning, WeightsIntegrityError, WeightsNotFoundError
 from equimod_zoo.model_folder import ModelConfig, is_model_folder, sha256_file
 from equimod_zoo.registry import ZooEntry, catalogue
+from equimod_zoo.run_folder import model_folder_of
 
 
 
@@ -37,10 +38,11 @@ class LocatedWeights:
 
 
 def local_folder(name_or_path: str | Path) -> Path | None:
-    """The model folder a path points to (a folder, or a file inside one), or None for a zoo name."""
+    """The model folder a path points to (a folder, a training run's exported model, or a file inside one),
+    or None for a zoo name."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
-        return path
+        return model_folder_of(path)
     if path.is_file():
         return path.parent
     if path.is_symlink():
@@ -103,7 +105,7 @@ def load_state_dict(located: LocatedWeights) -> dict[str, torch.Tensor]:
 def _from_local(folder: Path, given: Path) -> LocatedWeights:
     if not is_model_folder(folder):
         raise ModelFolderError(f"{given}: not a model folder (no {CONFIG_FILE} beside the weights)")
-    weights = given if given.is_file() else folder / WEIGHTS_FILE
+    weights = given if given.is_file() else folder / WEIGHTS_FILE  # a run folder `given` means its model folder
     if weights.suffix != ".safetensors":
         raise ModelFolderError(f"{weights}: only safetensors weights are loaded (convert with `equimod-zoo convert`)")
     if not weights.is_file():
