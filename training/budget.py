@@ -22,7 +22,7 @@ from equimod_zoo.errors import UserError
 MAX_BUDGET_SECONDS = 31 * 24 * 3600  # a month: longer is a typo, not a job
 SAVE_SHARE = 0.05  # periodic saves (checkpoint + export) may take this share of the training time
 SAFETY = 1.5  # the final save is planned at this multiple of its measured time
-CALIBRATION_SHARE = 0.02  # a first step slower than this share of the budget is timing enough
+CALIBRATION_SHARE = 0.05  # a first step slower than this share of the budget is timing enough
 CALIBRATION_STEPS = 20  # timed steps at most (then undone), when steps are quick
 CALIBRATION_SECONDS = 1.0  # ... or this long, whichever comes first
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -100,24 +100,27 @@ def final_reserve(costs: Costs, budget_seconds: float) -> float:
 
 
 def fit_plan(*, budget_seconds: float, seconds_left: float, costs: Costs, steps_per_epoch: int,
-             warmup_share: float, max_epochs: int | None = None) -> Plan:
+             warmup_share: float, steps_done: int = 0, max_epochs: int | None = None) -> Plan:
     """The longest run that, saving every few epochs, still ends with its final save inside `seconds_left`.
 
-    Whole epochs when at least one fits (capped by `max_epochs`), else as many steps as fit. Saves
-    come every epoch, or every k epochs when a save costs more than SAVE_SHARE of an epoch.
+    `steps_done` steps are behind (the measured first step): the plan counts them. Whole epochs when
+    at least one fits (capped by `max_epochs`), else as many steps as fit. Saves come every epoch,
+    or every k epochs when a save costs more than SAVE_SHARE of an epoch.
     """
     epoch_seconds = steps_per_epoch * costs.step_seconds
     every = max(1, math.ceil(costs.save_seconds / (SAVE_SHARE * epoch_seconds)))
     available = seconds_left - final_reserve(costs, budget_seconds)
-    epochs = math.floor(available / (epoch_seconds + costs.save_seconds / every)) if available > 0 else 0
-    if max_epochs is not None:
-        epochs = min(epochs, max_epochs)
-    total = epochs * steps_per_epoch if epochs >= 1 else math.floor(max(available, 0.0) / costs.step_seconds)
-    if total < 1:
-        needed = costs.step_seconds + final_reserve(costs, budget_seconds)
+    if available < 0 or steps_done + available / costs.step_seconds < 1:
         raise UserError(f"--time-budget {format_seconds(budget_seconds)}: {max(seconds_left, 0):.0f} s are left after "
-                        f"set-up, and one step with the final checkpoint and export needs {needed:.0f} s; give a "
-                        f"longer budget")
+                        f"set-up, and a step with the final checkpoint and export needs "
+                        f"{costs.step_seconds + final_reserve(costs, budget_seconds):.0f} s; give a longer budget")
+    per_step = costs.step_seconds + costs.save_seconds / (every * steps_per_epoch)
+    total = steps_done + math.floor(available / per_step)
+    if total >= steps_per_epoch:
+        total = total // steps_per_epoch * steps_per_epoch
+    if max_epochs is not None:
+        total = min(total, max_epochs * steps_per_epoch)
+    total = max(total, steps_done, 1)
     warmup = min(total, max(1, round(warmup_share * total))) if warmup_share > 0 else 0
     return Plan(total_steps=total, steps_per_epoch=steps_per_epoch, warmup_steps=warmup, checkpoint_every=every,
                 budget_seconds=budget_seconds, costs=costs)

@@ -541,7 +541,7 @@ class _Trainer:
             plan = fit_plan(budget_seconds=self.time_budget, seconds_left=self.deadline - time.monotonic(),
                             costs=Costs(step_seconds=step_seconds, save_seconds=save_seconds),
                             steps_per_epoch=self.steps_per_epoch, warmup_share=self.warmup_share,
-                            max_epochs=self.max_epochs)
+                            steps_done=self.state.step, max_epochs=self.max_epochs)
         if self.info.is_distributed:
             shared = [plan]
             dist.broadcast_object_list(shared, src=0)
