@@ -84,7 +84,6 @@ DRY_RUN = {"model_args": {"channels": [8, 16, 32, 64], "stem_width": 8}, "data_s
 DRY_RUN_DATA_LIMIT = 32
 DRY_RUN_BATCH_SIZE = 16
 DRY_RUN_PACK_SECONDS = 3
-DRY_RUN_MAX_EPOCHS = 20
 
 
 @dataclass
@@ -219,7 +218,7 @@ def run(*, out: str | Path | None, minutes: float, data: str | Path, work: str |
                                    overrides={**item.overrides, "precision": "bf16"}, cache_dir=work / "cache")
                 manifest["step_check"] = check.summary()
                 print(check.summary(), flush=True)
-            epochs = item.epochs if item.epochs is not None else (DRY_RUN_MAX_EPOCHS if dry_run else None)
+            epochs = item.epochs
             for index, name in enumerate(item.models):
                 if stop.requested:
                     raise UserError(f"stopped by {stop.requested} before {name}")

@@ -22,9 +22,9 @@ from equimod_zoo.errors import UserError
 MAX_BUDGET_SECONDS = 31 * 24 * 3600  # a month: longer is a typo, not a job
 SAVE_SHARE = 0.05  # periodic saves (checkpoint + export) may take this share of the training time
 SAFETY = 1.5  # the final save is planned at this multiple of its measured time
-CALIBRATION_SHARE = 0.05  # a first step slower than this share of the budget is timing enough
-CALIBRATION_STEPS = 20  # timed steps at most (then undone), when steps are quick
-CALIBRATION_SECONDS = 1.0  # ... or this long, whichever comes first
+CALIBRATION_SHARE = 0.25  # a first step slower than this share of the budget is timing enough
+CALIBRATION_STEPS = 20  # timed steps (then undone) after the first, which pays one-off costs: at least one,
+CALIBRATION_SECONDS = 1.0  # and as many as the first step's time fits in this, up to CALIBRATION_STEPS
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 

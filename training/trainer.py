@@ -573,7 +573,7 @@ class _Trainer:
         """The median of a few more timed steps on the same batch; every state they touch is put back.
 
         Under torchrun every rank runs rank 0's count of steps (each step is a collective)."""
-        count = max(3, min(CALIBRATION_STEPS, round(CALIBRATION_SECONDS / max(first, 1e-6))))
+        count = max(1, min(CALIBRATION_STEPS, round(CALIBRATION_SECONDS / max(first, 1e-6))))
         if self.info.is_distributed:
             shared = torch.tensor(count, device=self.device)
             dist.broadcast(shared, src=0)
