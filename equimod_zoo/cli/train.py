@@ -73,7 +73,7 @@ def train_command(
         if result.interrupted:
             raise typer.Exit(code=128 + signal.Signals[result.stopped_by.split()[0]])
         raise typer.Exit(code=3)
-    model = f"{result.epochs_completed} epochs ({result.step} steps)"
+    model = f"{_count(result.epochs_completed, 'epoch')} ({_count(result.step, 'step')})"
     if result.planned_steps is not None:
         model += f" of the {_epochs(result.planned_steps, result.steps_per_epoch)} the time budget fits"
     if result.interrupted:  # checkpointed, but not done: a scheduler must not read it as success
@@ -88,8 +88,12 @@ def train_command(
 
 def _epochs(steps: int, steps_per_epoch: int | None) -> str:
     if steps_per_epoch and steps % steps_per_epoch == 0:
-        return f"{steps // steps_per_epoch} epochs ({steps} steps)"
-    return f"{steps} steps"
+        return f"{_count(steps // steps_per_epoch, 'epoch')} ({_count(steps, 'step')})"
+    return _count(steps, "step")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _overrides(values: list[str]) -> dict[str, Any]:
