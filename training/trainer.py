@@ -296,6 +296,9 @@ class _Trainer:
         self.tensorboard = tensorboard
         self.recipe, self.payload = resolve_run_recipe(recipe, out=out, resume=continuing, overrides=overrides)
         recipe = self.recipe
+        if marker.get("recipe") not in (None, recipe.name):
+            raise UserError(f"{out}: holds a run of recipe {marker['recipe']!r}, not {recipe.name!r}; choose another "
+                            f"--out")
         if self.payload is not None and self.payload["state"].get("plan") and self.plan is None:
             self.plan = Plan.from_dict(self.payload["state"]["plan"], source=str(self.run_folder.checkpoint))
         self.source: SourceModel | None = None if init_from is None else load_source(init_from, recipe)
