@@ -11,7 +11,7 @@
 6. with `upload`, publishes the bundled model to the Hub once and records its repository in the zoo.
 Each record names the command a user retypes from the repository root to measure it again (data as
 `$EQUIMOD_DATA/...`), as if each step had been typed. Nothing writes into the weights folder after step 1;
-WORK defaults to release/NAME. Steps whose output exists are not redone: a release that stopped resumes.
+WORK defaults to release/NAME. The export is not redone and extraction resumes: a release that stopped continues.
 """
 from __future__ import annotations
 

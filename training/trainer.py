@@ -95,6 +95,9 @@ class TrainResult:
     stopped_by: str | None = None  # "SIGTERM", "SIGINT", "time budget", "max steps"; None when finished
     planned_steps: int | None = None  # the steps the time budget's plan fitted (None without a budget)
     steps_per_epoch: int | None = None
+    cycles: int = 1  # the model's training cycles, this one included (`init_from` continues a model)
+    model_epochs: int | None = None  # the model's epochs and steps over every cycle
+    model_steps: int | None = None
 
 
 def train(
@@ -455,13 +458,16 @@ class _Trainer:
         if info.is_distributed:
             dist.barrier()
         finished = self.state.step >= self.total_steps
+        history = [plain(c) for c in self.state.extra.get("history", ())]
         if stopped_by is None and not finished:
             stopped_by = "max steps"
         return TrainResult(out=self.out, step=self.state.step, epochs_completed=self.state.epochs_completed,
                            last_loss=self.state.last_loss, finished=finished,
                            interrupted=stopped_by in _StopRequest.NAMES, exported=self.state.step == self.saved_step,
                            stopped_by=stopped_by, planned_steps=self.plan.total_steps if self.plan else None,
-                           steps_per_epoch=self.steps_per_epoch)
+                           steps_per_epoch=self.steps_per_epoch, cycles=len(history) + 1,
+                           model_epochs=sum(c.get("epochs") or 0 for c in history) + self.state.epochs_completed,
+                           model_steps=sum(c.get("steps") or 0 for c in history) + self.state.step)
 
     def _stop_at(self) -> int:
         return self.total_steps if self.max_steps is None else min(self.total_steps, self.max_steps)

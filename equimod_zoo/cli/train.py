@@ -76,6 +76,9 @@ def train_command(
     model = f"{_count(result.epochs_completed, 'epoch')} ({_count(result.step, 'step')})"
     if result.planned_steps is not None:
         model += f" of the {_epochs(result.planned_steps, result.steps_per_epoch)} the time budget fits"
+    if result.cycles > 1:
+        model = (f"{_count(result.model_epochs, 'epoch')} ({_count(result.model_steps, 'step')}) over "
+                 f"{result.cycles} cycles, this one {model}")
     if result.interrupted:  # checkpointed, but not done: a scheduler must not read it as success
         typer.echo(f"stopped by {result.stopped_by}: model folder {result.out} holds {model}; to continue, {again}")
         raise typer.Exit(code=128 + signal.Signals[result.stopped_by])
