@@ -398,6 +398,11 @@ def main(argv: list[str] | None = None) -> None:
                            help="take the bundled models off git's index for the call (undo: retrack)")
     commands.add_parser("retrack", help="put the bundled models back on git's index after a call (here)")
     args = parser.parse_args(argv)
+    import torch
+
+    from equimod_zoo.runtime import num_threads_to_use
+
+    torch.set_num_threads(num_threads_to_use())  # as the command line does: one thread per idle core
     try:
         if args.command == "run":
             work = Path(args.work)
