@@ -105,14 +105,14 @@ def test_the_budget_running_out_in_training_saves_in_time_and_a_rerun_finishes(t
     monkeypatch.setattr(_Trainer, "_train_step", slowing)
     recipe = tiny_recipe("simclr", epochs=200)
     start = time.monotonic()
-    result = train(recipe, data=toy_data, out=tmp_path / "run", time_budget=12, epochs=40,
+    result = train(recipe, data=toy_data, out=tmp_path / "run", time_budget=12,  # the plan fills the budget
                    cache_dir=tmp_path / "cache", progress=False)
     assert time.monotonic() - start < 12
     assert result.stopped_by == "time budget" and not result.interrupted and result.step < result.planned_steps
     assert meta(tmp_path / "run")["steps"] == result.step  # the model folder says what it holds
     monkeypatch.setattr(_Trainer, "_train_step", step)
-    again = train(recipe, data=toy_data, out=tmp_path / "run", time_budget=60, epochs=40,
-                  cache_dir=tmp_path / "cache", progress=False)
+    again = train(recipe, data=toy_data, out=tmp_path / "run", time_budget=60, cache_dir=tmp_path / "cache",
+                  progress=False)
     assert again.finished and again.planned_steps == result.planned_steps  # the same plan, not a new one
     assert meta(tmp_path / "run")["steps"] == result.planned_steps
 
