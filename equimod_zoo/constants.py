@@ -16,11 +16,13 @@ CARD_FILE = "README.md"
 PROBE_FILE = "probe_augs.json"  # probe-augs' summary, bundled beside a zoo model
 METADATA_KEY = "equimod"  # config.json's block of our metadata (equimod_zoo/model_metadata.py)
 
-# A training run folder (equimod_zoo/run_folder.py): these, then the exported model folder's files.
+# A training run folder (equimod_zoo/run_folder.py).
+RUN_FILE = "run.json"  # marks the folder as a run of `equimod-zoo train`; holds a time-budgeted run's plan
 RECIPE_FILE = "recipe.yaml"
 LOG_FILE = "log.csv"
 TENSORBOARD_DIR = "tb"
 CHECKPOINT_FILE = "checkpoint.pt"
+MODEL_DIR = "model"  # the exported model folder, replaced whole at every checkpoint
 
 # Environment variables.
 DATA_ENV = "EQUIMOD_DATA"  # the data folder named in recorded commands and used by examples

@@ -87,7 +87,9 @@ def resolve_model(model: str | Path | ResolvedModel) -> ResolvedModel:
     if isinstance(model, ResolvedModel):
         return model
     folder = local_folder(model)
-    return ResolvedModel(folder.resolve().name if folder is not None else str(model), locate_weights(model))
+    given = Path(model).expanduser()
+    name = (given if given.is_dir() else folder).resolve().name if folder is not None else str(model)  # RUN, not RUN/model
+    return ResolvedModel(name, locate_weights(model))
 
 
 def _build(config: ModelConfig, located: LocatedWeights | None, *, num_classes: int, features_only: bool,

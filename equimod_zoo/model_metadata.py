@@ -47,6 +47,8 @@ class Cycle:
     hardware: str | None = None
     seconds_per_epoch: float | None = None
     init_from_sha256: str | None = None  # the weights this cycle started from; None for the first
+    time_budget_seconds: float | None = None  # `train --time-budget`: the budget the cycle's length was fitted to
+    planned_steps: int | None = None  # ... and the steps fitted to it (`steps` is what was done)
 
 
 @dataclass(frozen=True)

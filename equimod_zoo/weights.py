@@ -22,6 +22,7 @@ from equimod_zoo.errors import (ModelFolderError, UnverifiedWeightsWarning, User
                                 WeightsNotFoundError)
 from equimod_zoo.model_folder import ModelConfig, is_model_folder, sha256_file
 from equimod_zoo.registry import ZooEntry, catalogue
+from equimod_zoo.run_folder import model_folder_of
 
 
 
@@ -39,13 +40,14 @@ class LocatedWeights:
 
 
 def local_folder(name_or_path: str | Path) -> Path | None:
-    """The model folder a path points to (a folder, or a file inside one), or None for a zoo name."""
+    """The model folder a path points to (a folder, a training run's exported model, or a file inside one),
+    or None for a zoo name."""
     if not str(name_or_path).strip():  # Path("") is the working folder: never by accident
         raise UserError("model: empty name; give a zoo name, an alias or a model folder ('.' for the working "
                         "folder)")
     path = Path(name_or_path).expanduser()
     if path.is_dir():
-        return path
+        return model_folder_of(path)
     if path.is_file():
         return path.parent
     if path.is_symlink():
@@ -124,7 +126,7 @@ def check_dtypes(state: Mapping[str, torch.Tensor], model: torch.nn.Module, wher
 def _from_local(folder: Path, given: Path) -> LocatedWeights:
     if not is_model_folder(folder):
         raise ModelFolderError(f"{given}: not a model folder (no {CONFIG_FILE} beside the weights)")
-    weights = given if given.is_file() else folder / WEIGHTS_FILE
+    weights = given if given.is_file() else folder / WEIGHTS_FILE  # a run folder `given` means its model folder
     if weights.suffix != ".safetensors":
         raise ModelFolderError(f"{weights}: only safetensors weights are loaded (convert with `equimod-zoo convert`)")
     if not weights.is_file():

@@ -37,11 +37,12 @@ from equimod_zoo.hub.staging import check_output, move_into_place, staging_dir
 from equimod_zoo.json_file import read_json
 from equimod_zoo.model_folder import ModelConfig, save_weights, sha256_file
 from equimod_zoo.records import ZOO_RECORDS_DIR, Record, check_records_dirs, read_records
+from equimod_zoo.run_folder import TRAINING_RECORD
 from equimod_zoo.weights import locate_weights
 from equimod_zoo.yaml_io import load_yaml
 
 WRITTEN_BY = "export"  # config.json's equimod.written_by: marks a folder --overwrite may replace
-EXPORT_FILES = (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE, HEADS_FILE, PROBE_FILE, RECIPE_FILE, LOG_FILE)
+EXPORT_FILES = (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE, HEADS_FILE, PROBE_FILE, *TRAINING_RECORD)
 DEFAULT_LICENSE = "apache-2.0"  # the zoo's license, for sources that do not name one
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
 REQUIRED_DATA_CONFIG = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")
@@ -243,7 +244,7 @@ def _copy_heads(src: Path, stage: Path, with_heads: bool | None, dtype: str | No
 
 def _copy_training_record(src: Path, stage: Path) -> None:
     """recipe.yaml and log.csv travel with the weights, so a re-export still shows how they were trained."""
-    for name in (RECIPE_FILE, LOG_FILE):
+    for name in TRAINING_RECORD:
         if (src / name).is_file():
             shutil.copyfile(src / name, stage / name)
 

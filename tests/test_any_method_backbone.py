@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 import equimod_zoo
+from equimod_zoo.constants import CONFIG_FILE, MODEL_DIR, WEIGHTS_FILE
 from equimod_zoo.equimod.heads_file import load_equimod_heads, read_heads_schema
 from equimod_zoo.extraction.extract import extract_features
 from equimod_zoo.extraction.store import load_features
@@ -49,12 +50,12 @@ def test_trains_resumes_exactly_exports_loads_and_extracts(name, toy_data, image
     assert run("straight").step == 2
     assert run("resumed", max_steps=1).step == 1
     assert run("resumed", resume=True).finished
-    straight = safetensors.torch.load_file(tmp_path / "straight" / "model.safetensors")
-    resumed = safetensors.torch.load_file(tmp_path / "resumed" / "model.safetensors")
+    straight = safetensors.torch.load_file(tmp_path / "straight" / MODEL_DIR / WEIGHTS_FILE)
+    resumed = safetensors.torch.load_file(tmp_path / "resumed" / MODEL_DIR / WEIGHTS_FILE)
     assert straight.keys() == resumed.keys() and all(torch.equal(straight[k], resumed[k]) for k in straight)
 
-    folder = tmp_path / "resumed"
-    config = json.loads((folder / "config.json").read_text())
+    folder = tmp_path / "resumed" / MODEL_DIR  # the run's exported model; load(RUN) finds it too
+    config = json.loads((folder / CONFIG_FILE).read_text())
     assert (config["architecture"], config["equimod"]["method"]) == (recipe.arch, recipe.method.name)
     schema = read_heads_schema(folder)
     assert schema.method == recipe.method.name and bool(load_equimod_heads(folder)) == recipe.method.equimod

@@ -1,9 +1,11 @@
-"""The GPU campaign's whole path on the CPU (--dry-run): queue -> calibrate -> train -> export -> parts within
-what a GPU run brings back -> collect rebuilds loadable, checked models; and the queue as data."""
+"""The GPU campaign tool (tools/, not installed): the queue as data; the whole path on the CPU (--dry-run):
+train to the minutes -> fp16 export -> parts within what one call returns -> collect rebuilds whatever has fully
+arrived (a backbone before its heads) and loads it; what a call sends stays under its limit."""
 from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,30 +13,44 @@ import yaml
 
 import equimod_zoo
 from equimod_zoo.errors import UserError
-from equimod_zoo.training import campaign, travel
 from equimod_zoo.training.recipe import list_recipes, load_recipe
 from toy_training import write_toy_parquet
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import campaign  # noqa: E402
+import parts  # noqa: E402
+import travel  # noqa: E402
 
-def test_the_queue_names_shipped_recipes_in_issue_12s_order():
+
+def test_the_queue_names_shipped_recipes_and_each_pair_differs_only_by_equimod():
     items = campaign.read_queue()
     assert items[0].models == ["byol_equimod_r50_cifar10"] and items[1].models == ["byol_r50_cifar10"]
-    assert [i.models for i in items[2:4]] == [["simclr_r18_cifar10", "simclr_equimod_r18_cifar10"],
-                                              ["byol_r18_cifar10", "byol_equimod_r18_cifar10"]]
     recipes = set(list_recipes())
     for item in items:
-        assert set(item.models) <= recipes, item.id
-        assert set(item.init_from) <= set(item.models), item.id
+        assert set(item.models) <= recipes and set(item.init_from) <= set(item.models), item.id
         assert item.status in ("todo", "done")
         if all(name.startswith("byol") for name in item.models):  # the short-cycle target momentum
             assert item.overrides == {"method.momentum_base": 0.99}, item.id
+        if item.init_from:  # a cycle item carries one ResNet-18 with its heads
+            assert len(item.models) == 1, item.id
+        if len(item.models) == 2:  # a matched pair, the slower EquiMod model first: it sets the epochs
+            equimod, base = (load_recipe(n).to_dict() for n in item.models)
+            assert base["method"]["name"] + "_equimod" == equimod["method"]["name"]
+            for key in ("epochs", "batch_size", "seed", "optim", "augment", "arch", "data_size"):
+                assert base[key] == equimod[key], (item.id, key)
 
 
-def _queue(tmp_path, models):
+def test_the_package_ships_no_campaign():
+    import equimod_zoo.training as training
+
+    folder = Path(training.__file__).parent
+    assert not any((folder / name).exists() for name in ("campaign.py", "travel.py", "campaign_queue.yaml"))
+
+
+def _queue(tmp_path, models, epochs=1):
     path = tmp_path / "queue.yaml"
-    path.write_text("# the test's queue\nitems:\n" + yaml.safe_dump(
-        [{"id": "pair-c1", "models": models, "epochs": None, "status": "todo"}]).replace("- ", "  - ", 1)
-        .replace("\n  ", "\n    ").replace("\n- ", "\n  - "))
+    path.write_text("# the test's queue\n" + yaml.safe_dump(
+        {"items": [{"id": "item-c1", "models": models, "epochs": epochs, "status": "todo"}]}))
     return path
 
 
@@ -42,132 +58,104 @@ def files_under(folder: Path):
     return [p for p in folder.rglob("*") if p.is_file()]
 
 
-def test_dry_run_fits_what_a_gpu_run_brings_back_and_collect_rebuilds_the_models(tmp_path, monkeypatch):
-    data = write_toy_parquet(tmp_path, num_images=48)
-    queue = _queue(tmp_path, ["byol_r18_cifar10", "byol_equimod_r18_cifar10"])
-    # Small parts, so that the pair needs several calls: the first brings back what fits, `send` the rest.
-    monkeypatch.setattr(campaign, "PART_BYTES", 64 * 1024)
-    monkeypatch.setattr(campaign, "OUT_MAX_FILES", 4)
+def test_a_dry_run_returns_backbones_first_within_each_calls_limits_and_collect_rebuilds_them(tmp_path,
+                                                                                             monkeypatch):
+    data = write_toy_parquet(tmp_path, num_images=32)
+    queue = _queue(tmp_path, ["byol_equimod_r18_cifar10", "byol_r18_cifar10"])
+    # small parts and calls, so that the pair needs several calls, as a ResNet-50 with its heads does on a GPU
+    monkeypatch.setattr(parts, "PART_BYTES", 128 * 1024)  # a tiny backbone (~450 KB in fp16) is 4 parts
+    monkeypatch.setattr(parts, "OUT_MAX_BYTES", 640 * 1024)
+    work = tmp_path / "work"
     outs = [tmp_path / "out0"]
-    manifest = campaign.run(out=outs[0], minutes=5, data=data / "train.parquet", work=tmp_path / "work",
-                            dry_run=True, queue=queue)
-    assert manifest["epochs"] == 1 and not manifest["interrupted"]
-    assert set(manifest["models"]) == {"byol_r18_cifar10", "byol_equimod_r18_cifar10"}
-    while json.loads((tmp_path / "work" / "sent.json").read_text()) != [p["name"] for p in manifest["parts"]]:
+    manifest = campaign.run(out=outs[0], minutes=2, data=data, work=work, dry_run=True, queue=queue)
+    assert not manifest["errors"] and set(manifest["models"]) == {"byol_equimod_r18_cifar10", "byol_r18_cifar10"}
+    assert all(m["epochs"] == 1 and m["steps"] == 2 for m in manifest["models"].values())
+    item_work = next(work.iterdir())
+    while json.loads((item_work / parts.SENT_FILE).read_text()) != [p["name"] for p in manifest["parts"]]:
         outs.append(tmp_path / f"out{len(outs)}")
-        assert campaign.send(work=tmp_path / "work", out=outs[-1])
-    for out in outs:  # each call's OUT: at most 8 (here 4) files, 16 MiB each, 64 MiB in all, 2 folders deep
+        parts.send(work=item_work, out=outs[-1])
+    for out in outs:  # each call: at most 8 files, 16 MiB each (here 128 KiB parts), its bytes, 2 folders deep
         files = files_under(out)
-        assert 1 < len(files) <= 4 and sum(f.stat().st_size for f in files) <= 64 * 2**20
+        assert 1 < len(files) <= parts.OUT_MAX_FILES and sum(f.stat().st_size for f in files) <= parts.OUT_MAX_BYTES
         assert all(f.stat().st_size <= 16 * 2**20 and len(f.relative_to(out).parts) <= 3 for f in files)
     assert len(outs) > 1
-    with pytest.raises(FileNotFoundError, match="campaign send"):  # a missing part is named
-        campaign.collect(outs[:1], work=tmp_path / "partial", evaluate=False, queue=queue)
-    folders = campaign.collect(outs, work=tmp_path / "here", evaluate=False, queue=queue)
+    first = campaign.collect(outs[:1], work=tmp_path / "partial", queue=queue)
+    assert set(first) == {"byol_equimod_r18_cifar10"}  # its backbone came in the first call...
+    assert not (first["byol_equimod_r18_cifar10"] / "equimod_heads.safetensors").exists()  # ... its heads not yet
+    equimod_zoo.load(first["byol_equimod_r18_cifar10"])
+    folders = campaign.collect(outs, work=tmp_path / "here", queue=queue)
+    assert set(folders) == set(manifest["models"])
     for name, folder in folders.items():
-        model = equimod_zoo.load(folder)
         meta = json.loads((folder / "config.json").read_text())["equimod"]
-        assert meta["weights_sha256"] == manifest["models"][name]["weights_sha256"]
-        assert (folder / "equimod_heads.safetensors").is_file()  # heads to continue the cycle
-        assert next(model.parameters()).dtype.is_floating_point and meta["cycles"][0]["epochs"] == 1
+        assert meta["weights_sha256"] == manifest["weights_sha256"][name] and meta["steps"] == 2
+        assert (folder / "equimod_heads.safetensors").is_file()  # the heads a next cycle needs
+        equimod_zoo.load(folder)
     assert campaign.read_queue(queue)[0].status == "todo"  # a dry run marks nothing done
+
+
+def test_a_resnet50_with_its_heads_comes_back_backbone_first_in_two_calls():
+    mib = 2**20  # an fp16 ResNet-50 (47 MB) with BYOL+EquiMod heads (41 MB), in 15 MiB parts
+    backbone = [15 * mib, 15 * mib, 14 * mib + 900_000]
+    heads = [15 * mib, 15 * mib, 8 * mib]
+    calls = parts.schedule(backbone + heads, first_bytes=8_000, max_files=8, max_bytes=64 * mib)
+    assert len(calls) == 2 and set(range(len(backbone))) <= set(calls[0])
+    for call in calls:
+        assert len(call) + 1 <= 8 and sum((backbone + heads)[i] for i in call) + 8_000 <= 64 * mib
 
 
 def test_collect_refuses_a_damaged_part_and_marks_a_real_item_done(tmp_path):
     data = write_toy_parquet(tmp_path, num_images=32)
     queue = _queue(tmp_path, ["simclr_r18_cifar10"])
-    campaign.run(out=tmp_path / "out", minutes=5, data=data / "train.parquet", work=tmp_path / "work", dry_run=True,
-                 queue=queue)
-    part = next((tmp_path / "out").glob("models.tar.*"))
+    campaign.run(out=tmp_path / "out", minutes=1, data=data, work=tmp_path / "work", dry_run=True, queue=queue)
+    part = next((tmp_path / "out").glob("*.backbone.000"))
     original = part.read_bytes()
     part.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
-    with pytest.raises(ValueError, match="sha256 differs"):
-        campaign.collect([tmp_path / "out"], work=tmp_path / "bad", evaluate=False, queue=queue)
+    with pytest.raises(UserError, match="sha256 differs"):
+        campaign.collect([tmp_path / "out"], work=tmp_path / "bad", queue=queue)
     part.write_bytes(original)
-    manifest_path = tmp_path / "out" / campaign.MANIFEST_FILE
+    manifest_path = tmp_path / "out" / parts.MANIFEST_FILE
     manifest = json.loads(manifest_path.read_text())
     manifest["dry_run"] = False  # as a GPU run's manifest: collect then marks its item done
     manifest_path.write_text(json.dumps(manifest))
-    campaign.collect([tmp_path / "out"], work=tmp_path / "good", evaluate=False, queue=queue)
+    campaign.collect([tmp_path / "out"], work=tmp_path / "good", release=False, queue=queue)
     item = campaign.read_queue(queue)[0]
     assert item.status == "done" and item.done["simclr_r18_cifar10"]["epochs"] == 1
     assert queue.read_text().startswith("# the test's queue")
-    with pytest.raises(ValueError, match="no item left"):
+    with pytest.raises(UserError, match="no item left"):
         campaign.next_item(queue)
 
 
-def test_each_item_trains_recipes_of_its_own_method_and_a_pair_only_differs_by_equimod():
-    for item in campaign.read_queue():
-        for name in item.models:
-            assert load_recipe(name).method.name == name.split("_r")[0]
-        if len(item.models) == 2:  # a matched pair: same recipe but for the EquiMod module
-            base, equimod = (load_recipe(n).to_dict() for n in item.models)
-            assert base["method"]["name"] + "_equimod" == equimod["method"]["name"]
-            for key in ("epochs", "batch_size", "seed", "optim", "augment", "arch", "data_size"):
-                assert base[key] == equimod[key], (item.id, key)
+def test_a_failure_in_training_still_returns_what_was_trained(tmp_path, monkeypatch):
+    from equimod_zoo.training import trainer
+
+    data = write_toy_parquet(tmp_path, num_images=32)
+    queue = _queue(tmp_path, ["simclr_equimod_r18_cifar10", "simclr_r18_cifar10"])
+    real = trainer.train
+
+    def failing_second(recipe, **kwargs):
+        if recipe == "simclr_r18_cifar10":
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return real(recipe, **kwargs)
+
+    monkeypatch.setattr(trainer, "train", failing_second)
+    manifest = campaign.run(out=tmp_path / "out", minutes=1, data=data, work=tmp_path / "work", dry_run=True,
+                            queue=queue)
+    assert manifest["errors"] == ["RuntimeError: CUDA error: an illegal memory access was encountered"]
+    assert set(manifest["weights_sha256"]) == {"simclr_equimod_r18_cifar10"}
+    folders = campaign.collect([tmp_path / "out"], work=tmp_path / "here", queue=queue)
+    equimod_zoo.load(folders["simclr_equimod_r18_cifar10"])
 
 
-class _FakeResult:
-    def __init__(self, epochs):
-        self.interrupted, self.epochs_completed, self.step = False, epochs, epochs * 98
+def test_the_version_check_is_one_line_and_refuses_what_pyproject_does_not_allow(monkeypatch, capsys):
+    found = campaign.check_versions()
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("versions: python ") and "\n" not in line and found["torch"] in line
+    from importlib import metadata
 
-
-def _fake_gpu(monkeypatch, speeds, trained, overrides_seen=None):
-    """train() that writes a calibration log at `speeds` images/s and records the real runs; a stub export."""
-    overrides_seen = [] if overrides_seen is None else overrides_seen
-    def fake_train(recipe, *, out, epochs, batch_size, overrides, max_steps=None, resume=False, **kw):
-        out.mkdir(parents=True, exist_ok=True)
-        if max_steps is None:  # the real run, after calibration
-            trained.append((out.name, epochs, resume))
-            overrides_seen.append(overrides)
-            (out / "log.csv").write_text("step\n")
-            return _FakeResult(epochs)
-        every, ips = overrides["log_every"], speeds[out.name]
-        rows = [f"{s},{s / 98:.4f},{ips / 10 if s == every else ips}" for s in range(every, max_steps + 1, every)]
-        (out / "log.csv").write_text("step,epoch,images_per_s\n" + "\n".join(rows) + "\n")
-
-    def fake_export(folder, out, **kw):
-        out.mkdir(parents=True)
-        (out / "model.safetensors").write_bytes(b"weights of " + folder.name.encode())
-        return type("Exported", (), {"weights_sha256": folder.name})()
-
-    monkeypatch.setattr("equimod_zoo.training.trainer.train", fake_train)
-    monkeypatch.setattr("equimod_zoo.hub.export.export_model", fake_export)
-
-
-def test_the_budget_fits_one_epoch_count_for_the_pair_from_timed_runs(tmp_path, monkeypatch):
-    speeds = {"simclr_r18_cifar10": 1000.0, "simclr_equimod_r18_cifar10": 500.0}  # images per second
-    trained = []
-    _fake_gpu(monkeypatch, speeds, trained)
-    queue = _queue(tmp_path, list(speeds))
-    # A resumed model: its checkpoint is continued, not restarted.
-    (tmp_path / "work" / "runs" / "simclr_equimod_r18_cifar10").mkdir(parents=True)
-    (tmp_path / "work" / "runs" / "simclr_equimod_r18_cifar10" / "checkpoint.pt").write_bytes(b"")
-    manifest = campaign.run(out=tmp_path / "out", minutes=10, data="data", work=tmp_path / "work", queue=queue)
-    # 98 steps of 512 images an epoch: 50.2 s and 100.4 s; the slow first interval (warm-up) is not counted;
-    # the export reserve comes off the 10 minutes.
-    expected = int((600 - campaign.EXPORT_RESERVE_S) // (98 * 512 / 1000 + 98 * 512 / 500))
-    assert trained == [("simclr_r18_cifar10", expected, False), ("simclr_equimod_r18_cifar10", expected, True)]
-    assert manifest["epochs"] == expected
-    assert manifest["calibrated_seconds_per_epoch"]["simclr_r18_cifar10"] == pytest.approx(98 * 512 / 1000, rel=1e-3)
-    assert not (tmp_path / "work" / "calibration").exists()
-    assert json.loads((tmp_path / "out" / campaign.MANIFEST_FILE).read_text())["epochs"] == expected
-
-
-def test_an_item_with_fixed_epochs_trains_every_model_for_them_and_a_budget_too_short_is_refused(tmp_path,
-                                                                                                 monkeypatch):
-    trained, overrides = [], []
-    _fake_gpu(monkeypatch, {"byol_r18_cifar10": 10.0, "byol_equimod_r18_cifar10": 10.0}, trained, overrides)
-    queue = tmp_path / "queue.yaml"
-    queue.write_text(yaml.safe_dump({"items": [{"id": "fixed", "models": ["byol_r18_cifar10", "byol_equimod_r18_cifar10"],
-                                                "epochs": 38, "overrides": {"method.momentum_base": 0.99}}]}))
-    manifest = campaign.run(out=tmp_path / "out", minutes=10, data="data", work=tmp_path / "work", queue=queue)
-    assert [(name, epochs) for name, epochs, _ in trained] == [("byol_r18_cifar10", 38), ("byol_equimod_r18_cifar10", 38)]
-    assert overrides == [{"method.momentum_base": 0.99}] * 2 and manifest["overrides"] == overrides[0]
-    slow = tmp_path / "slow.yaml"
-    slow.write_text(yaml.safe_dump({"items": [{"id": "slow", "models": ["byol_r18_cifar10"]}]}))
-    with pytest.raises(ValueError, match="give more --minutes"):  # 10 images/s: one epoch is 83 minutes
-        campaign.run(out=tmp_path / "out2", minutes=10, data="data", work=tmp_path / "work2", queue=slow)
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: "2.0.0" if name == "torch" else real(name))
+    with pytest.raises(UserError, match=r"torch 2\.0\.0 \(needs >=2\.11\)"):
+        campaign.check_versions()
 
 
 def _git(root: Path, *args: str) -> str:
@@ -187,7 +175,8 @@ def test_prepare_leaves_the_bundled_models_behind_only_when_asked_and_retrack_pu
     data = tmp_path / "data"
     data.mkdir()
     (data / "train.parquet").write_bytes(b"p" * 100_000)
-    options = dict(data=data, wheels=False, root=root.resolve(), limit=200_000)
+    queue = _queue(tmp_path, ["simclr_r18_cifar10"])
+    options = dict(data=data, wheels=False, root=root.resolve(), limit=200_000, queue=queue)
 
     with pytest.raises(UserError, match="would send 0.4 MiB.*add --untrack-models"):
         campaign.prepare(root / ".gpu", **options)
@@ -201,3 +190,34 @@ def test_prepare_leaves_the_bundled_models_behind_only_when_asked_and_retrack_pu
     assert _git(root, "status", "--porcelain") == "" and _git(root, "ls-files", travel.BUNDLED_MODELS)
     assert not travel.retrack_bundled_models(root)  # once only
     assert "/.gpu/" in (root / ".git" / "info" / "exclude").read_text()
+
+
+def test_prepare_carries_a_cycles_model_with_its_heads_only(tmp_path):
+    root = tmp_path / "checkout"
+    root.mkdir()
+    _git(root, "init", "-q")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.parquet").write_bytes(b"p" * 1000)
+    queue = tmp_path / "queue.yaml"
+    queue.write_text(yaml.safe_dump({"items": [{"id": "c2", "models": ["simclr_equimod_r18_cifar10"],
+                                                "init_from": {"simclr_equimod_r18_cifar10": "simclr_equimod_r18_cifar10"}}]}))
+    size, total = campaign.prepare(root / ".gpu", data=data, queue=queue, wheels=False, root=root.resolve())
+    carried = sorted(p.name for p in (root / ".gpu" / "init" / "simclr_equimod_r18_cifar10").iterdir())
+    assert carried == ["config.json", "equimod_heads.safetensors", "model.safetensors"]
+    assert total < 64 * 2**20  # a ResNet-18 with its heads and the data fit one call
+    queue.write_text(yaml.safe_dump({"items": [{"id": "c2", "models": ["byol_r18_cifar10"],
+                                                "init_from": {"byol_r18_cifar10": "byol_r18_cifar10"}}]}))
+    with pytest.raises(UserError, match="no equimod_heads.safetensors"):
+        campaign.prepare(root / ".gpu2", data=data, queue=queue, wheels=False, root=root.resolve())
+
+
+def test_the_step_check_runs_the_real_step_and_says_so_in_one_line(tmp_path):
+    from equimod_zoo.training.step_check import check_step
+
+    data = write_toy_parquet(tmp_path, num_images=32)
+    check = check_step("byol_equimod_r18_cifar10", data=data, device="cpu", steps=2, batch_size=16,
+                       overrides={**campaign.DRY_RUN, "precision": "fp32"}, cache_dir=tmp_path / "cache")
+    assert check.steps == 2 and check.seconds_per_step > 0 and check.autocast == "fp32"
+    assert check.sync_free is None  # host syncs are caught on CUDA only
+    assert check.summary().startswith("step check on cpu: 2 steps, fp32, compile off")

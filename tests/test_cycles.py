@@ -32,7 +32,7 @@ def source(toy_data, tmp_path_factory):
 
 
 def meta(folder):
-    return json.loads((folder / "config.json").read_text())["equimod"]
+    return json.loads((folder / "model" / "config.json").read_text())["equimod"]  # a run's exported model
 
 
 def test_a_new_cycle_starts_from_exactly_the_source_weights(source, toy_data, tmp_path):
@@ -41,8 +41,8 @@ def test_a_new_cycle_starts_from_exactly_the_source_weights(source, toy_data, tm
                        max_steps=1, resume=False, overrides={}, cache_dir=tmp_path / "cache", data_limit=None,
                        progress=False, init_from=source)
     method = trainer.method
-    backbone = safetensors.torch.load_file(source / "model.safetensors")
-    heads = safetensors.torch.load_file(source / HEADS_FILE)
+    backbone = safetensors.torch.load_file(source / "model" / "model.safetensors")
+    heads = safetensors.torch.load_file(source / "model" / HEADS_FILE)
     assert all(torch.equal(method.backbone.state_dict()[k], v) for k, v in backbone.items())
     assert all(torch.equal(value, heads[key]) for key, value in method.heads_state_dict().items())
     # BYOL's target starts as the online network, not as the source run's target.
@@ -125,7 +125,7 @@ def test_cli_refuses_in_one_line_a_model_without_heads_or_of_another_parameter_l
     import yaml
     headless = tmp_path / "headless"
     shutil.copytree(source, headless)
-    (headless / HEADS_FILE).unlink()
+    (headless / "model" / HEADS_FILE).unlink()
     recipe = tiny_recipe("byol_equimod").to_dict()
     recipe.pop("name")
     (tmp_path / "toy.yaml").write_text(yaml.safe_dump(recipe))

@@ -2,6 +2,9 @@
 exhausts the parser, and text that does not parse are one line at once, in every file and option we read."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 from hostile import one_line_error, run_capped, snapshot
 from PIL import Image
@@ -10,7 +13,6 @@ from typer.testing import CliRunner
 from equimod_zoo.cli import app
 from equimod_zoo.errors import UserError
 from equimod_zoo.limits import MAX_YAML_BYTES
-from equimod_zoo.training.campaign import read_queue
 from equimod_zoo.training.recipe import load_recipe
 from equimod_zoo.yaml_io import dump_yaml, load_yaml
 
@@ -91,6 +93,9 @@ def test_what_we_write_reads_back_even_with_shared_values():
 
 
 def test_the_campaign_queue_is_read_by_the_same_reader(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from campaign import read_queue
+
     queue = tmp_path / "queue.yaml"
     queue.write_text("items:\n  - &one {id: a, models: [byol_r18_cifar10]}\n  - *one\n")
     before = queue.read_bytes()

@@ -5,6 +5,8 @@ import json
 import shutil
 from types import SimpleNamespace
 
+from pathlib import Path
+
 import pytest
 from test_export_card import make_run_folder, records_dir
 from huggingface_hub import HfApi
@@ -12,6 +14,7 @@ from typer.testing import CliRunner
 
 import equimod_zoo
 from equimod_zoo.cli import app
+from equimod_zoo.json_file import read_json
 from equimod_zoo.constants import WEIGHTS_FILE
 from equimod_zoo.hub import publish as publish_module
 from equimod_zoo.hub.publish import publish
@@ -231,33 +234,47 @@ def test_cli_errors_are_one_line(hub, run, tmp_path):
     assert "Traceback" not in result.output and hub.calls == []
 
 
-def test_release_script_evaluates_into_records_and_publishes_once(tmp_path):
-    """hub/release_cifar10.sh, with `equimod-zoo` stubbed: export once, every evaluation recorded outside the
-    weights folder, the zoo bundled and the documents regenerated, and with UPLOAD=1 one upload."""
-    import os
-    import subprocess
+def test_release_evaluates_into_records_bundles_and_publishes_once(tmp_path, tiny_resnet18_cifar, monkeypatch):
+    """hub.release.release_model on tiny data: export fp16 once, every evaluation recorded outside the weights
+    folder with the command that measures it again, the zoo bundled and the documents regenerated (stubbed
+    here: the test leaves the installed zoo alone), and with upload=True one upload."""
+    import equimod_zoo.hub.model_cards as model_cards
+    import equimod_zoo.hub.publish as publish_module
+    import equimod_zoo.hub.zoo_bundle as zoo_bundle
+    from equimod_zoo.hub.release import release_model
+    from equimod_zoo.records import read_records
+    from test_export_card import make_run_folder
+    from test_transfer import write_parquet
 
-    stub = tmp_path / "bin" / "equimod-zoo"
-    stub.parent.mkdir()
-    stub.write_text('#!/usr/bin/env bash\necho "$*" >> "$CALLS"\n')
-    stub.chmod(0o755)
-    script = CATALOGUE_FILE.parents[2] / "hub" / "release_cifar10.sh"
-    work, folder = tmp_path / "work", tmp_path / "work" / "tiny_equimod"
-    for upload in ("0", "1"):
-        calls = tmp_path / f"calls{upload}.txt"
-        env = {**os.environ, "PATH": f"{stub.parent}:{os.environ['PATH']}", "CALLS": str(calls),
-               "EQUIMOD_DATA": str(tmp_path / "data"), "UPLOAD": upload}
-        subprocess.run(["bash", str(script), str(tmp_path / "run"), "tiny_equimod", str(work)], env=env, check=True)
-        lines = calls.read_text().splitlines()
-        commands = [line.split()[0] for line in lines]
-        expected = ["publish", "extract", "extract", "linear", "transfer", "probe-augs", "zoo-add", "model-cards"]
-        assert commands == expected + (["publish", "zoo-add", "model-cards"] if upload == "1" else [])
-        uploads = [line for line in lines if line.startswith("publish") and "--dry-run" not in line]
-        assert len(uploads) == int(upload)  # published once, only when asked
-        for line in lines[1:]:  # after the export, nothing is written into the weights folder
-            words = line.split()
-            for option in ("--record", "--json", "--out", "--plot"):
-                if option in words:
-                    assert not words[words.index(option) + 1].startswith(str(folder)), line
-        assert f"--record {work}/records" in lines[3] and f"--record {work}/records" in lines[4]
-        assert f"zoo-add {folder} --name tiny_equimod --records {work}/records" in lines[6]
+    make_run_folder(tmp_path / "run", tiny_resnet18_cifar, results=False)
+    data = tmp_path / "data"
+    write_parquet(data / "cifar10-jpeg", {"train": 40, "test": 30})
+    write_parquet(data / "flowers102", {"train": 24, "validation": 12, "test": 15})
+    calls, real_publish = [], publish_module.publish
+
+    def publish(source, **kwargs):
+        if kwargs.get("dry_run"):
+            return real_publish(source, **kwargs)
+        calls.append(("upload", kwargs["repo_id"]))
+        (Path(kwargs["out"])).mkdir(parents=True, exist_ok=True)
+
+    monkeypatch.setattr(publish_module, "publish", publish)
+    monkeypatch.setattr(zoo_bundle, "add_to_zoo", lambda folder, name, **kw: calls.append(("zoo-add", name, kw)))
+    monkeypatch.setattr(model_cards, "write_model_cards", lambda **kw: calls.append(("model-cards",)))
+    work = tmp_path / "release"
+    result = release_model(tmp_path / "run", "tiny", work=work, data=data, device="cpu", probe_images=24, upload=True)
+    folder = work / "tiny"
+    weights = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert result.folder == folder and str(read_json(folder / "config.json")["equimod"]["written_by"]) == "export"
+    records = read_records(result.records)
+    assert {(r.dataset, r.metric) for r in records} == {("cifar10", "top1"), ("cifar10", "knn_top1"),
+                                                         ("flowers102", "mean_per_class_accuracy")}
+    linear = next(r for r in records if r.metric == "top1")
+    assert linear.command.startswith("equimod-zoo linear --train ") and "--record" not in linear.command
+    assert not [word for word in linear.command.split() if word.startswith("/")]  # retyped from the repository
+    assert read_json(result.probe_report)["weights_sha256"] == records[0].weights_sha256
+    assert [c[0] for c in calls] == ["zoo-add", "model-cards", "upload", "zoo-add", "model-cards"]
+    assert calls[0][2]["records_dirs"] == [result.records] and calls[0][2]["probe_report"] == result.probe_report
+    again = release_model(tmp_path / "run", "tiny", work=work, data=data, device="cpu", probe_images=24,
+                          bundle=False)  # measured again: the weights folder is not rewritten
+    assert again.folder == folder and {p.name: p.read_bytes() for p in folder.iterdir()} == weights

@@ -62,16 +62,17 @@ def test_run_folder_loads_with_equimod_zoo_load(run, tmp_path, toy_data):
     result = run(tiny_recipe("simclr_equimod"), "run", max_steps=3)
     folder = tmp_path / "run"
     assert result.exported and not result.finished
-    for name in ("config.json", "model.safetensors", "equimod_heads.safetensors", "log.csv", "recipe.yaml",
-                 "checkpoint.pt"):
+    for name in ("run.json", "log.csv", "recipe.yaml", "checkpoint.pt", "model/config.json", "model/model.safetensors",
+                 "model/equimod_heads.safetensors", "model/log.csv", "model/recipe.yaml"):
         assert (folder / name).is_file(), name
+    assert (folder / "model" / "log.csv").read_text() == (folder / "log.csv").read_text()
     assert any(p.name.startswith("events.out.tfevents") for p in (folder / "tb").iterdir())
     rows = read_rows(folder)
     assert [r["step"] for r in rows] == ["1", "2", "3"]
     assert {"step", "epoch", "lr", "loss", "loss_inv", "loss_eq", "eq_gain", "images_per_s"} <= set(rows[0])
     assert load_recipe(folder / "recipe.yaml") == tiny_recipe("simclr_equimod")
 
-    config = json.loads((folder / "config.json").read_text())
+    config = json.loads((folder / "model" / "config.json").read_text())
     meta = config["equimod"]
     assert (meta["method"], meta["recipe"], meta["epochs"], meta["steps"]) == ("simclr_equimod",
                                                                                "simclr_equimod_r18_cifar10", 0, 3)
@@ -83,11 +84,11 @@ def test_run_folder_loads_with_equimod_zoo_load(run, tmp_path, toy_data):
 
     payload = load_checkpoint(folder / "checkpoint.pt")
     method, _ = method_from_checkpoint(payload)
-    heads = safetensors.torch.load_file(folder / "equimod_heads.safetensors")
+    heads = safetensors.torch.load_file(folder / "model" / "equimod_heads.safetensors")
     assert torch.equal(heads["param_mean"], payload["param_mean"]) and torch.equal(heads["param_std"],
                                                                                    payload["param_std"])
     assert any(k.startswith("g_t.") for k in heads) and any(k.startswith("projection.") for k in heads)
-    schema = read_heads_schema(folder)  # recorded in config.json, following the recipe's parameter list
+    schema = read_heads_schema(folder / "model")  # recorded in config.json, following the recipe's parameter list
     assert schema == method.heads_schema(tiny_recipe("simclr_equimod").augment.params)
     assert schema.g_t == (len(schema.param_names), 16) and meta["heads"] == schema.to_dict()
     model = equimod_zoo.load(folder).eval()
@@ -111,10 +112,10 @@ def test_resume_continues_exactly(run, tmp_path):
     assert [r["step"] for r in resumed] == [str(s) for s in range(1, 9)]  # no step logged twice
     for key in ("loss", "loss_inv", "loss_eq", "eq_gain", "lr", "momentum"):
         assert [r[key] for r in resumed] == [r[key] for r in reference], key
-    a = safetensors.torch.load_file(tmp_path / "straight" / "model.safetensors")
-    b = safetensors.torch.load_file(tmp_path / "resumed" / "model.safetensors")
+    a = safetensors.torch.load_file(tmp_path / "straight" / "model" / "model.safetensors")
+    b = safetensors.torch.load_file(tmp_path / "resumed" / "model" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    compute = json.loads((tmp_path / "resumed" / "config.json").read_text())["equimod"]["compute"]
+    compute = json.loads((tmp_path / "resumed" / "model" / "config.json").read_text())["equimod"]["compute"]
     assert compute["hardware"] == "cpu" and compute["train_seconds"] >= round(first_state["train_seconds"], 1)
     assert compute["seconds_per_epoch"] == pytest.approx(compute["train_seconds"] / 2, abs=0.05)  # summed over resumes
 
@@ -141,8 +142,8 @@ def test_sigterm_checkpoints_at_the_next_step_and_resumes(run, tmp_path):
         killer.join()
     finally:
         signal.signal(signal.SIGTERM, previous)
-    assert result.interrupted and not result.exported and 1 <= result.step < 40
-    assert not (folder / "config.json").exists()
+    assert result.interrupted and result.exported and result.stopped_by == "SIGTERM" and 1 <= result.step < 40
+    assert json.loads((folder / "model" / "config.json").read_text())["equimod"]["steps"] == result.step
     assert load_checkpoint(folder / "checkpoint.pt")["state"]["step"] == result.step
     resumed = run(None, "run", resume=True, max_steps=result.step + 1)
     assert resumed.step == result.step + 1 and resumed.exported
@@ -164,7 +165,9 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(run, tmp_path,
     checkpoint = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert checkpoint["state"]["step"] == 4  # the end of epoch 1, before the bad step
     assert all(torch.isfinite(v).all() for v in checkpoint["method"].values() if v.is_floating_point())
-    assert not (tmp_path / "run" / "config.json").exists()
+    # the model folder is the last good checkpoint's, and loads
+    assert json.loads((tmp_path / "run" / "model" / "config.json").read_text())["equimod"]["steps"] == 4
+    equimod_zoo.load(tmp_path / "run")
 
 
 def test_cli_trains_from_a_user_recipe_file(toy_data, tmp_path):
@@ -176,7 +179,7 @@ def test_cli_trains_from_a_user_recipe_file(toy_data, tmp_path):
             "--max-steps", "1", "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "stopped at step 1" in result.output and (tmp_path / "run" / "model.safetensors").is_file()
+    assert "stopped at step 1" in result.output and (tmp_path / "run" / "model" / "model.safetensors").is_file()
     unknown = runner.invoke(app, ["train", "--recipe", "nope", "--data", str(toy_data), "--out", str(tmp_path / "x")])
     assert unknown.exit_code == 2 and "unknown recipe 'nope'" in unknown.output
 
@@ -192,7 +195,7 @@ def test_cli_data_limit_and_recipe_overrides_reach_the_run(toy_data, tmp_path):
     assert result.exit_code == 0, result.output
     run = yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())
     assert run["optim"]["warmup_epochs"] == 0.5 and run["seed"] == 7
-    meta = json.loads((tmp_path / "run" / "config.json").read_text())["equimod"]
+    meta = json.loads((tmp_path / "run" / "model" / "config.json").read_text())["equimod"]
     assert meta["data"]["num_images"] == 32
     bad = CliRunner().invoke(app, [*args[:-4], "--set", "no-equals-sign"])
     assert bad.exit_code == 2 and "KEY=VALUE" in bad.output

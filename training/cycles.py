@@ -114,8 +114,10 @@ def cycles_of(meta: ModelMetadata) -> tuple[Cycle, ...]:
 
 
 def cycle_record(*, recipe: str | None, epochs: int | None, steps: int | None, compute: Compute | None,
-                 init_from_sha256: str | None) -> Cycle:
+                 init_from_sha256: str | None, time_budget_seconds: float | None = None,
+                 planned_steps: int | None = None) -> Cycle:
     """One row of `equimod.cycles`."""
     compute = compute or Compute()
     return Cycle(recipe=recipe, epochs=epochs, steps=steps, hardware=compute.hardware,
-                 seconds_per_epoch=compute.seconds_per_epoch, init_from_sha256=init_from_sha256)
+                 seconds_per_epoch=compute.seconds_per_epoch, init_from_sha256=init_from_sha256,
+                 time_budget_seconds=time_budget_seconds, planned_steps=planned_steps)

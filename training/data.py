@@ -52,7 +52,7 @@ class DataInfo:
     name: str
     description: str
     num_images: int
-    sha256: str  # of the data files (parquet), of every image's path and bytes (image folders), or the Hub revision
+    sha256: str  # of the images' bytes and labels (parquet), of every image's path and bytes (image folders), or the Hub revision
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,12 +114,12 @@ def load_train_data(
         limit: use only the first `limit` images (quick checks).
         workers: DataLoader workers for the one-off decoding.
     """
+    if limit is not None and limit < 1:
+        raise UserError(f"limit must be >= 1, got {limit}")
     spec = resolve_spec(data, option="--data")
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    source, info = _open(spec, cache)
+    source, info = _open(spec, cache, limit=limit)
     if limit is not None:
-        if limit < 1:
-            raise UserError(f"limit must be >= 1, got {limit}")
         source = FirstImages(source, limit)
         info = DataInfo(info.name, f"{info.description}; first {len(source)} images", len(source), info.sha256)
     images = ImageDataset(source, base_size=base_size)
@@ -137,8 +137,9 @@ def load_train_data(
     return TrainData(info=info, base_size=base_size, images=torch.from_numpy(array))
 
 
-def _open(spec: DataSpec, cache: Path) -> tuple[ImageSource, DataInfo]:
-    """The training split of `spec` (`train`, or the only split) as an image source, and its DataInfo."""
+def _open(spec: DataSpec, cache: Path, *, limit: int | None = None) -> tuple[ImageSource, DataInfo]:
+    """The training split of `spec` (`train`, or the only split) as an image source, and its DataInfo
+    (of the first `limit` images: what the run trains on)."""
     hf_cache = cache / "datasets"
     split = choose_split(spec, None, prefer="train", cache_dir=hf_cache) if spec.layout != "hub" else "train"
     source = open_split(spec, split, cache_dir=hf_cache)
@@ -147,8 +148,9 @@ def _open(spec: DataSpec, cache: Path) -> tuple[ImageSource, DataInfo]:
     folder = location.name if location.is_dir() else location.parent.name
     if spec.layout == "parquet":
         files = tuple(parquet_files(spec, split))
-        digest = _files_sha256(files)
-        description = f"parquet {', '.join(f.name for f in files)} in {folder}/"
+        digest = _parquet_content_sha256(files, image_column=source.image_column, label_column=source.label_column,
+                                         limit=limit)
+        description = f"parquet {', '.join(f.name for f in files)} in {folder}/ (sha256 of the image bytes and labels)"
     elif spec.layout in ("imagefolder", "cub"):
         root = location / "images" if spec.layout == "cub" else (
             location / split if (location / split).is_dir() else location)
@@ -162,13 +164,28 @@ def _open(spec: DataSpec, cache: Path) -> tuple[ImageSource, DataInfo]:
     return source, DataInfo(name=spec.name, description=description, num_images=len(source), sha256=digest)
 
 
-def _files_sha256(files: tuple[Path, ...]) -> str:
-    """One file's own sha256 (so `sha256sum train.parquet` matches); a manifest's for several."""
-    digests = [sha256_file(f) for f in files]
-    if len(digests) == 1:
-        return digests[0]
-    manifest = "".join(f"{d}  {f.name}\n" for d, f in zip(digests, files))
-    return hashlib.sha256(manifest.encode()).hexdigest()
+def _parquet_content_sha256(files: tuple[Path, ...], *, image_column: str, label_column: str | None,
+                            limit: int | None) -> str:
+    """The data's identity is its content: each row's image bytes and label, in order, so that rewriting the
+    parquet files (another compression, other row groups, other file names) keeps it."""
+    import pyarrow.parquet as pq
+
+    digest = hashlib.sha256()
+    left = limit
+    columns = [image_column, *([label_column] if label_column else [])]
+    for path in files:
+        for batch in pq.ParquetFile(path).iter_batches(columns=columns, batch_size=4096):
+            if left is not None and left <= 0:
+                return digest.hexdigest()
+            batch = batch.slice(0, left) if left is not None else batch
+            labels = batch.column(1).to_pylist() if label_column else [None] * batch.num_rows
+            for cell, label in zip(batch.column(0).to_pylist(), labels):
+                content = cell.get("bytes") or (cell.get("path") or "").encode() if isinstance(cell, dict) else cell
+                content = content or b""
+                digest.update(f"{len(content)}:".encode() + content + f"\t{label}\n".encode())
+            if left is not None:
+                left -= batch.num_rows
+    return digest.hexdigest()
 
 
 def _content_sha256(paths: list[str], root: Path) -> str:

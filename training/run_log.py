@@ -87,6 +87,11 @@ class RunLog:
             if key not in ("step", "epoch") and isinstance(value, (int, float)):
                 self._writer.add_scalar(f"train/{key}", value, global_step=int(row["step"]))
 
+    def set_total(self, total_steps: int) -> None:
+        """The steps the progress bar counts to (a time budget fits them after the first step)."""
+        if self._progress is not None:
+            self._progress.update(self._task, total=total_steps)
+
     def update(self, step: int, *, status: str = "") -> None:
         """Move the progress bar to `step` completed steps."""
         if self._progress is not None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -28,7 +29,11 @@ def train_command(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint."),
     init_from: Optional[str] = typer.Option(None, "--init-from", help="Start a new cycle (own warm-up and cosine, "
                                                                       "fresh optimiser) from this model's backbone "
-                                                                      "and heads: a zoo name or a model folder."),
+                                                                      "and heads: a zoo name, a model folder or a "
+                                                                      "run."),
+    time_budget: Optional[str] = typer.Option(None, "--time-budget", help="Fit the run to this much time (60s, 9m, "
+                                              "20h): training, its last checkpoint and its exported model all end "
+                                              "inside it. Rerunning the same command continues the run."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1... (default: the GPU if any)."),
     compile: Optional[str] = typer.Option(None, "--compile", help="torch.compile: off, model (forward and "
                                                                   "backward) or step (the whole training step); "
@@ -48,7 +53,8 @@ def train_command(
                                              help="Let the --data's rows name image files outside its folder."),
 ) -> None:
     """Pre-train SimCLR, BYOL or EquiMod; under torchrun, on every GPU. Writes RUN/log.csv (and tb/), checkpoint.pt
-    and the exported model folder (RUN loads with `equimod_zoo.load(RUN)`)."""
+    and the exported model folder RUN/model at every checkpoint (RUN loads with `equimod_zoo.load(RUN)`)."""
+    started = time.monotonic()  # a time budget counts from here, before the heavy imports
     from equimod_zoo.training.trainer import train
     from equimod_zoo.errors import NonFiniteLossError
 
@@ -60,20 +66,43 @@ def train_command(
 
                 data = resolve_spec(data, option="--data", allow_outside_paths=True)
             result = train(recipe, data=data, out=out, epochs=epochs, batch_size=batch_size, max_steps=max_steps,
-                           seed=seed, resume=resume, init_from=init_from, device=device, compile=compile,
-                           workers=workers,
+                           seed=seed, resume=resume, init_from=init_from, time_budget=time_budget, started=started,
+                           device=device, compile=compile, workers=workers,
                            cache_dir=cache_dir, data_limit=data_limit, overrides=_overrides(set_values or []),
                            tensorboard=tensorboard)
         except NonFiniteLossError as error:
             err_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=1) from None
+    again = "rerun the same command" if time_budget else f"--resume --out {result.out}"
+    if result.stopped_by and result.stopped_by.endswith("during set-up"):
+        typer.echo(f"stopped by {result.stopped_by}: nothing trained, nothing written; to start, {again}")
+        if result.interrupted:
+            raise typer.Exit(code=128 + signal.Signals[result.stopped_by.split()[0]])
+        raise typer.Exit(code=3)
+    model = f"{_count(result.epochs_completed, 'epoch')} ({_count(result.step, 'step')})"
+    if result.planned_steps is not None:
+        model += f" of the {_epochs(result.planned_steps, result.steps_per_epoch)} the time budget fits"
+    if result.cycles > 1:
+        model = (f"{_count(result.model_epochs, 'epoch')} ({_count(result.model_steps, 'step')}) over "
+                 f"{result.cycles} cycles, this one {model}")
     if result.interrupted:  # checkpointed, but not done: a scheduler must not read it as success
-        typer.echo(f"stopped by SIGTERM at step {result.step}; continue with --resume --out {result.out}")
-        raise typer.Exit(code=128 + signal.SIGTERM)
+        typer.echo(f"stopped by {result.stopped_by}: model folder {result.out} holds {model}; to continue, {again}")
+        raise typer.Exit(code=128 + signal.Signals[result.stopped_by])
     elif result.finished:
-        typer.echo(f"finished {result.epochs_completed} epochs ({result.step} steps); model folder: {result.out}")
+        typer.echo(f"finished: model folder {result.out} holds {model}")
     else:
-        typer.echo(f"stopped at step {result.step} (--max-steps); continue with --resume --out {result.out}")
+        typer.echo(f"stopped at step {result.step} ({result.stopped_by}): model folder {result.out} holds {model}; "
+                   f"to continue, {again}")
+
+
+def _epochs(steps: int, steps_per_epoch: int | None) -> str:
+    if steps_per_epoch and steps % steps_per_epoch == 0:
+        return f"{_count(steps // steps_per_epoch, 'epoch')} ({_count(steps, 'step')})"
+    return _count(steps, "step")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _overrides(values: list[str]) -> dict[str, Any]:

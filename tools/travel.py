@@ -1,22 +1,43 @@
-"""What travels to the GPU machine, and the bundled weights kept out of it for a call.
+"""What travels to the remote GPU machine, the wheels it lacks, and the bundled weights kept out of a call.
 
-A device call sends the checkout's tracked files, its untracked files that git does not ignore,
-and the ignored folders it carries: 64 MiB in all. The zoo's bundled models are tracked and weigh
-more than that, so for a call they come off git's index and are ignored (`untrack_bundled_models`).
-Their files stay on disk; `retrack_bundled_models` puts the index back as HEAD has it and drops
-the ignore line, so only the index ever changed. Do not commit in between: the commit would
-delete the bundled models (`campaign collect` retracks before anything else).
+A call to the GPU machine sends the checkout's tracked files, its untracked files that git does not
+ignore, and the ignored folders it carries: 64 MiB in all. The zoo's bundled models are tracked and
+weigh more than that, so for a call they come off git's index and are ignored
+(`untrack_bundled_models`). Their files stay on disk; `retrack_bundled_models` puts the index back
+as HEAD has it and drops the ignore line, so only the index ever changed. Do not commit in between:
+the commit would delete the bundled models (`campaign.py collect` retracks before anything else).
+
+The GPU machine has Python 3.12 with its own torch, torchvision and timm and no `datasets`; the
+wheels the training step needs beyond them travel too (`download_wheels`), at the versions this
+checkout's tests ran with.
 """
 from __future__ import annotations
 
 import subprocess
+import sys
+from importlib import metadata
 from pathlib import Path
 
 from equimod_zoo.errors import UserError
 
-TRAVEL_LIMIT = 64 * 2**20  # bytes a device call sends: the working tree and what it carries
+TRAVEL_LIMIT = 64 * 2**20  # bytes a call sends: the working tree and what it carries
 BUNDLED_MODELS = "equimod_zoo/zoo/models"
-_MARK = "# equimod-zoo campaign: the bundled models stay off the GPU call (campaign retrack undoes it)"
+# Installed on the GPU machine from the carried wheels (pip --no-deps --target): timm at our pinned
+# version (the machine's own lacks what the step uses, such as LARS's `foreach`), and `datasets` with
+# the two packages of its own that the machine lacks.
+WHEELS = ("timm", "datasets", "dill", "multiprocess")
+WHEEL_PYTHON = "3.12"
+WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "any")
+
+
+def download_wheels(folder: Path, names: tuple[str, ...] = WHEELS) -> list[Path]:
+    """The wheels of `names` at the versions installed here, for the GPU machine's Python, into `folder`."""
+    pinned = [f"{name}=={metadata.version(name)}" for name in names]
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                    "--python-version", WHEEL_PYTHON, "--implementation", "cp",
+                    *(f"--platform={p}" for p in WHEEL_PLATFORMS), "-d", str(folder), *pinned], check=True)
+    return sorted(folder.glob("*.whl"))
+_MARK = "# equimod-zoo campaign: the bundled models stay off the GPU call (campaign.py retrack undoes it)"
 
 
 def _git(root: Path, *args: str) -> str:
@@ -32,7 +53,7 @@ def repo_root(start: str | Path = ".") -> Path:
 
 
 def travelling_bytes(root: Path) -> int:
-    """Bytes of the checkout a device call from `root` sends: tracked files and untracked ones git
+    """Bytes of the checkout a call from `root` sends: tracked files and untracked ones git
     does not ignore (carried folders come on top: `folder_bytes`)."""
     names = _git(root, "ls-files", "-z", "--cached", "--others", "--exclude-standard").split("\0")
     return sum(path.stat().st_size for path in (root / name for name in names if name) if path.is_file())
