@@ -247,7 +247,7 @@ class _Trainer:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
             torch.set_float32_matmul_precision("high")  # TF32 matmuls and convolutions
-        self.augment = BatchedAugment(recipe.augment)
+        self.augment = BatchedAugment(recipe.augment).prepare(self.device)  # its constants: no copy in a step
         self.param_mean, self.param_std = self._parameter_statistics()
         torch.manual_seed(recipe.seed)  # the same initial weights on every rank
         stats = {"param_mean": self.param_mean, "param_std": self.param_std} if recipe.method.equimod else {}
