@@ -17,7 +17,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, is_model, r
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from equimod_zoo.errors import UserError
-from equimod_zoo.model_folder import PAPER_ID, WEIGHTS_FILE
+from equimod_zoo.constants import PAPER_ID, WEIGHTS_FILE
 from equimod_zoo.registry import ZooEntry, list_models
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)

@@ -29,3 +29,4 @@ DEFAULT_CACHE_DIR = "~/.cache/equimod_zoo"
 
 # The embedded default model: extraction and transfer use it when no --model is given.
 DEFAULT_MODEL = "simclr_equimod_r18_cifar10"
+DEFAULT_SHARD_SIZE = 8192  # images per shard of a feature store: the unit of resumption

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-import yaml
 
 from equimod_zoo.cli.errors import check_device, err_console, user_errors
 from equimod_zoo.cli.paths import nonempty_path
@@ -67,6 +66,8 @@ def train_command(
 
 
 def _overrides(values: list[str]) -> dict[str, Any]:
+    import yaml
+
     overrides = {}
     for item in values:
         key, sep, value = item.partition("=")

@@ -12,7 +12,7 @@ from rich.table import Table
 from equimod_zoo.cli.errors import check_device, user_errors
 from equimod_zoo.cli.paths import nonempty_path
 from equimod_zoo.cli.network import offline_unless_reachable
-from equimod_zoo.extraction.extract import DEFAULT_MODEL
+from equimod_zoo.constants import DEFAULT_MODEL
 
 
 def transfer_command(

@@ -29,6 +29,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
                            TimeRemainingColumn)
 from rich.text import Text
 
+from equimod_zoo.constants import DEFAULT_SHARD_SIZE
 from equimod_zoo.data.images import IMAGE_EXTENSIONS, load_rgb
 from equimod_zoo.data.sources import ImageSource, folder_source
 from equimod_zoo.data.streams import ImageStream, OffsetSource
@@ -39,7 +40,6 @@ from equimod_zoo.loading import ResolvedModel, resolve_model
 
 # The zoo's embedded default: what `equimod-zoo extract` uses without --model.
 DEFAULT_MODEL = "simclr_equimod_r18_cifar10"
-DEFAULT_SHARD_SIZE = 8192
 # compile="auto" compiles on a bf16 CPU from this many images to extract, where inductor's bf16
 # kernels repay the compile (bench/extract.py measures it, counted in, against the eager path).
 # On fp32-only CPUs (AVX2) the compiled ResNet-50 ran no faster than the eager one, so never there.
