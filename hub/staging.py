@@ -6,10 +6,10 @@ A folder is staged as `.NAME.PID.RANDOM.partial` beside `NAME` and renamed into 
 those behind (often 100 MB of weights): the next write to `NAME` removes the ones whose process
 is gone, and puts a set-aside `.old` back where no `NAME` survived.
 
-`--overwrite` replaces `NAME` only when it is a previous output of the same command (its
-config.json says `equimod.written_by`, and it holds nothing that command did not write) and not
-the source being read; anything else, such as a training run with its checkpoint, or a folder
-of the user's own files, is refused.
+The checks are every command's (`equimod_zoo.outputs`). `--overwrite` replaces `NAME` only when
+it is a previous output of the same command (its config.json says `equimod.written_by`, and it
+holds nothing that command did not write) and not the source being read; anything else, such as
+a training run with its checkpoint, or a folder of the user's own files, is refused.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from collections.abc import Collection, Iterator
 from pathlib import Path
 
 from equimod_zoo.errors import OutputRefusedError
+from equimod_zoo.outputs import describe, foreign_entries, is_or_holds
 
 CONFIG_FILE = "config.json"  # equimod_zoo.model_folder.CONFIG_FILE, read here without importing torch
 _DEBRIS = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.(?P<kind>partial|old)")
@@ -52,7 +53,7 @@ def check_output(out: Path, *, kind: str, files: Collection[str], sources: Colle
         overwrite: whether the user asked to replace a previous output.
     """
     for source in sources:
-        if _same_or_inside(Path(source), out):
+        if is_or_holds(out, source):
             raise OutputRefusedError(f"{option} {out}: is (or holds) the source {source}; write the output "
                                      "somewhere else")
     if not out.exists() and not out.is_symlink():
@@ -65,16 +66,10 @@ def check_output(out: Path, *, kind: str, files: Collection[str], sources: Colle
     if written_by(out) != kind:
         raise OutputRefusedError(f"{option} {out}: not a previous {kind} output (its config.json does not say "
                                  f"equimod.written_by={kind!r}); --overwrite replaces only those")
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in files)
+    foreign = foreign_entries(out, files)
     if foreign:
-        raise OutputRefusedError(f"{option} {out}: holds {foreign[0]}"
-                                 + (f" and {len(foreign) - 1} more" if len(foreign) > 1 else "")
-                                 + f", which {kind} does not write; refusing to replace it")
-
-
-def _same_or_inside(source: Path, out: Path) -> bool:
-    source, out = Path(os.path.realpath(source)), Path(os.path.realpath(out))
-    return source == out or out in source.parents
+        raise OutputRefusedError(f"{option} {out}: holds {describe(foreign)}, which {kind} does not write; "
+                                 f"refusing to replace it")
 
 
 @contextlib.contextmanager

@@ -120,7 +120,7 @@ def test_a_users_own_failures_csv_is_never_overwritten(tmp_path, tiny_resnet18_c
     out = tmp_path / "mine"
     out.mkdir()
     (out / "failures.csv").write_text("my own notes\n")
-    with pytest.raises(UserError, match="has failures.csv but no extraction.json"):
+    with pytest.raises(UserError, match="holds failures.csv and is not an earlier output"):
         _extract(_photos(tmp_path / "images", 2), out, tiny_resnet18_cifar)
     assert (out / "failures.csv").read_text() == "my own notes\n"
     assert sorted(p.name for p in out.iterdir()) == ["failures.csv"]

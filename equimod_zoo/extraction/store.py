@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 from equimod_zoo.atomic import atomic_open, atomic_path, atomic_write_text
 from equimod_zoo.errors import UserError
+from equimod_zoo.outputs import check_output_folder
 
 INFO_FILE = "extraction.json"
 FAILURES_FILE = "failures.csv"
@@ -124,17 +125,18 @@ class FeatureStore:
         atomic_write_text(self.info_path, json.dumps(info, indent=2) + "\n")
         self._layout = (info["format"], info["num_shards"])
 
-    def begin(self, info: dict[str, Any]) -> None:
+    def check_out(self, *, sources: Sequence[str | Path] = ()) -> None:
+        """Refuse an OUT that is not new, empty or an earlier extraction (`equimod_zoo.outputs`), or that
+        is or holds the images read (`sources`)."""
+        earlier = self.root.is_dir() and self.info_path.exists()
+        check_output_folder(self.root, command="equimod-zoo extract", earlier=earlier, files=_OUR_OUTPUTS,
+                            sources=sources)
+
+    def begin(self, info: dict[str, Any], *, sources: Sequence[str | Path] = ()) -> None:
         """Start or continue an extraction; refuse an OUT that holds a different one or someone else's files."""
-        if self.root.exists() and not self.root.is_dir():
-            raise NotADirectoryError(f"{self.root}: exists and is not a folder")
+        self.check_out(sources=sources)
         existing = self.read_info()
-        if existing is None:
-            foreign = [name for name in _OUR_OUTPUTS if (self.root / name).exists()]
-            if foreign:
-                raise UserError(f"{self.root}: has {', '.join(foreign)} but no {INFO_FILE}; it was not written by "
-                                f"equimod-zoo extract, and its files stay as they are. Choose another --out")
-        else:
+        if existing is not None:
             different = [k for k in IDENTITY_KEYS if existing.get(k) != info.get(k)]
             if different:
                 raise UserError(
