@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         sizes = ", ".join(f"{k} {v}" for k, v in splits.sizes().items())
 
         started = time.perf_counter()
-        ours = transfer("flowers102", model, data_dir=data_dir, resolution=args.resolution, cache_dir=tmp / "cache",
+        ours = transfer("flowers102", model=model, data_dir=data_dir, resolution=args.resolution, cache_dir=tmp / "cache",
                         batch_size=args.batch_size, num_workers=args.workers, device="cpu", progress=False)
         ours_seconds = time.perf_counter() - started
 

@@ -199,6 +199,20 @@ def command_line(argv: list[str] | None = None) -> str:
     return " ".join(words)
 
 
+def command_option(command: str, option: str) -> str | None:
+    """The value a recorded command gave `option` (`--resolution 64` or `--resolution=64`), or None."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None
+    for word, following in zip(words, [*words[1:], None]):
+        if word == option:
+            return following
+        if word.startswith(f"{option}="):
+            return word.partition("=")[2]
+    return None
+
+
 def portable_path(text: str) -> str:
     """A shell word for `text`: a path under the data folder as `$EQUIMOD_DATA/...`, any other path relative to
     the repository (or the working folder without one), also after a spec prefix such as `imagefolder:`;

@@ -25,7 +25,7 @@ def transfer_command(
                                                                      "imagefolder layout); default: the Hub, or its "
                                                                      "cache when offline."),
     protocol: str = typer.Option("linear", "--protocol", help="linear, knn or finetune."),
-    resolution: Optional[int] = typer.Option(None, "--resolution", min=1, help="Input size (default: the model's)."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", min=1, help="Input size (default: the model's own, at least 64 px)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the result to this JSON file."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Feature and result cache (default: "
                                                                        "$EQUIMOD_ZOO_CACHE or ~/.cache/equimod_zoo)."),
@@ -42,8 +42,6 @@ def transfer_command(
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda ... (default: CUDA if available)."),
 ) -> None:
     """Transfer a backbone to a dataset: frozen linear probe (default), kNN, or fine-tuning."""
-    from equimod_zoo.atomic import atomic_write_text
-    from equimod_zoo.records import add_records, check_records_dir, command_line, records_from_metrics
     from equimod_zoo.transfer.finetune import FinetuneConfig
     from equimod_zoo.transfer.run import transfer
 
@@ -56,21 +54,15 @@ def transfer_command(
             f"--dataset {dataset} --data-dir DIR")
     with user_errors(network_hint=hint):
         check_device(device)  # a missing GPU or a typo: one line, before any work
-        if record is not None:
-            check_records_dir(record)  # before the work, not after
         if data_dir is None and not dataset.startswith("imagefolder:"):
             offline_unless_reachable()  # from the cache at once, or one line in seconds, when the Hub is unreachable
         result = transfer(
-            dataset, model, data_dir=data_dir, protocol=protocol, resolution=resolution, cache_dir=cache_dir,
+            dataset, model=model, data_dir=data_dir, protocol=protocol, resolution=resolution, cache_dir=cache_dir,
             image_column=image_column, label_column=label_column, batch_size=batch_size, num_workers=workers,
             device=device, finetune_config=FinetuneConfig(epochs=epochs, lr=lr, optimizer=optimizer,
                                                           batch_size=batch_size, num_workers=workers),
-            limit=limit,
+            limit=limit, record=record, json_path=json_out,
         )
-        if json_out is not None:
-            atomic_write_text(json_out, json.dumps(result.to_dict(), indent=2) + "\n")
-        if record is not None:
-            add_records(record, records_from_metrics([result.as_metric(command_line())], split="test"))
 
     table = Table(title=f"{result.model} on {result.dataset} ({result.protocol}, {result.resolution}px)")
     for column in ("metric", "score"):
@@ -95,7 +87,7 @@ def compare_command(
     out: Path = typer.Option(..., "--out", help="Folder for comparison.md, comparison.csv and comparison.png."),
     data_dir_map: Optional[str] = typer.Option(None, "--data-dir-map", help="DATASET=DIR,... local copies."),
     protocol: str = typer.Option("linear", "--protocol", help="linear, knn or finetune."),
-    resolution: Optional[int] = typer.Option(None, "--resolution", min=1, help="Input size (default: each model's)."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", min=1, help="Input size (default: each model's own, at least 64 px)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Feature and result cache."),
     rerun: bool = typer.Option(False, "--rerun", help="Measure again instead of reusing cached results."),
     workers: int = typer.Option(2, "--workers", "--num-workers", min=0, help="Processes that decode images."),

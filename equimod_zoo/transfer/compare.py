@@ -130,7 +130,7 @@ def compare(
     scores = []
     for dataset in datasets:
         for model, identity in resolved:
-            result = transfer(dataset, model, data_dir=data_dirs.get(dataset), protocol=protocol, resolution=resolution,
+            result = transfer(dataset, model=model, data_dir=data_dirs.get(dataset), protocol=protocol, resolution=resolution,
                               cache_dir=cache_dir, reuse_result=reuse, num_workers=num_workers, device=device,
                               progress=progress)
             scores.append(Score(result.model, result.dataset, result.protocol, result.metric, result.score,
