@@ -174,10 +174,28 @@ def _locked(folder: Path) -> Iterator[None]:
 
 
 def data_folder() -> Path:
-    """$EQUIMOD_DATA, or ../shared/data beside the repository (where the tests and the release script look)."""
+    """The one data folder of examples, benchmarks, tests and recorded commands: $EQUIMOD_DATA, or
+    ../shared/data beside the repository (its development layout) when the variable is unset."""
     if os.environ.get(DATA_VARIABLE):
         return Path(os.environ[DATA_VARIABLE])
     return (REPOSITORY or Path.cwd()).parent / "shared" / "data"
+
+
+def data_path(name: str, *, given: str | os.PathLike[str] | None = None, option: str = "--data-dir") -> Path:
+    """`given` (an option's value), else the data folder's `name`, which must exist: otherwise one line
+    that says what to set."""
+    if given is not None:
+        path = Path(given)
+        if not path.exists():
+            raise FileNotFoundError(f"{option} {path}: no such file or folder")
+        return path
+    path = data_folder() / name
+    if not path.exists():
+        where = (f"${DATA_VARIABLE}={os.environ[DATA_VARIABLE]}" if os.environ.get(DATA_VARIABLE)
+                 else f"{path.parent} (${DATA_VARIABLE} is unset)")
+        raise FileNotFoundError(f"{name}: not in the data folder {where}; set {DATA_VARIABLE} to the folder that "
+                                f"holds {name}/, or give {option} DIR")
+    return path
 
 
 def command_line(argv: list[str] | None = None) -> str:

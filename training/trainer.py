@@ -108,7 +108,7 @@ def train(
     Args:
         recipe: a recipe name (training/recipes/NAME.yaml), a YAML file or a `Recipe`; with
             `resume`, None means the run's own recipe.
-        data: a parquet file or folder (e.g. ../shared/data/cifar10-jpeg), an image folder, or a
+        data: a parquet file or folder (e.g. $EQUIMOD_DATA/cifar10-jpeg), an image folder, or a
             Hugging Face dataset id.
         out: the run folder.
         epochs, batch_size, seed, compile, workers: override the recipe's values (compile: "off",
