@@ -12,10 +12,11 @@ import io
 from pathlib import Path
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 
 from equimod_zoo.atomic import atomic_write_text
 from equimod_zoo.optional import require
+from equimod_zoo.progress import progress_bar
 
 LOG_FILE = "log.csv"
 TB_DIR = "tb"
@@ -41,10 +42,7 @@ class RunLog:
         # purge_step hides TensorBoard events a previous attempt logged past the checkpoint.
         self._writer = SummaryWriter(str(Path(out) / TB_DIR), purge_step=start_step + 1 if start_step else None)
         if progress:
-            self._progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
-                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
-            )
+            self._progress = progress_bar(status=True)  # readable at 80 columns: wraps, never cut
             self._task = self._progress.add_task(description, total=total_steps, completed=start_step, status="")
             self._progress.start()
 

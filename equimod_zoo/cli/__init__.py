@@ -6,6 +6,7 @@ torch, timm, datasets and numpy inside its function (tests/test_cli_startup.py c
 """
 from __future__ import annotations
 
+import logging
 import warnings
 
 import typer
@@ -20,6 +21,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # click's own help: it wraps to any width (80 columns included) and never cuts a word or a
+    # default, where rich's panels squeeze long option names and truncate with an ellipsis
+    rich_markup_mode=None,
 )
 
 
@@ -32,9 +36,43 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def _main(
     version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
-                                           help="Print the version and exit."),
+                                 help="Print the version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", help="Keep the libraries' own progress bars and log "
+                                 "messages (datasets, huggingface_hub, timm, torch); without it each long step "
+                                 "shows one bar of ours."),
 ) -> None:
     """Self-supervised backbones that keep colour and pose (SimCLR, BYOL, EquiMod), in timm format."""
+    library_output(verbose=verbose)
+
+
+def library_output(*, verbose: bool = False) -> None:
+    """Quiet (or, with `verbose`, restore) the libraries' own progress bars ("Generating train split:
+    ...") and their info and warning logs: our bars say what runs. Applied now to the libraries
+    already imported, and to the others when they are."""
+    after_import("datasets", lambda datasets: _datasets_output(datasets, verbose))
+    after_import("huggingface_hub", lambda huggingface_hub: _hub_output(verbose))
+    for name in ("timm", "torch"):
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.ERROR)
+
+
+def _datasets_output(datasets, verbose: bool) -> None:  # noqa: ANN001 (the datasets module)
+    if verbose:
+        datasets.enable_progress_bars()
+        datasets.logging.set_verbosity_warning()
+    else:
+        datasets.disable_progress_bars()
+        datasets.logging.set_verbosity_error()
+
+
+def _hub_output(verbose: bool) -> None:
+    import huggingface_hub.utils
+
+    if verbose:
+        huggingface_hub.utils.enable_progress_bars()
+        huggingface_hub.utils.logging.set_verbosity_warning()
+    else:
+        huggingface_hub.utils.disable_progress_bars()
+        huggingface_hub.utils.logging.set_verbosity_error()
 
 
 for _module in (zoo, extract, probes, transfer, probe_augs, train, publish):

@@ -25,9 +25,6 @@ import timm.data
 import torch
 import torch.nn.functional as F
 from torch.fx.experimental.optimization import fuse
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
-from rich.text import Text
 
 from equimod_zoo.constants import DEFAULT_SHARD_SIZE
 from equimod_zoo.data.images import IMAGE_EXTENSIONS, load_rgb
@@ -38,6 +35,7 @@ from equimod_zoo.errors import UserError
 from equimod_zoo.extraction.inputs import ImagesArgument, default_out, input_paths, open_inputs
 from equimod_zoo.extraction.store import FORMAT_VERSION, FeatureStore, metadata_table
 from equimod_zoo.loading import ResolvedModel, resolve_model
+from equimod_zoo.progress import progress_bar
 
 # The zoo's embedded default: what `equimod-zoo extract` uses without --model.
 DEFAULT_MODEL = "simclr_equimod_r18_cifar10"
@@ -190,7 +188,7 @@ def extract_features(
     skipped = redone = todo_shards = 0
     failed_now = 0
     compiled: bool | None = None  # decided at the first shard to extract: a finished run never compiles
-    with _progress_bar(bool(progress)) as bar, torch.inference_mode(), \
+    with progress_bar(enabled=bool(progress), unit="img") as bar, torch.inference_mode(), \
             torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         task = bar.add_task(f"extract {label}", total=num_images)
         for view, shards in units:
@@ -535,14 +533,3 @@ class _ShardBuffer:
         self.__init__()
 
 
-class _RateColumn(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed or (task.completed / task.elapsed if task.elapsed else None)
-        return Text(f"{speed:.1f} img/s" if speed else "- img/s", style="progress.data.speed")
-
-
-def _progress_bar(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(), _RateColumn(),
-        TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled,
-    )

@@ -1,7 +1,6 @@
 """`probe_augmentations`: what a backbone's frozen features keep of each augmentation parameter.
 
-    report = probe_augmentations("simclr_equimod_r18_cifar10", dataset="cifar10",
-                                 data_dir="../shared/data/cifar10-jpeg")
+    report = probe_augmentations("cifar10", model="simclr_equimod_r18_cifar10", data_dir="data/cifar10-jpeg")
     report["inputs"]["view"]["hue"]     # {"metric": "r2", "value": ..., "ci_low": ..., "ci_high": ...}
 
 The report (JSON-ready, keys in `REPORT_KEYS`):
@@ -22,7 +21,9 @@ import torch
 
 from equimod_zoo.atomic import atomic_write_text
 from equimod_zoo.equimod.augment import PARAM_NAMES
-from equimod_zoo.loading import load_located
+from equimod_zoo.constants import DEFAULT_MODEL
+from equimod_zoo.loading import ResolvedModel, load_located, resolve_model
+from equimod_zoo.progress import progress_bar
 from equimod_zoo.equimod.heads_file import load_equimod_heads
 from equimod_zoo.devices import resolve_device
 from equimod_zoo.errors import UserError
@@ -37,9 +38,9 @@ SCORE_KEYS = ("metric", "value", "ci_low", "ci_high")
 
 
 def probe_augmentations(
-    model: str | Path,
+    dataset: str = "cifar10",
     *,
-    dataset: str,
+    model: str | Path | ResolvedModel = DEFAULT_MODEL,
     data_dir: str | Path | None = None,
     split: str | None = "test",
     num_images: int = 2000,
@@ -50,45 +51,57 @@ def probe_augmentations(
     batch_size: int = 256,
     num_bootstrap: int = 1000,
     device: str | torch.device | None = None,
-    progress: bool = False,
+    progress: bool = True,
+    json_path: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Probe every augmentation parameter from `model`'s frozen features on `num_images` images.
+    """Probe every augmentation parameter from `model`'s frozen features on `num_images` images of
+    `dataset`: what `equimod-zoo probe-augs` runs.
 
     Args:
-        model: a zoo name or alias, or a local model folder (its EquiMod heads, if any, give the
-            equivariance metrics).
         dataset: a dataset spec (see `equimod_zoo.data`): a known name, a Hub id, a local
             folder or parquet file; also the dataset's name in the report.
-        data_dir: a local copy of the named dataset (e.g. ../shared/data/cifar10-jpeg).
+        model: a zoo name or alias, a local model folder (its EquiMod heads, if any, give the
+            equivariance metrics), or a `ResolvedModel`.
+        data_dir: a local copy of the named dataset (e.g. data/cifar10-jpeg).
         split: the split the images come from; held-out images (test) by default.
         resolution: the crop size (default: the model's training crop size or input size).
         augmentations_per_image: views per image, cycling through the recipe's `views`
             (default: all; 0 = view 1, 1 = view 2).
         num_bootstrap: resamples of the test images for the 95 % intervals.
+        progress: show a progress bar for each stage (decoding, features, probes), naming the
+            model and the data.
+        json_path: also write the report there, as JSON.
     """
     import timm
 
-    import equimod_zoo
     from equimod_zoo.data.spec import open_split, resolve_spec
 
     device = resolve_device(device, argument="device")
-    located = equimod_zoo.locate_weights(model)
+    resolved = resolve_model(model)
+    located = resolved.located
+    model_name = str(model) if isinstance(model, (str, Path)) else resolved.label
     backbone = load_located(located)
     data_config = timm.data.resolve_model_data_config(backbone)
     augmentation = probe_augmentation(located.config, resolution=resolution, mean=data_config["mean"],
                                       std=data_config["std"])
     source = open_split(resolve_spec(dataset, data_dir=data_dir), split=split)
-    images, _ = load_images(source, num_images=num_images, size=augmentation.source_size, seed=seed, progress=progress)
+    images, _ = load_images(source, num_images=num_images, size=augmentation.source_size, seed=seed,
+                            progress=progress and f"decode {num_images} images of {dataset} {split or ''}".rstrip())
     features = augmented_features(backbone, images, augmentation, augmentations_per_image=augmentations_per_image,
-                                  views=views, seed=seed, batch_size=batch_size, device=device, progress=progress)
+                                  views=views, seed=seed, batch_size=batch_size, device=device,
+                                  progress=progress and f"features of {resolved.label}: x0 and "
+                                                        f"{augmentations_per_image} views per image")
     splits = split_images(num_images, seed=seed)
-    inputs = {
-        kind: {name: score.to_dict() for name, score in probe_parameters(
-            features.inputs(kind), features.params, features.image, splits, names=augmentation.augment.config.params,
-            num_bootstrap=num_bootstrap, seed=seed,
-        ).items()}
-        for kind in INPUT_KINDS
-    }
+    names = augmentation.augment.config.params
+    inputs = {}
+    with progress_bar(enabled=progress) as bar:
+        task = bar.add_task(f"probe {len(names)} parameters from {resolved.label}'s features, view and pair",
+                            total=len(INPUT_KINDS) * len(names))
+        for kind in INPUT_KINDS:
+            scores = probe_parameters(features.inputs(kind), features.params, features.image, splits, names=names,
+                                      num_bootstrap=num_bootstrap, seed=seed,
+                                      advance=lambda count: bar.advance(task, count))
+            inputs[kind] = {param: score.to_dict() for param, score in scores.items()}
     heads = load_equimod_heads(located.weights.parent)
     equivariance = None
     if heads is not None:
@@ -97,8 +110,8 @@ def probe_augmentations(
                             f"parameters, the recorded pipeline has {len(augmentation.augment.config.params)}")
         equivariance = equivariance_metrics(heads, features.original, features.view, features.params, features.image,
                                             batch_size=min(batch_size, len(features.view)))
-    return {
-        "model": str(model),
+    report = {
+        "model": model_name,
         "weights_sha256": located.sha256,
         "dataset": dataset,
         "split": split,
@@ -112,6 +125,9 @@ def probe_augmentations(
         "inputs": inputs,
         "equivariance": equivariance,
     }
+    if json_path is not None:
+        write_reports(report, json_path)
+    return report
 
 
 def report_parameters(reports: Sequence[dict[str, Any]]) -> list[str]:

@@ -149,7 +149,8 @@ def _measure(dataset: str | TransferDataset, *, model: str | Path | ResolvedMode
 
     cached: list[str] = []
     if protocol == "finetune":
-        scores, sizes, hyper = _finetune(located, splits, key, cache_dir, resolution, finetune_config, device, progress)
+        scores, sizes, hyper = _finetune(located, splits, key, cache_dir, resolution, finetune_config, device,
+                                         progress and f"fine-tune {key.model} on {spec.name} at {resolution} px")
     else:
         parts = {}
         for role, images in splits.splits().items():
@@ -163,7 +164,8 @@ def _measure(dataset: str | TransferDataset, *, model: str | Path | ResolvedMode
                                  progress=progress and f"{spec.name} {split}, {resolved.label} at {resolution} px")
             parts[role] = read_labelled_features(folder)
         report = frozen_probe(parts["train"], parts["test"], val=parts.get("val"), protocols=(protocol,),
-                              select_metric=spec.metric, num_classes=splits.num_classes, device=device)
+                              select_metric=spec.metric, num_classes=splits.num_classes, device=device,
+                              progress=progress and f"linear probe of {resolved.label} on {spec.name}")
         scores, sizes, hyper = report.scores(protocol), report.split_sizes(protocol), report.hyperparameters(protocol)
 
     result = TransferResult(
@@ -182,7 +184,7 @@ def _same_config(result: dict[str, Any], config: FinetuneConfig) -> bool:
 
 def _finetune(located: LocatedWeights, splits: TransferSplits, key: CacheKey, cache_dir: Path, resolution: int,
               config: FinetuneConfig, device: str | None,
-              progress: bool) -> tuple[dict[str, float], dict[str, int], dict[str, Any]]:
+              progress: bool | str) -> tuple[dict[str, float], dict[str, int], dict[str, Any]]:
     network = load_located(located, num_classes=splits.num_classes)
     train = [splits.train] + ([splits.val] if splits.val is not None else [])
     checkpoint = key.result_path(cache_dir, "finetune").with_suffix(".checkpoint.pt")
