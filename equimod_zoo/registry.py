@@ -14,7 +14,7 @@ import fnmatch
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -63,7 +63,7 @@ class ZooEntry:
     recipe: str  # a training recipe name (training/recipes/NAME.yaml)
     license: str
     status: Status
-    aliases: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()  # besides the name; loaded, it includes the short alias it is best for
     folder: str | None = None  # bundled folder name under equimod_zoo/zoo/models
     hf_hub_id: str | None = None  # set only once the repository was published
     sha256: str | None = None  # of model.safetensors
@@ -142,7 +142,12 @@ class Catalogue:
             records = read_records(records_dir, row["sha256"]) if row.get("sha256") else []
             entries.append(ZooEntry.from_dict({**row, "metrics": [asdict(Metric.from_record(r)) for r in records]},
                                               source=path))
-        return cls(tuple(entries))
+        # Each entry shows every name it answers to, as `equimod-zoo info` does: its own aliases, then the
+        # short alias it is the best entry for (the catalogue file keeps only the former).
+        best = cls(tuple(entries)).short_aliases()
+        return cls(tuple(replace(e, aliases=tuple(dict.fromkeys([*e.aliases, *(a for a, b in best.items()
+                                                                               if b is e)])))
+                         for e in entries))
 
     def short_aliases(self) -> dict[str, ZooEntry]:
         best: dict[str, ZooEntry] = {}
@@ -153,8 +158,9 @@ class Catalogue:
         return best
 
     def aliases_of(self, entry: ZooEntry) -> list[str]:
+        """Every name that resolves to `entry` besides its own: its aliases, its short alias, its `arch.tag`."""
         short = [a for a, e in self.short_aliases().items() if e is entry]
-        return [*entry.aliases, *short, entry.arch_tag]
+        return list(dict.fromkeys([*entry.aliases, *short, entry.arch_tag]))
 
     def get(self, name: str) -> ZooEntry:
         try:

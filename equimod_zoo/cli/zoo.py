@@ -18,8 +18,8 @@ MEASURED_COLUMNS = (("linear", "linear", "top1", None), ("kNN", "knn", "knn_top1
 
 
 def entry_summary(entry: ZooEntry) -> dict:
-    """The JSON form of an entry, with every name that resolves to it."""
-    return {**entry.to_dict(), "aliases": catalogue().aliases_of(entry)}
+    """The JSON form of an entry, as `list_models()` gives it, with its `arch.tag` (which resolves to it too)."""
+    return {**entry.to_dict(), "arch_tag": entry.arch_tag}
 
 
 def list_command(
