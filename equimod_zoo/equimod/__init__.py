@@ -9,3 +9,9 @@
 The trainer (`equimod_zoo.training`) and the publishing tools (`equimod_zoo.hub`) import this
 package; it imports neither.
 """
+from equimod_zoo.equimod.augment import PARAM_NAMES, AugmentConfig, BatchedAugment, ViewConfig, parameter_statistics
+from equimod_zoo.equimod.heads import EquiModHeads
+from equimod_zoo.equimod.heads_file import HeadsSchema, load_equimod_heads
+
+__all__ = ["PARAM_NAMES", "AugmentConfig", "ViewConfig", "BatchedAugment", "parameter_statistics", "EquiModHeads",
+           "HeadsSchema", "load_equimod_heads"]
