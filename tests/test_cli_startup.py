@@ -46,6 +46,9 @@ def test_importing_the_cli_imports_nothing_heavy():
     ["extract", "--batch-size", "0"],        # out of range: an argument error, before any work
     ["transfer", "--no-such-option"],
     ["linear"],                                # a required option missing
+    ["extract"],                               # neither --images nor --dataset
+    ["linear", "--train", "a", "--test", "b", "--record", "r"],    # --record without --dataset-name
+    ["probe-augs", "--model", "a", "--views", "3"],
 ])
 def test_version_help_and_argument_errors_import_nothing_heavy(args):
     code, heavy = run_cli(*args)

@@ -10,6 +10,7 @@ from rich.console import Console
 from equimod_zoo.cli.errors import user_errors
 from equimod_zoo.cli.network import offline_unless_reachable
 from equimod_zoo.cli.paths import nonempty_path
+from equimod_zoo.errors import UserError
 from equimod_zoo.constants import DEFAULT_MODEL, DEFAULT_SHARD_SIZE
 
 
@@ -52,6 +53,9 @@ def extract_command(
                                     help="Decode large JPEGs at a reduced scale that still exceeds the resize size."),
 ) -> None:
     """Extract one pooled feature vector per image with a zoo backbone (or any timm model folder)."""
+    with user_errors():  # mistakes in the arguments first, before anything heavy is imported
+        if (images is None and not more_images) == (dataset is None):
+            raise UserError("give exactly one of --images DIR or --dataset SPEC")
     from equimod_zoo.extraction.distributed import extract_features_distributed, is_main_rank
 
     with user_errors(network_hint="download the dataset on a connected machine (its Hugging Face cache works "

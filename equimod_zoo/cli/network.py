@@ -21,9 +21,9 @@ _HTTP_ERROR_NAMES = ("HTTPError", "RequestError", "TransportError", "ConnectionE
 
 def is_network_error(error: BaseException) -> bool:
     """A failure to reach a server (no connection, DNS, timeout, refused, offline mode, HTTP error)."""
-    from huggingface_hub.errors import HfHubHTTPError
-
-    if isinstance(error, (ConnectionError, TimeoutError, HfHubHTTPError)):
+    hub_errors = sys.modules.get("huggingface_hub.errors")  # not imported: the error cannot be one of its
+    hub_http = (hub_errors.HfHubHTTPError,) if hub_errors is not None else ()
+    if isinstance(error, (ConnectionError, TimeoutError, *hub_http)):
         return True
     return any(cls.__module__.split(".")[0] in _HTTP_MODULES and cls.__name__ in _HTTP_ERROR_NAMES
                for cls in type(error).__mro__)

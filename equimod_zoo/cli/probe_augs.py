@@ -34,12 +34,9 @@ def probe_augs_command(
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda ... (default: CUDA if available)."),
 ) -> None:
     """Held-out linear probes of the model pipeline's augmentation parameters (up to 18) from frozen features (R² / balanced accuracy)."""
-    from equimod_zoo.sensitivity.plot import plot_sensitivity
-    from equimod_zoo.sensitivity.run import probe_augmentations, write_reports
-
     console = Console()
     with user_errors():
-        check_device(device)  # a missing GPU or a typo: one line, before any work
+        # mistakes in the arguments first, before anything heavy is imported
         if (model is None) == (models is None):
             raise UserError("give exactly one of --model NAME or --models A,B")
         names = [model] if model is not None else [name.strip() for name in models.split(",") if name.strip()]
@@ -48,6 +45,10 @@ def probe_augs_command(
         view_choice = {"both": None, "1": (0,), "2": (1,)}
         if views not in view_choice:
             raise UserError(f"--views must be both, 1 or 2, got {views!r}")
+        from equimod_zoo.sensitivity.plot import plot_sensitivity
+        from equimod_zoo.sensitivity.run import probe_augmentations, write_reports
+
+        check_device(device)  # a missing GPU or a typo: one line, before any work
         reports = []
         for name in names:
             reports.append(probe_augmentations(

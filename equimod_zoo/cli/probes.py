@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from equimod_zoo.cli.errors import check_device, user_errors
+from equimod_zoo.errors import UserError
 
 if TYPE_CHECKING:
     from equimod_zoo.probes.frozen import FrozenProbeReport
@@ -30,6 +31,9 @@ def linear_command(
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda ... (default: CUDA if available)."),
 ) -> None:
     """Linear probe (L-BFGS, L2 chosen on validation) and weighted kNN (k=200, T=0.1) on frozen features."""
+    with user_errors():  # mistakes in the arguments first, before anything heavy is imported
+        if record is not None and not dataset_name:
+            raise UserError("--record needs --dataset-name (e.g. cifar10), the dataset the results belong to")
     from equimod_zoo.probes.frozen import probe_feature_folders
 
     with user_errors():
