@@ -152,6 +152,20 @@ def test_the_default_resolution_is_the_models_own_but_at_least_64_px(tmp_path, m
     assert result.resolution == 64
 
 
+def test_features_are_fp32_unless_asked_and_other_precisions_are_cached_apart(tmp_path, model_folder, monkeypatch):
+    data = tmp_path / "dtd"
+    write_imagefolder(data, {"train": 9, "test": 6})
+    seen = []
+    real_extract = transfer_run.extract_features
+    monkeypatch.setattr(transfer_run, "extract_features",
+                        lambda *a, **k: seen.append((k["precision"], k["out"])) or real_extract(*a, **k))
+    first = run("dtd", model_folder, data_dir=data, cache_dir=tmp_path / "cache")
+    assert first.precision == "fp32" and {p for p, _ in seen} == {"fp32"}  # on any CPU, bf16 or not
+    second = run("dtd", model_folder, data_dir=data, cache_dir=tmp_path / "cache", precision="bf16")
+    assert second.precision == "bf16" and len(seen) == 4  # extracted again, into folders of their own
+    assert not {out for _, out in seen[:2]} & {out for _, out in seen[2:]}
+
+
 def test_transfer_records_and_writes_json_as_one_call(tmp_path, model_folder):
     from equimod_zoo.records import read_records
 

@@ -40,6 +40,9 @@ def transfer_command(
                                         "evenly spaced over it."),
     workers: int = typer.Option(2, "--workers", "--num-workers", min=0, help="Processes that decode images."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda ... (default: CUDA if available)."),
+    precision: str = typer.Option("fp32", "--precision", help="Of the extracted features: fp32 gives the same "
+                                  "score on every machine; auto, bf16 or fp16 extract faster where the hardware "
+                                  "has them, and move a score by tenths."),
 ) -> None:
     """Transfer a backbone to a dataset: frozen linear probe (default), kNN, or fine-tuning."""
     from equimod_zoo.transfer.finetune import FinetuneConfig
@@ -61,10 +64,11 @@ def transfer_command(
             image_column=image_column, label_column=label_column, batch_size=batch_size, num_workers=workers,
             device=device, finetune_config=FinetuneConfig(epochs=epochs, lr=lr, optimizer=optimizer,
                                                           batch_size=batch_size, num_workers=workers),
-            limit=limit, record=record, json_path=json_out,
+            limit=limit, record=record, json_path=json_out, precision=precision,
         )
 
-    table = Table(title=f"{result.model} on {result.dataset} ({result.protocol}, {result.resolution}px)")
+    table = Table(title=f"{result.model} on {result.dataset} ({result.protocol}, {result.resolution} px, "
+                        f"{result.precision} features)")
     for column in ("metric", "score"):
         table.add_column(column, justify="right" if column == "score" else "left")
     table.add_row(f"[bold]{result.metric}[/bold]", f"[bold]{result.score:.2f}[/bold]")

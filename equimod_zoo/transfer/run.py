@@ -19,7 +19,7 @@ from equimod_zoo.atomic import atomic_write_text
 from equimod_zoo.cache import default_cache_dir
 from equimod_zoo.constants import DEFAULT_MODEL
 from equimod_zoo.errors import UserError
-from equimod_zoo.extraction.extract import extract_features
+from equimod_zoo.extraction.extract import Precision, extract_features
 from equimod_zoo.loading import ResolvedModel, load_located, resolve_model
 from equimod_zoo.probes.frozen import frozen_probe, read_labelled_features
 from equimod_zoo.records import add_records, check_records_dir, command_line, records_from_metrics
@@ -32,9 +32,12 @@ from equimod_zoo.weights import LocatedWeights
 Protocol = Literal["linear", "knn", "finetune"]
 PROTOCOLS = ("linear", "knn", "finetune")
 # A model reads a transfer dataset at its own input size, but never below this: a 32 px CIFAR
-# backbone sees a Flowers-102 image at 64 px, where the default model scores 60.28 against 53.30
+# backbone sees a Flowers-102 image at 64 px, where the default model scores 60.48 against 53.30
 # at 32 px (mean per-class, linear); the zoo's records were measured there.
 MIN_RESOLUTION = 64
+# Features are extracted in fp32 unless asked otherwise: a score is then the same on every machine
+# (bf16 features, which a CPU with AVX512-BF16 or AMX would pick for speed, move it by tenths).
+DEFAULT_PRECISION = "fp32"
 
 
 def default_resolution(model_input_size: int) -> int:
@@ -59,6 +62,7 @@ class TransferResult:
     source: str  # where the images came from
     seconds: float = 0.0
     cached_splits: list[str] = field(default_factory=list)  # splits whose features came from the cache
+    precision: str = DEFAULT_PRECISION  # of the features the frozen probes read
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,6 +94,7 @@ def transfer(
     limit: int | None = None,
     record: str | Path | None = None,
     json_path: str | Path | None = None,
+    precision: Precision = DEFAULT_PRECISION,
 ) -> TransferResult:
     """Measure `model` on `dataset` with `protocol`: what `equimod-zoo transfer` runs; see the module docstring.
 
@@ -109,6 +114,8 @@ def transfer(
             command; checked before any work.
         json_path: also write the result there, as JSON.
         progress: show a progress bar for each split extracted, naming the dataset, split and model.
+        precision: of the extracted features (`extract_features`' values); fp32 by default, so that a
+            score is the same on every machine.
 
     Features are cached per split, so only the first run of a model on a dataset extracts them.
     """
@@ -117,7 +124,8 @@ def transfer(
     result = _measure(dataset, model=model, data_dir=data_dir, protocol=protocol, resolution=resolution,
                       cache_dir=cache_dir, image_column=image_column, label_column=label_column,
                       finetune_config=finetune_config, reuse_result=reuse_result, batch_size=batch_size,
-                      num_workers=num_workers, device=device, progress=progress, limit=limit)
+                      num_workers=num_workers, device=device, progress=progress, limit=limit,
+                      precision=precision)
     if json_path is not None:
         atomic_write_text(json_path, json.dumps(result.to_dict(), indent=2) + "\n")
     if record is not None:
@@ -128,7 +136,8 @@ def transfer(
 def _measure(dataset: str | TransferDataset, *, model: str | Path | ResolvedModel, data_dir: str | Path | None,
              protocol: Protocol, resolution: int | None, cache_dir: str | Path | None, image_column: str | None,
              label_column: str | None, finetune_config: FinetuneConfig, reuse_result: bool, batch_size: int,
-             num_workers: int, device: str | None, progress: bool, limit: int | None) -> TransferResult:
+             num_workers: int, device: str | None, progress: bool, limit: int | None,
+             precision: Precision) -> TransferResult:
     if protocol not in PROTOCOLS:
         raise UserError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     if resolution is not None and resolution < 1:
@@ -140,7 +149,8 @@ def _measure(dataset: str | TransferDataset, *, model: str | Path | ResolvedMode
     resolved = resolve_model(model)  # the one sha256 pass of this command; the network is built on first use
     located = resolved.located
     resolution = resolution or default_resolution(located.config.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
-    key = CacheKey(resolved.label, located.sha256, spec.name, data_source(spec, data_dir, limit=limit), resolution)
+    key = CacheKey(resolved.label, located.sha256, spec.name, data_source(spec, data_dir, limit=limit), resolution,
+                   precision)
     if reuse_result:
         earlier = read_result(key.result_path(cache_dir, protocol))
         if earlier is not None and (protocol != "finetune" or _same_config(earlier, finetune_config)):
@@ -160,7 +170,7 @@ def _measure(dataset: str | TransferDataset, *, model: str | Path | ResolvedMode
             else:
                 split = splits.dataset.split_name(role)
                 extract_features(images, out=folder, model=resolved, resolution=resolution, batch_size=batch_size,
-                                 num_workers=num_workers, device=device,
+                                 num_workers=num_workers, device=device, precision=precision,
                                  progress=progress and f"{spec.name} {split}, {resolved.label} at {resolution} px")
             parts[role] = read_labelled_features(folder)
         report = frozen_probe(parts["train"], parts["test"], val=parts.get("val"), protocols=(protocol,),
@@ -172,6 +182,7 @@ def _measure(dataset: str | TransferDataset, *, model: str | Path | ResolvedMode
         dataset=spec.name, model=key.model, weights_sha256=located.sha256, resolution=resolution, protocol=protocol,
         metric=spec.metric, score=scores[spec.metric], scores=scores, split_sizes=sizes, hyperparameters=hyper,
         source=splits.source, seconds=time.perf_counter() - started, cached_splits=cached,
+        precision=precision if protocol != "finetune" else "fp32",
     )
     write_result(key.result_path(cache_dir, protocol), result.to_dict())
     return result
