@@ -231,6 +231,16 @@ def command_option(command: str, option: str) -> str | None:
     return None
 
 
+def transfer_settings(commands: Iterable[str]) -> str:
+    """The input size and feature precision recorded transfer commands were run with, e.g. `64 px,
+    fp32 features` (several, joined with `or`, where they differ)."""
+    settings = sorted({(command_option(c, "--resolution"), command_option(c, "--precision")) for c in commands},
+                      key=str)
+    return " or ".join(", ".join([f"{size} px" if size else "the model's default size",
+                                  *([f"{precision} features"] if precision else [])])
+                       for size, precision in settings)
+
+
 def portable_path(text: str) -> str:
     """A shell word for `text`: a path under the data folder as `$EQUIMOD_DATA/...`, any other path relative to
     the repository (or the working folder without one), also after a spec prefix such as `imagefolder:`;

@@ -21,7 +21,7 @@ from equimod_zoo.errors import OutOfDateError, UserError
 from equimod_zoo.hub.card import METHOD_TITLES, PAPER_SOURCE, dataset_info, dataset_key, paper_result
 from equimod_zoo.hub.zoo_bundle import bundled_card
 from equimod_zoo.model_folder import CARD_FILE, CONFIG_FILE, ModelConfig
-from equimod_zoo.records import command_option
+from equimod_zoo.records import transfer_settings
 from equimod_zoo.registry import BUNDLED_MODELS_DIR, CATALOGUE_FILE, RECORDS_DIR_NAME, Catalogue, Metric, ZooEntry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,16 +127,15 @@ def results_table(catalogue: Catalogue, models_dir: Path = BUNDLED_MODELS_DIR) -
     return ("| model | pre-training data | epochs (s/epoch) | " + titles + " | paper linear top-1 |\n"
             "|---|---|---|" + "---|" * len(PAIR_COLUMNS) + "---|\n" + "\n".join(rows) + "\n\n"
             "Accuracy in %: linear probe and kNN on the pre-training data's test split, Flowers-102 linear transfer "
-            f"on its test split{_flowers_resolution(catalogue.entries)}. Seconds per epoch are the training loop's wall time{where}. Each number's command "
+            f"on its test split{_flowers_settings(catalogue.entries)}. Seconds per epoch are the training loop's wall time{where}. Each number's command "
             "is in the model's card ([MODEL_CARDS.md](MODEL_CARDS.md)) and its record in `equimod_zoo/zoo/records/`; "
             "the paper column is the paper's, not ours.")
 
 
-def _flowers_resolution(entries: Sequence[ZooEntry]) -> str:
-    """The input size the Flowers-102 numbers were measured at, from their recorded commands."""
-    sizes = sorted({command_option(m.command, "--resolution") or "the default size" for e in entries
-                    if e.status == "available" for m in e.metrics if m.dataset == "flowers102"})
-    return f" at {' or '.join(f'{s} px' if s.isdigit() else s for s in sizes)}" if sizes else ""
+def _flowers_settings(entries: Sequence[ZooEntry]) -> str:
+    """The settings the Flowers-102 numbers were measured with, from their recorded commands."""
+    commands = [m.command for e in entries if e.status == "available" for m in e.metrics if m.dataset == "flowers102"]
+    return f" ({transfer_settings(commands)})" if commands else ""
 
 
 def _metric_text(m: Metric) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from equimod_zoo.records import command_option, data_folder, data_path
+from equimod_zoo.records import command_option, data_folder, data_path, transfer_settings
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -47,3 +47,10 @@ def test_a_recorded_option_is_read_back_from_its_command():
     assert command_option(command, "--resolution") == "64"
     assert command_option("equimod-zoo transfer --resolution=96", "--resolution") == "96"
     assert command_option(command, "--model") is None
+
+
+def test_the_settings_shown_beside_a_transfer_number_come_from_its_command():
+    command = "equimod-zoo transfer --dataset flowers102 --resolution 64 --precision fp32"
+    assert transfer_settings([command, command]) == "64 px, fp32 features"
+    assert transfer_settings([command, "equimod-zoo transfer --dataset flowers102"]) == (
+        "64 px, fp32 features or the model's default size")

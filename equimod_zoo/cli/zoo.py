@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from equimod_zoo.cli.errors import user_errors
-from equimod_zoo.records import command_option
+from equimod_zoo.records import transfer_settings
 from equimod_zoo.registry import Metric, ZooEntry, catalogue, list_models
 
 # The table's measured columns: (title, protocol, metric, dataset or None for the pre-training data).
@@ -44,15 +44,14 @@ def list_command(
     console = Console()
     console.print(table)
     console.print("Accuracy in %: linear and kNN top-1 on the pre-training data's test split, Flowers-102 mean "
-                  f"per-class (linear{_flowers_resolution(entries)}). A recipe-only entry's epochs are planned, not "
+                  f"per-class (linear{_flowers_settings(entries)}). A recipe-only entry's epochs are planned, not "
                   "trained. `equimod-zoo info NAME` shows every recorded number with its command.", highlight=False)
 
 
-def _flowers_resolution(entries: list[ZooEntry]) -> str:
-    """The input size the shown Flowers-102 numbers were measured at, from their recorded commands."""
-    sizes = sorted({command_option(m.command, "--resolution") or "the default size"
-                    for e in entries for m in e.metrics if m.dataset == "flowers102" and m.protocol == "linear"})
-    return f", at {' or '.join(f'{s} px' if s.isdigit() else s for s in sizes)}" if sizes else ""
+def _flowers_settings(entries: list[ZooEntry]) -> str:
+    """The settings the shown Flowers-102 numbers were measured with, from their recorded commands."""
+    commands = [m.command for e in entries for m in e.metrics if m.dataset == "flowers102" and m.protocol == "linear"]
+    return f", {transfer_settings(commands)}" if commands else ""
 
 
 def _measured(entry: ZooEntry, protocol: str, name: str, dataset: str | None) -> str:
