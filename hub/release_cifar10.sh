@@ -6,7 +6,7 @@
 # 1. export RUN as an fp16 model folder WORK/NAME: the weights the zoo will ship, so every number below
 #    is measured on exactly those weights (its sha256 keys the records);
 # 2. CIFAR-10 linear probe and kNN on frozen features of the train and test splits  -> WORK/records;
-# 3. Flowers-102 linear transfer at 64 px (a CIFAR-stem backbone wants small inputs) -> WORK/records;
+# 3. Flowers-102 linear transfer at 64 px on fp32 features (transfer's defaults, spelled out) -> WORK/records;
 # 4. augmentation-sensitivity probes -> WORK/probe_augs.json;
 # 5. bundle the folder into the zoo as NAME with its records and probe report (`zoo-add`), then
 #    regenerate the cards, MODEL_CARDS.md and the README's results table (`model-cards`);
@@ -33,7 +33,7 @@ equimod-zoo extract --dataset "$data/cifar10-jpeg" --split train --model "$folde
 equimod-zoo extract --dataset "$data/cifar10-jpeg" --split test --model "$folder" --out "$work/cifar10-test"
 equimod-zoo linear --train "$work/cifar10-train" --test "$work/cifar10-test" --record "$records" \
   --dataset-name cifar10 --json "$work/cifar10-linear.json"
-equimod-zoo transfer --dataset flowers102 --data-dir "$data/flowers102" --model "$folder" --resolution 64 \
+equimod-zoo transfer --dataset flowers102 --data-dir "$data/flowers102" --model "$folder" --resolution 64 --precision fp32 \
   --record "$records" --json "$work/flowers102-linear.json"
 equimod-zoo probe-augs --model "$folder" --dataset cifar10 --data-dir "$data/cifar10-jpeg" \
   --json "$work/probe_augs.json" --plot "$work/probe_augs.png"

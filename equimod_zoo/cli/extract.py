@@ -10,8 +10,8 @@ from rich.console import Console
 from equimod_zoo.cli.errors import user_errors
 from equimod_zoo.cli.network import offline_unless_reachable
 from equimod_zoo.cli.paths import nonempty_path
-from equimod_zoo.errors import UserError
 from equimod_zoo.constants import DEFAULT_MODEL, DEFAULT_SHARD_SIZE
+from equimod_zoo.errors import UserError
 
 
 def extract_command(
