@@ -29,8 +29,8 @@ heads=${HEADS:-$heads}  # HEADS=--no-heads: leave the heads out of the bundle (t
 
 [ -f "$folder/model.safetensors" ] || \
   equimod-zoo publish "$run" --repo-id "equimod-zoo/$name" --out "$folder" --dry-run --dtype fp16 $heads
-equimod-zoo extract --dataset "$data/cifar10-jpeg" --split train --model "$folder" --out "$work/cifar10-train"
-equimod-zoo extract --dataset "$data/cifar10-jpeg" --split test --model "$folder" --out "$work/cifar10-test"
+equimod-zoo extract --dataset "$data/cifar10-jpeg" --split train --model "$folder" --precision fp32 --out "$work/cifar10-train"
+equimod-zoo extract --dataset "$data/cifar10-jpeg" --split test --model "$folder" --precision fp32 --out "$work/cifar10-test"
 equimod-zoo linear --train "$work/cifar10-train" --test "$work/cifar10-test" --record "$records" \
   --dataset-name cifar10 --json "$work/cifar10-linear.json"
 equimod-zoo transfer --dataset flowers102 --data-dir "$data/flowers102" --model "$folder" --resolution 64 --precision fp32 \
