@@ -20,6 +20,7 @@ from equimod_zoo.errors import UserError
 from equimod_zoo.loading import resolve_model
 from equimod_zoo.model_folder import ModelConfig
 from equimod_zoo.optional import require
+from equimod_zoo.outputs import check_output_folder
 from equimod_zoo.registry import ZooEntry, catalogue
 from equimod_zoo.transfer.run import transfer
 from equimod_zoo.weights import local_folder
@@ -101,6 +102,10 @@ class ComparisonReport:
     probes_png_path: Path | None = None
 
 
+# What `compare` writes in OUT; OUT is new, empty, or an earlier comparison holding only these.
+COMPARE_FILES = ("comparison.md", "comparison.csv", "comparison.png", "probes.md", "probes.png")
+
+
 def compare(
     models: Sequence[str],
     datasets: Sequence[str],
@@ -121,6 +126,9 @@ def compare(
     `probe_reports` (files written by `equimod-zoo probe-augs --json`) add OUT/probes.md and
     OUT/probes.png: what each model keeps of every augmentation parameter, side by side.
     """
+    out = Path(out)
+    check_output_folder(out, command="equimod-zoo compare", earlier=(out / "comparison.csv").is_file(),
+                        files=COMPARE_FILES)  # before any work
     data_dirs = dict(data_dirs or {})
     unknown = sorted(set(data_dirs) - set(datasets))
     if unknown:
