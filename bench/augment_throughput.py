@@ -1,6 +1,6 @@
 """Augmentation throughput: `BatchedAugment` against the per-image PIL pipeline, both views of EquiMod's pair.
 
-    python bench/augment_throughput.py                        # 2048 CIFAR-10 images from ../shared/data
+    python bench/augment_throughput.py                        # 2048 CIFAR-10 images from $EQUIMOD_DATA
     python bench/augment_throughput.py --num-images 512 --workers 2 --threads 1
 
 Both pipelines produce the same thing from the same decoded 32 x 32 uint8 images: two augmented,
@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from equimod_zoo.records import data_path
 from equimod_zoo.runtime import num_threads_to_use
 
-SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg" / "test.parquet"
 
 
 def load_cifar(parquet: Path, count: int) -> torch.Tensor:
@@ -101,7 +101,8 @@ def time_batched(images: torch.Tensor, *, batch_size: int, repeats: int, device:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=SHARED_CIFAR, help="A CIFAR-10 parquet (column img).")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="A CIFAR-10 parquet, column img (default: $EQUIMOD_DATA/cifar10-jpeg/test.parquet).")
     parser.add_argument("--num-images", type=int, default=2048)
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference pipeline.")
@@ -110,6 +111,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
 
+    try:
+        args.data = data_path("cifar10-jpeg/test.parquet", given=args.data, option="--data")
+    except FileNotFoundError as error:
+        sys.exit(f"error: {error}")
     images = load_cifar(args.data, args.num_images)
     if args.threads is None:
         args.threads = num_threads_to_use()  # a thread per idle core: two threads on one free core wait on each other

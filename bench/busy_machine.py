@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-SHARED = BENCH.parents[1] / "shared" / "data"
 CLI = [sys.executable, "-m", "equimod_zoo"]
 
 
@@ -76,20 +75,22 @@ def prepare(jobs: list[str], tmp: Path, num_images: int) -> list[Job]:
     """Write the inputs (not timed) and describe each job."""
     import pyarrow.parquet as pq
 
+    from equimod_zoo.records import data_path
+
     prepared = []
     if "extract" in jobs:
         sys.path.insert(0, str(BENCH))
         from extract import write_jpegs, write_model
 
         (tmp / "images").mkdir()
-        write_jpegs(SHARED / "flowers102" / "test.parquet", tmp / "images", num_images)
+        write_jpegs(data_path("flowers102/test.parquet"), tmp / "images", num_images)
         write_model(tmp / "resnet18", "resnet18")
         prepared.append(Job("extract", [*CLI, "extract", "--images", str(tmp / "images"), "--model",
                                         str(tmp / "resnet18"), "--out", str(tmp / "extract_out"), "--no-compile"],
                             output=tmp / "extract_out"))
     if "linear" in jobs:
         for split, rows in (("train", 4000), ("test", 1000)):
-            table = pq.read_table(SHARED / "cifar10-jpeg" / f"{split}.parquet")
+            table = pq.read_table(data_path(f"cifar10-jpeg/{split}.parquet"))
             step = max(1, table.num_rows // rows)  # every step-th row: the parquet may be sorted by class
             table = table.take(list(range(0, min(table.num_rows, step * rows), step)))
             (tmp / f"cifar_{split}").mkdir()
@@ -129,7 +130,11 @@ def main() -> None:
           f"{'pinned to the last core' if args.pin else 'unpinned'}; bound on the slowdown {bound:.2f}x")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for job in prepare(args.jobs, Path(tmp), args.num_images):
+        try:
+            jobs = prepare(args.jobs, Path(tmp), args.num_images)
+        except FileNotFoundError as error:
+            sys.exit(f"error: {error}")
+        for job in jobs:
             idle = None
             for name, env, busy in variants:
                 other = spinner(args.pin) if busy else None

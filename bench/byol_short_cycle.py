@@ -1,6 +1,6 @@
 """BYOL at a short budget: kNN top-1 after the same number of steps with two target-momentum settings.
 
-    python bench/byol_short_cycle.py --data ../shared/data/cifar10-jpeg --steps 1000 --momentum 0.996 0.99
+    python bench/byol_short_cycle.py --data $EQUIMOD_DATA/cifar10-jpeg --steps 1000 --momentum 0.996 0.99
 
 Trains `byol_r18_cifar10` (LARS, its augmentations, the cosine momentum schedule base -> 1 over
 the run) for `--steps` steps on `--train-images` CIFAR-10 training images, once per

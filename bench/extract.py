@@ -36,7 +36,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-SHARED_FLOWERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "flowers102" / "test.parquet"
 PLAIN_SCRIPT = Path(__file__).resolve().parent / "plain_timm_extract.py"
 FORWARD_SCRIPT = Path(__file__).resolve().parent / "model_forward.py"
 
@@ -113,7 +112,8 @@ def cosine_agreement(plain_npy: Path, ours: Path) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--parquet", type=Path, default=SHARED_FLOWERS, help="where the JPEGs come from")
+    parser.add_argument("--parquet", type=Path, default=None,
+                        help="where the JPEGs come from (default: $EQUIMOD_DATA/flowers102/test.parquet)")
     parser.add_argument("--num-images", type=int, default=1024)
     parser.add_argument("--arch", default="resnet50")
     parser.add_argument("--eager", action="store_true", help="also time ours with --no-compile")
@@ -124,8 +124,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-warm", dest="warm", action="store_false", help="skip the warm-cache rerun")
     parser.add_argument("--extract-args", default="", help="extra options for our command, e.g. '--batch-size 32'")
     args = parser.parse_args(argv)
-    if not args.parquet.is_file():
-        sys.exit(f"{args.parquet}: missing; pass --parquet FILE (a Hugging Face image parquet)")
+    from equimod_zoo.records import data_path
+
+    try:
+        args.parquet = data_path("flowers102/test.parquet", given=args.parquet, option="--parquet")
+    except FileNotFoundError as error:
+        sys.exit(f"error: {error}")
 
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,12 +1,12 @@
 """Benchmark and cross-check: our linear probe against a scikit-learn sweep doing the same job, side by side.
 
-    equimod-zoo extract --dataset ../shared/data/cifar10-jpeg --split train --out feats/c10-train
-    equimod-zoo extract --dataset ../shared/data/cifar10-jpeg --split test  --out feats/c10-test
+    equimod-zoo extract --dataset $EQUIMOD_DATA/cifar10-jpeg --split train --out feats/c10-train
+    equimod-zoo extract --dataset $EQUIMOD_DATA/cifar10-jpeg --split test  --out feats/c10-test
     python bench/linear_probe.py --train feats/c10-train --test feats/c10-test
 
-    equimod-zoo extract --dataset ../shared/data/flowers102 --split train      --resolution 64 --out feats/f-train
-    equimod-zoo extract --dataset ../shared/data/flowers102 --split validation --resolution 64 --out feats/f-val
-    equimod-zoo extract --dataset ../shared/data/flowers102 --split test       --resolution 64 --out feats/f-test
+    equimod-zoo extract --dataset $EQUIMOD_DATA/flowers102 --split train      --resolution 64 --out feats/f-train
+    equimod-zoo extract --dataset $EQUIMOD_DATA/flowers102 --split validation --resolution 64 --out feats/f-val
+    equimod-zoo extract --dataset $EQUIMOD_DATA/flowers102 --split test       --resolution 64 --out feats/f-test
     python bench/linear_probe.py --train feats/f-train --val feats/f-val --test feats/f-test \\
         --select-metric mean_per_class_accuracy
 

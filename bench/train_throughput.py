@@ -1,6 +1,6 @@
 """Training throughput of SimCLR + EquiMod on resnet18_cifar: our step against a reference-style step.
 
-    python bench/train_throughput.py                       # ../shared/data/cifar10-jpeg, CPU or GPU
+    python bench/train_throughput.py                       # $EQUIMOD_DATA/cifar10-jpeg, CPU or GPU
     python bench/train_throughput.py --synthetic --steps 3 --batch-size 64
 
 Ours is the real trainer (`equimod_zoo.training.trainer.train`): CIFAR decoded once into a uint8
@@ -13,6 +13,7 @@ Both are measured side by side in this run, after the same number of warm-up ste
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from equimod_zoo.devices import cpu_has_fast_bf16
+from equimod_zoo.records import data_path
 from equimod_zoo.training.augment_reference import ReferenceAugment
 from equimod_zoo.training.export import build_backbone
 from equimod_zoo.training.methods import build_method
@@ -33,7 +35,6 @@ from equimod_zoo.training.recipe import Recipe, load_recipe
 from equimod_zoo.training.run_log import read_log
 from equimod_zoo.training.trainer import train
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg"
 CIFAR10_TRAIN_IMAGES = 50_000
 
 
@@ -119,7 +120,8 @@ def _synchronize(device: torch.device) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="a CIFAR-style parquet folder")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="a CIFAR-style parquet folder (default: $EQUIMOD_DATA/cifar10-jpeg)")
     parser.add_argument("--synthetic", action="store_true", help="random JPEG images instead of --data")
     parser.add_argument("--recipe", default="simclr_equimod_r18_cifar10")
     parser.add_argument("--steps", type=int, default=5, help="warm-up steps, then as many timed steps")
@@ -144,10 +146,12 @@ def main() -> None:
         tmp = Path(tmp)
         if args.synthetic:
             data = synthetic_parquet(tmp / "synthetic", 2 * args.steps * batch_size)
-        elif (args.data / "train.parquet").is_file():
-            data = args.data
         else:
-            parser.error(f"--data {args.data}: no train.parquet (use --synthetic)")
+            try:
+                data = data_path("cifar10-jpeg/train.parquet", given=args.data and args.data / "train.parquet",
+                                 option="--data").parent
+            except FileNotFoundError as error:
+                sys.exit(f"error: {error} (or use --synthetic)")
         ours = measure_ours(recipe, data=data, device=args.device, steps=args.steps, cache=tmp / "cache",
                             out=tmp / "run")
         reference = measure_reference(recipe, data=data, device=args.device, steps=args.steps,

@@ -30,19 +30,22 @@ from rich.table import Table
 from torchvision import transforms
 
 import equimod_zoo
+from equimod_zoo.cli import library_output
 from equimod_zoo.data.images import load_rgb
 from equimod_zoo.model_folder import write_model_folder
 from equimod_zoo.probes.metrics import classification_scores
+from equimod_zoo.progress import progress_bar
+from equimod_zoo.records import data_path
 from equimod_zoo.transfer.datasets import load_splits, resolve_dataset
 from equimod_zoo.transfer.run import transfer
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "flowers102"
 PAPER_EPOCHS = 90
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="Flowers-102 in the parquet layout.")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="Flowers-102 in the parquet layout (default: $EQUIMOD_DATA/flowers102).")
     parser.add_argument("--model", default=None, help="A zoo name or model folder (default: timm resnet18, random weights).")
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=PAPER_EPOCHS, help="Paper-style SGD epochs (90 in the paper).")
@@ -51,21 +54,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default).")
     args = parser.parse_args(argv)
+    library_output(verbose=False)  # the datasets library's own bars and logs, quiet as in the command line
     if args.threads:
         torch.set_num_threads(args.threads)
-    if not args.data_dir.is_dir():
-        sys.exit(f"error: {args.data_dir}: no such folder (give --data-dir)")
+    try:
+        args.data_dir = data_path("flowers102", given=args.data_dir)
+    except FileNotFoundError as error:
+        sys.exit(f"error: {error}")
 
     with tempfile.TemporaryDirectory(prefix="bench_transfer_") as tmp:
         tmp = Path(tmp)
         model = args.model or _random_resnet18(tmp / "resnet18_random")
         data_dir = _limited_copy(args.data_dir, tmp / "data", args.limit_per_split) if args.limit_per_split else args.data_dir
         splits = load_splits(resolve_dataset("flowers102"), data_dir=data_dir, cache_dir=tmp / "cache")
+        print(f"ours: extract each split, then the L-BFGS sweep; then the paper-style SGD ({args.epochs} epochs)")
         sizes = ", ".join(f"{k} {v}" for k, v in splits.sizes().items())
 
         started = time.perf_counter()
-        ours = transfer("flowers102", model, data_dir=data_dir, resolution=args.resolution, cache_dir=tmp / "cache",
-                        batch_size=args.batch_size, num_workers=args.workers, device="cpu", progress=False)
+        ours = transfer("flowers102", model=model, data_dir=data_dir, resolution=args.resolution, cache_dir=tmp / "cache",
+                        batch_size=args.batch_size, num_workers=args.workers, device="cpu")
         ours_seconds = time.perf_counter() - started
 
         paper_score, paper_seconds, epoch_seconds = _paper_style(model, splits, resolution=args.resolution,
@@ -127,22 +134,29 @@ def _paper_style(model: str, splits, *, resolution: int, epochs: int, batch_size
     steps = epochs * len(loader)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
     epoch_started = time.perf_counter()
-    for _ in range(epochs):
-        for images, labels in loader:
-            with torch.no_grad():
-                features = backbone(images)
-            loss = F.cross_entropy(classifier(features), labels)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-    epoch_seconds = (time.perf_counter() - epoch_started) / epochs
-    logits, targets = [], []
-    with torch.no_grad():
-        for images, labels in torch.utils.data.DataLoader(_Images(splits.test, eval_transform), batch_size=batch_size,
-                                                          num_workers=workers):
-            logits.append(classifier(backbone(images)))
-            targets.append(labels)
+    test_loader = torch.utils.data.DataLoader(_Images(splits.test, eval_transform), batch_size=batch_size,
+                                              num_workers=workers)
+    with progress_bar(unit="img") as bar:
+        task = bar.add_task(f"paper-style: SGD linear layer on {Path(model).name}, {epochs} epochs over augmented "
+                            f"train+val", total=epochs * len(loader.dataset))
+        for _ in range(epochs):
+            for images, labels in loader:
+                with torch.no_grad():
+                    features = backbone(images)
+                loss = F.cross_entropy(classifier(features), labels)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                bar.advance(task, len(images))
+        epoch_seconds = (time.perf_counter() - epoch_started) / epochs
+        logits, targets = [], []
+        task = bar.add_task("paper-style: score the test split", total=len(test_loader.dataset))
+        with torch.no_grad():
+            for images, labels in test_loader:
+                logits.append(classifier(backbone(images)))
+                targets.append(labels)
+                bar.advance(task, len(images))
     score = classification_scores(torch.cat(logits), torch.cat(targets)).mean_per_class_accuracy
     return score, time.perf_counter() - started, epoch_seconds
 

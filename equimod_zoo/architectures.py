@@ -22,6 +22,7 @@ from equimod_zoo.constants import CIFAR10_MEAN, CIFAR10_STD, CIFAR_ARCHITECTURES
 from equimod_zoo.errors import UserError
 from equimod_zoo.pretrained_tags import ZOO_TAGS
 from equimod_zoo.registry import BUNDLED_MODELS_DIR, ZooEntry, catalogue
+
 # The architecture alone names no weights: `arch.untrained` is the default tag, so a bare
 # `resnet18_cifar` never silently means one particular zoo entry.
 UNTRAINED_TAG = "untrained"

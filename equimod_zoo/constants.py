@@ -36,3 +36,4 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 # The embedded default model: extraction and transfer use it when no --model is given.
 DEFAULT_MODEL = "simclr_equimod_r18_cifar10"
+DEFAULT_SHARD_SIZE = 8192  # images per shard of a feature store: the unit of resumption

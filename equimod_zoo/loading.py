@@ -98,6 +98,7 @@ def _build(config: ModelConfig, located: LocatedWeights | None, *, num_classes: 
     pretrained_cfg = dict(config.pretrained_cfg)
     if located is not None:
         pretrained_cfg["file"] = str(located.weights)
+        pretrained_cfg["tag"] = _weights_tag(located)  # not the architecture's default `untrained`
     # config.model_args passed ModelConfig.read's checks; timm_kwargs come from the Python caller
     model = timm.create_model(
         config.architecture,
@@ -121,6 +122,13 @@ def load_verified_weights(model: torch.nn.Module, located: LocatedWeights) -> No
     if not (stored_classes and getattr(model, "num_classes", 0) == stored_classes):
         state = {k: v for k, v in state.items() if not k.startswith(classifier)}
     _load_backbone(model, located.weights, state, located.config.architecture)
+
+
+def _weights_tag(located: LocatedWeights) -> str:
+    """The timm tag of trained weights: the zoo entry's whose weights these are (found by sha256), else the
+    model folder's name."""
+    entry = next((e for e in catalogue().entries if e.sha256 == located.sha256), None)
+    return entry.tag if entry is not None else located.weights.parent.name
 
 
 def _config_of(name_or_path: str | Path) -> ModelConfig:

@@ -10,11 +10,12 @@ from equimod_zoo.errors import MissingExtraError
 EXTRAS = {"plots": "matplotlib", "tensorboard": "tensorboard", "index": "faiss-cpu"}
 
 
-
 def require(module: str, extra: str, purpose: str) -> ModuleType:
-    """Import `module`, or raise one line saying `pip install 'equimod-zoo[extra]'` gives it."""
+    """Import `module`, or raise one line naming the package on the index that gives it (equimod-zoo itself
+    installs from a checkout, where the extra `[extra]` adds it too)."""
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise MissingExtraError(f"{purpose} needs {EXTRAS.get(extra, module.split('.')[0])}, which is not "
-                                f"installed: pip install 'equimod-zoo[{extra}]'") from None
+        package = EXTRAS.get(extra, module.split(".")[0])
+        raise MissingExtraError(f"{purpose} needs {package}, which is not installed: pip install {package} "
+                                f"(or, in a checkout of equimod-zoo, pip install -e '.[{extra}]')") from None

@@ -173,10 +173,28 @@ def _read_file(path: Path) -> list[Record]:
 
 
 def data_folder() -> Path:
-    """$EQUIMOD_DATA, or ../shared/data beside the repository (where the tests and the release script look)."""
+    """The one data folder of examples, benchmarks, tests and recorded commands: $EQUIMOD_DATA, or
+    ../shared/data beside the repository (its development layout) when the variable is unset."""
     if os.environ.get(DATA_ENV):
         return Path(os.environ[DATA_ENV])
     return (REPOSITORY or Path.cwd()).parent / "shared" / "data"
+
+
+def data_path(name: str, *, given: str | os.PathLike[str] | None = None, option: str = "--data-dir") -> Path:
+    """`given` (an option's value), else the data folder's `name`, which must exist: otherwise one line
+    that says what to set."""
+    if given is not None:
+        path = Path(given)
+        if not path.exists():
+            raise FileNotFoundError(f"{option} {path}: no such file or folder")
+        return path
+    path = data_folder() / name
+    if not path.exists():
+        where = (f"${DATA_ENV}={os.environ[DATA_ENV]}" if os.environ.get(DATA_ENV)
+                 else f"{path.parent} (${DATA_ENV} is unset)")
+        raise FileNotFoundError(f"{name}: not in the data folder {where}; set {DATA_ENV} to the folder that "
+                                f"holds {name}/, or give {option} DIR")
+    return path
 
 
 def command_line(argv: list[str] | None = None) -> str:
@@ -196,6 +214,30 @@ def command_line(argv: list[str] | None = None) -> str:
         option, equals, value = arg.partition("=") if arg.startswith("--") and "=" in arg else ("", "", arg)
         words.append(shlex.quote(option) + equals + portable_path(value) if equals else portable_path(arg))
     return " ".join(words)
+
+
+def command_option(command: str, option: str) -> str | None:
+    """The value a recorded command gave `option` (`--resolution 64` or `--resolution=64`), or None."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None
+    for word, following in zip(words, [*words[1:], None]):
+        if word == option:
+            return following
+        if word.startswith(f"{option}="):
+            return word.partition("=")[2]
+    return None
+
+
+def transfer_settings(commands: Iterable[str]) -> str:
+    """The input size and feature precision recorded transfer commands were run with, e.g. `64 px,
+    fp32 features` (several, joined with `or`, where they differ)."""
+    settings = sorted({(command_option(c, "--resolution"), command_option(c, "--precision")) for c in commands},
+                      key=str)
+    return " or ".join(", ".join([f"{size} px" if size else "the model's default size",
+                                  *([f"{precision} features"] if precision else [])])
+                       for size, precision in settings)
 
 
 def portable_path(text: str) -> str:

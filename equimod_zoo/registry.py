@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -49,7 +49,7 @@ class ZooEntry:
     recipe: str  # a training recipe name (training/recipes/NAME.yaml)
     license: str
     status: Status
-    aliases: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()  # besides the name; loaded, it includes the short alias it is best for
     folder: str | None = None  # bundled folder name under equimod_zoo/zoo/models
     hf_hub_id: str | None = None  # set only once the repository was published
     sha256: str | None = None  # of model.safetensors
@@ -134,7 +134,15 @@ class Catalogue:
                 raise UserError(f"{path}: entry {row.get('name')!r} writes metrics by hand; measured numbers "
                                 f"live only in the records ({records_dir})")
             entries.append(ZooEntry.from_dict(row, source=path, records_dir=records_dir))
-        return cls(tuple(entries))
+        # Each entry shows every name it answers to, as `equimod-zoo info` does: its own aliases, then the
+        # short alias it is the best entry for (the catalogue file keeps only the former).
+        best = cls(tuple(entries)).short_aliases()
+        named = []
+        for entry in entries:
+            aliases = tuple(dict.fromkeys([*entry.aliases, *(a for a, e in best.items() if e is entry)]))
+            named.append(replace(entry, aliases=aliases))
+            object.__setattr__(named[-1], "records_dir", records_dir)
+        return cls(tuple(named))
 
     def short_aliases(self) -> dict[str, ZooEntry]:
         best: dict[str, ZooEntry] = {}
@@ -145,8 +153,9 @@ class Catalogue:
         return best
 
     def aliases_of(self, entry: ZooEntry) -> list[str]:
+        """Every name that resolves to `entry` besides its own: its aliases, its short alias, its `arch.tag`."""
         short = [a for a, e in self.short_aliases().items() if e is entry]
-        return [*entry.aliases, *short, entry.arch_tag]
+        return list(dict.fromkeys([*entry.aliases, *short, entry.arch_tag]))
 
     def get(self, name: str) -> ZooEntry:
         try:

@@ -8,15 +8,14 @@ starts (over a short window of /proc/stat, within its CPU affinity and cgroup qu
 that many threads (OMP_NUM_THREADS, when set, still decides).
 
 OpenMP's wait policy matters less: libgomp reads OMP_WAIT_POLICY once, when torch loads it
-(`import equimod_zoo` has loaded torch before any of our code runs, so only the environment
-can set it), and its default already lets an idle thread sleep after a short spin (0.01 CPU
+(so only the environment can set it), and its default already lets an idle thread sleep after a short spin (0.01 CPU
 seconds over a 2 s pause, against 0.2 with ACTIVE, on the development machine). A user sharing
 a machine can still export OMP_WAIT_POLICY=PASSIVE; bench/busy_machine.py --wait-policy
 measures what it changes.
 
-This module only counts: entry points (the CLI's `main`, the bench scripts) pass
-`num_threads_to_use()` to `torch.set_num_threads`, process-wide state a library function
-must not touch.
+This module only counts: entry points (the CLI, when a command first imports torch; the bench
+scripts) pass `num_threads_to_use()` to `torch.set_num_threads`, process-wide state a library
+function must not touch.
 """
 from __future__ import annotations
 

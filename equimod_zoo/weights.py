@@ -130,7 +130,10 @@ def _from_local(folder: Path, given: Path) -> LocatedWeights:
     if weights.suffix != ".safetensors":
         raise ModelFolderError(f"{weights}: only safetensors weights are loaded (convert with `equimod-zoo convert`)")
     if not weights.is_file():
-        raise WeightsNotFoundError(f"{weights}: missing; the folder has {CONFIG_FILE} but no {WEIGHTS_FILE}")
+        pickled = [name for name in ("pytorch_model.bin", "pytorch_model.pth") if (weights.parent / name).exists()]
+        hint = (f"; it holds {pickled[0]}, which is never read (safetensors only): re-save it with timm's "
+                f"save_for_hf(model, FOLDER, safe_serialization=True)") if pickled else ""
+        raise WeightsNotFoundError(f"{weights}: missing; the folder has {CONFIG_FILE} but no {WEIGHTS_FILE}{hint}")
     config = ModelConfig.read(folder)
     return _verified(str(given), weights, config, config.equimod.weights_sha256, "local")
 

@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from equimod_zoo.constants import CARD_FILE, CIFAR_ARCHITECTURES, CONFIG_FILE
@@ -31,7 +32,7 @@ from equimod_zoo.method import BASE_METHODS, EQUIMOD_PAPER, PAPERS, Method
 from equimod_zoo.model_folder import ModelConfig, family_of, model_args_of
 from equimod_zoo.model_metadata import Compute
 from equimod_zoo.paper import paper_result, paper_source
-from equimod_zoo.records import Record
+from equimod_zoo.records import Record, transfer_settings
 from equimod_zoo.registry import BUNDLED_MODELS_DIR, CATALOGUE_FILE, RECORDS_DIR_NAME, Catalogue, ZooEntry
 from equimod_zoo.training.recipe import Recipe, list_recipes, load_recipe
 
@@ -193,9 +194,15 @@ def results_table(catalogue: Catalogue, models_dir: Path = BUNDLED_MODELS_DIR) -
     return ("| model | pre-training data | epochs (s/epoch) | " + titles + " | paper linear top-1 |\n"
             "|---|---|---|" + "---|" * len(PAIR_COLUMNS) + "---|\n" + "\n".join(rows) + "\n\n"
             "Accuracy in %: linear probe and kNN on the pre-training data's test split, Flowers-102 linear transfer "
-            f"on its test split. Seconds per epoch are the training loop's wall time{where}. Each number's command "
+            f"on its test split{_flowers_settings(catalogue.entries)}. Seconds per epoch are the training loop's wall time{where}. Each number's command "
             "is in the model's card ([MODEL_CARDS.md](MODEL_CARDS.md)) and its record in `equimod_zoo/zoo/records/`; "
             "the paper column is the paper's, not ours.")
+
+
+def _flowers_settings(entries: Sequence[ZooEntry]) -> str:
+    """The settings the Flowers-102 numbers were measured with, from their recorded commands."""
+    commands = [m.command for e in entries if e.status == "available" for m in e.metrics if m.dataset == "flowers102"]
+    return f" ({transfer_settings(commands)})" if commands else ""
 
 
 def _metric_text(m: Record) -> str:

@@ -1,10 +1,10 @@
 """Writing an output folder safely: build it beside the target (`equimod_zoo.atomic.staging_dir`), replace
 only our own previous output, and clean what a killed run left behind.
 
-`--overwrite` replaces `NAME` only when it is a previous output of the same command (its
-config.json says `equimod.written_by`, and it holds nothing that command did not write) and not
-the source being read; anything else, such as a training run with its checkpoint, or a folder
-of the user's own files, is refused.
+The checks are every command's (`equimod_zoo.output_folder`). `--overwrite` replaces `NAME` only when
+it is a previous output of the same command (its config.json says `equimod.written_by`, and it
+holds nothing that command did not write) and not the source being read; anything else, such as
+a training run with its checkpoint, or a folder of the user's own files, is refused.
 """
 from __future__ import annotations
 

@@ -10,10 +10,12 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from equimod_zoo.records import data_folder  # noqa: E402
+
 # Tiny tensors: one thread is faster than two fighting over a busy machine, and deterministic.
 torch.set_num_threads(1)
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_DATA = data_folder()  # $EQUIMOD_DATA, or ../shared/data beside the checkout
 
 
 @pytest.fixture(autouse=True)
@@ -29,7 +31,7 @@ def _offline_hub(monkeypatch, tmp_path_factory):
 
 @pytest.fixture
 def shared_data() -> Path:
-    """../shared/data, or a skip when this checkout has none beside it."""
+    """The data folder ($EQUIMOD_DATA, or ../shared/data beside the checkout), or a skip without one."""
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} is absent")
     return SHARED_DATA

@@ -110,7 +110,8 @@ def test_optional_extras_are_named_when_missing_and_never_imported_by_the_core()
     from equimod_zoo.optional import require
     from equimod_zoo.errors import MissingExtraError
 
-    with pytest.raises(MissingExtraError, match=r"pip install 'equimod-zoo\[plots\]'"):
+    with pytest.raises(MissingExtraError, match=r"needs matplotlib, which is not installed: pip install matplotlib "
+                                                r"\(or, in a checkout of equimod-zoo, pip install -e '\.\[plots\]'\)"):
         require("matplotlib_that_is_not_installed", "plots", "the comparison chart")
     code = ("import sys, equimod_zoo, equimod_zoo.cli, equimod_zoo.extraction.extract; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'matplotlib', 'tensorboard'}))")

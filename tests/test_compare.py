@@ -171,5 +171,12 @@ def test_compare_command(tmp_path, tiny_resnet18_cifar):
     assert result.exit_code == 0, result.output
     assert "| byol_tiny |" in result.output
     assert (tmp_path / "cmp" / "comparison.png").is_file()
-    empty = CliRunner().invoke(app, ["compare", "--models", " , ", "--datasets", "stl10", "--out", str(tmp_path)])
+    empty = CliRunner().invoke(app, ["compare", "--models", " , ", "--datasets", "stl10", "--out",
+                                     str(tmp_path / "cmp2")])
     assert empty.exit_code == 2 and "--models" in empty.output
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.md").write_text("my own notes\n")
+    mine = CliRunner().invoke(app, ["compare", "--models", str(tmp_path / "byol_tiny"), "--datasets", "stl10",
+                                    "--out", str(tmp_path / "mine")])
+    assert mine.exit_code == 2 and "holds notes.md" in mine.output  # refused before any work
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.md"]

@@ -190,3 +190,47 @@ def test_a_swap_cut_between_its_renames_gives_the_previous_output_back(tmp_path)
     with staging_dir(tmp_path / "other"):
         pass
     assert not other.exists()
+
+
+@pytest.fixture
+def tiny_model_folder(tmp_path, tiny_resnet18_cifar):
+    from equimod_zoo.model_folder import write_model_folder
+
+    write_model_folder(tmp_path / "model", tiny_resnet18_cifar, arch="resnet18_cifar",
+                       model_args={"channels": (8, 16, 32, 64), "stem_width": 8})
+    return tmp_path / "model"
+
+
+def _images(folder: Path, count: int = 2) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    for i in range(count):
+        Image.fromarray(np.full((12, 12, 3), 40 * i, np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+@pytest.mark.parametrize("where", ["own files", "the images folder", "above the images folder"])
+def test_extract_never_writes_into_a_folder_of_the_users_own_files(tmp_path, tiny_model_folder, where):
+    images = _images(tmp_path / "photos" / "holiday")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my own notes\n")
+    out = {"own files": mine, "the images folder": images, "above the images folder": images.parent}[where]
+    before = _snapshot(tmp_path)
+    result = CliRunner().invoke(app, ["extract", "--images", str(images), "--out", str(out),
+                                      "--model", str(tiny_model_folder), "--device", "cpu", "--workers", "0"])
+    _one_line_refusal(result, str(out))
+    assert _snapshot(tmp_path) == before
+
+
+def test_extract_writes_a_new_or_empty_folder_and_resumes_its_own(tmp_path, tiny_model_folder):
+    images = _images(tmp_path / "photos")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = ["--images", str(images), "--model", str(tiny_model_folder), "--device", "cpu", "--workers", "0"]
+    for out in (tmp_path / "new", empty, empty):  # the last: an earlier extraction, resumed
+        result = CliRunner().invoke(app, ["extract", *args, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+    assert "1 of 1 shards already done" in result.output

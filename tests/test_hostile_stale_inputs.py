@@ -98,12 +98,12 @@ def test_transfer_recomputes_features_and_results_of_edited_data(tmp_path, tiny_
             for i in range(count):
                 _bmp(tree / split / label / f"{i}.bmp", (i * 40, 200 if label == "a" else 10, 60))
     options = dict(protocol="knn", cache_dir=tmp_path / "cache", num_workers=0, device="cpu", progress=False)
-    first = transfer(f"imagefolder:{tree}", tmp_path / "model", **options)
-    again = transfer(f"imagefolder:{tree}", tmp_path / "model", reuse_result=True, **options)
+    first = transfer(f"imagefolder:{tree}", model=tmp_path / "model", **options)
+    again = transfer(f"imagefolder:{tree}", model=tmp_path / "model", reuse_result=True, **options)
     assert again.to_dict() == first.to_dict()  # unchanged data: the cached result
     for i in range(4):  # every test image of class a now looks like class b's
         _edit_in_place(tree / "test" / "a" / f"{i}.bmp", (i * 40, 10, 60))
-    edited = transfer(f"imagefolder:{tree}", tmp_path / "model", reuse_result=True, **options)
+    edited = transfer(f"imagefolder:{tree}", model=tmp_path / "model", reuse_result=True, **options)
     assert edited.cached_splits == [] and edited.score != first.score
     features = sorted((tmp_path / "cache" / "features").rglob("extraction.json"))
     assert len(features) == 4  # train and test, before and after the edit

@@ -131,5 +131,5 @@ def test_the_probes_refuse_non_finite_inputs(tmp_path, model, images, tiny_resne
     from equimod_zoo.sensitivity.run import probe_augmentations
 
     with pytest.raises(NonFiniteFeaturesError, match="model: gives non-finite features"):
-        probe_augmentations(model, dataset=f"imagefolder:{images}", split="train", num_images=11, num_bootstrap=10,
+        probe_augmentations(f"imagefolder:{images}", model=model, split="train", num_images=11, num_bootstrap=10,
                             batch_size=4, device="cpu")

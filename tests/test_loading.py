@@ -110,3 +110,13 @@ def test_folder_without_config_is_a_clear_error(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(ModelFolderError, match="not a model folder"):
         equimod_zoo.load(tmp_path)
+
+
+def test_trained_weights_report_their_own_timm_tag_not_untrained(tmp_path, tiny_resnet18_cifar):
+    from equimod_zoo.model_folder import write_model_folder
+    from equimod_zoo.registry import list_models
+
+    for entry in list_models(pretrained=True)[:1]:
+        assert equimod_zoo.load(entry.name).pretrained_cfg["tag"] == entry.tag
+    write_model_folder(tmp_path / "my_run", tiny_resnet18_cifar, arch="resnet18_cifar", model_args=TINY)
+    assert equimod_zoo.load(tmp_path / "my_run").pretrained_cfg["tag"] == "my_run"

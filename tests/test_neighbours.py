@@ -214,7 +214,7 @@ def test_errors_are_one_line(tmp_path, gallery, monkeypatch):
     _one_line_error(_run([stores[0], *base, "--split", "test"]), "--split")
 
     monkeypatch.setitem(sys.modules, "faiss", None)  # as if faiss-cpu were not installed
-    _one_line_error(_run([stores[0], *base]), "pip install 'equimod-zoo[index]'")
+    _one_line_error(_run([stores[0], *base]), "pip install faiss-cpu", "'.[index]'")
     monkeypatch.delitem(sys.modules, "faiss")
     assert not (tmp_path / "out").exists()  # nothing written by any of them
 

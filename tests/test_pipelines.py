@@ -260,7 +260,7 @@ def test_models_trained_before_this_change_still_load_and_probe(name, tiny_parqu
         pytest.skip(f"{name} is not bundled")
     recorded = json.loads((folder / CONFIG_FILE).read_text())["equimod"]
     assert equimod_zoo.load(folder) is not None
-    report = probe_augmentations(str(folder), dataset="tiny", data_dir=str(tiny_parquet), num_images=20,
+    report = probe_augmentations("tiny", model=str(folder), data_dir=str(tiny_parquet), num_images=20,
                                  num_bootstrap=5, batch_size=20, device="cpu")
     params = list(report["inputs"]["view"])
     if "params" not in recorded["recipe_config"]["augment"]:  # trained on the 18-entry pipeline

@@ -316,3 +316,17 @@ def test_a_one_class_training_set_is_refused(extracted, tmp_path, tiny_resnet18_
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "one_class_features" in result.output and "at least two classes" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_the_frozen_probe_of_the_commands_computes_in_float64(monkeypatch):
+    # float32 sums in an order that depends on the thread count: near-tied L2 strengths then swap
+    # places and a score moves between machines; the commands' probe computes in float64.
+    from equimod_zoo.probes import frozen
+
+    seen = []
+    monkeypatch.setattr(frozen, "linear_probe", lambda *a, **k: seen.append(k["dtype"]) or linear_probe(*a, **k))
+    rng = np.random.default_rng(0)
+    labels = np.arange(60) % 3
+    part = frozen.LabelledFeatures(rng.normal(size=(60, 8)).astype(np.float32) + labels[:, None], labels, "x")
+    report = frozen.frozen_probe(part, part, protocols=("linear",), device="cpu")
+    assert seen == [torch.float64] and report.linear.top1 > 90

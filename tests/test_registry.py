@@ -68,6 +68,16 @@ def test_cli_list_json_has_the_fixed_fields():
     assert "byol_equimod_r50" in byol50["aliases"]
 
 
+def test_list_models_and_info_show_the_same_aliases():
+    for entry in list_models():
+        info = json.loads(CliRunner().invoke(app, ["info", entry.name]).output)
+        assert info["aliases"] == list(entry.aliases) and f"aliases={entry.aliases!r}" in repr(entry)
+        assert {entry.name, *entry.aliases, info["arch_tag"]} <= {n for n in (entry.name, *entry.aliases,
+                                                                                info["arch_tag"])
+                                                                   if get_entry(n) == entry}
+    assert "simclr_equimod_r18" in get_entry("simclr_equimod_r18_cifar10").aliases  # the short alias it is best for
+
+
 def test_list_models_takes_a_name_pattern_and_pretrained_as_timm_does():
     r18 = list_models("*r18*")
     assert r18 and all("r18" in e.name for e in r18)

@@ -207,7 +207,7 @@ def test_probe_runs_on_the_shared_cifar10_parquet(tmp_path, shared_data):
     from equimod_zoo.sensitivity.run import probe_augmentations
 
     _heads_model(tmp_path / "m", equimod=True)
-    report = probe_augmentations(tmp_path / "m", dataset="cifar10", data_dir=shared_data / "cifar10-jpeg",
+    report = probe_augmentations("cifar10", model=tmp_path / "m", data_dir=shared_data / "cifar10-jpeg",
                                  num_images=40, num_bootstrap=20, batch_size=40, device="cpu")
     assert report["resolution"] == 32 and report["source_size"] == 32 and report["num_samples"] == 80
     assert report["equivariance"]["num_samples"] == 80

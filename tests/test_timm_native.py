@@ -89,6 +89,15 @@ def test_a_save_for_hf_folder_loads(timm_folder):
         assert locate_weights(folder).config.num_classes == 10
 
 
+def test_a_save_for_hf_folder_without_safetensors_says_how_to_save_it(tmp_path):
+    from equimod_zoo.errors import WeightsNotFoundError
+
+    save_for_hf(timm.create_model("resnet18_cifar", **TINY), str(tmp_path / "pickled"))  # timm's default: a .bin
+    with pytest.raises(WeightsNotFoundError, match=r"holds pytorch_model\.bin, which is never read .*"
+                                                   r"safe_serialization=True"):
+        equimod_zoo.load(tmp_path / "pickled")
+
+
 def test_a_save_for_hf_folder_extracts(timm_folder, tmp_path):
     folder, _ = timm_folder
     images = tmp_path / "images"

@@ -8,9 +8,15 @@ device every step (`lift_fresh`), indexing with a boolean mask (its `nonzero` ru
 kernel), plus `Tensor.tolist`/`cpu`/`numpy`, which read tensor data
 without a dispatched operation. On a CUDA machine the same steps also run under
 `torch.cuda.set_sync_debug_mode("error")`.
+
+Every such operation is counted wherever it runs, in our code or in torch's, and reported at the
+innermost frame of ours. A frame is ours when its file lies inside one of our package folders
+(compared by path components, so a virtual environment anywhere, beside the checkout with a name
+that starts like it, or inside it, never makes torch's files ours).
 """
 from __future__ import annotations
 
+import functools
 import traceback
 from pathlib import Path
 
@@ -18,6 +24,8 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import equimod_zoo
+import equimod_zoo.training
 from equimod_zoo.training.distributed import setup_distributed
 from equimod_zoo.training.trainer import _Trainer
 from toy_training import METHODS, tiny_recipe, write_toy_parquet
@@ -27,22 +35,36 @@ SYNC_OPS = {"aten::_local_scalar_dense", "aten::item", "aten::is_nonzero", "aten
 BOOLEAN_INDEXING_OPS = {"aten::index", "aten::index_put", "aten::index_put_", "aten::_index_put_impl_"}
 SYNC_METHODS = ("tolist", "cpu", "numpy")
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-AUGMENTATION_FILES = ("augment.py",)  # helper "contract"'s module, counted but reported apart
+# The folders our code is imported from: the core and the trainer (installed as equimod_zoo.training).
+OUR_FOLDERS = tuple(Path(module.__file__).resolve().parent for module in (equimod_zoo, equimod_zoo.training))
+# The augmentations' CPU path runs an operation on the samples that get it, reading their count
+# (`nonzero`) on the host; the GPU path blends instead (test_the_whole_step_makes_no_host_sync).
+CPU_SUBSET_SYNC = ("aten::nonzero", "augment.py", "apply_where")
+
+
+@functools.lru_cache(maxsize=None)
+def is_ours(filename: str) -> bool:
+    """Whether a frame's file is in our packages: by path components, never by string prefix."""
+    path = Path(filename).resolve()
+    return any(path.is_relative_to(folder) for folder in OUR_FOLDERS)
 
 
 class SyncCounter(TorchDispatchMode):
-    """Records (operation, file:line in this repository) for every synchronising operation."""
+    """Records (operation, file, function, file:line) of every synchronising operation, located at
+    the innermost frame of ours ("torch" when none: it still counts)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.syncs: list[tuple[str, str]] = []
+        self.syncs: list[tuple[str, str, str, str]] = []
         self.active = False  # Tensor.tolist / cpu / numpy are counted while True
 
     def record(self, name: str) -> None:
-        ours = [f for f in traceback.extract_stack()[:-2]
-                if f.filename.startswith(str(PACKAGE_ROOT)) and "/tests/" not in f.filename]
-        where = f"{Path(ours[-1].filename).name}:{ours[-1].lineno}" if ours else "torch"
-        self.syncs.append((name, where))
+        ours = [f for f in traceback.extract_stack()[:-2] if is_ours(f.filename)]
+        if ours:
+            file = Path(ours[-1].filename).name
+            self.syncs.append((name, file, ours[-1].name, f"{file}:{ours[-1].lineno}"))
+        else:
+            self.syncs.append((name, "torch", "", "torch"))
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func._schema.name
@@ -102,27 +124,27 @@ def run_steps(trainer, counter, steps):
 def test_a_training_step_makes_no_host_sync_outside_the_augmentations(tmp_path, counted, method):
     trainer = make_trainer(tmp_path, method)
     run_steps(trainer, counted, steps=2)
-    ours = [(op, where) for op, where in counted.syncs if not where.startswith(AUGMENTATION_FILES)]
-    assert ours == [], ours
+    others = [(op, where) for op, file, function, where in counted.syncs if (op, file, function) != CPU_SUBSET_SYNC]
+    assert others == [], others
     assert int(trainer.step_t) == 2 and int(trainer.bad_step) == -1
 
 
 def test_the_whole_step_makes_no_host_sync(tmp_path, counted):
     trainer = make_trainer(tmp_path, "byol_equimod")
     # The augmentations' GPU path (torch.where blends; on a CPU they run subsets, which read a count),
-    # after one uncounted step that builds their constants once per device.
+    # from the very first step: the trainer builds their constants on the device when it starts.
     trainer.augment.select_subsets = False
-    batches = trainer.loader.epoch(0, start_step=0)
-    trainer.train_step(next(batches))
-    trainer._advance()
-    for _ in range(2):
-        images = next(batches)
-        counted.active = True
-        with counted:
-            trainer.train_step(images)
-        counted.active = False
-        trainer._advance()
+    run_steps(trainer, counted, steps=2)
     assert counted.syncs == []
+
+
+def test_our_frames_are_found_by_folder_not_by_name_prefix(tmp_path):
+    augment = Path(equimod_zoo.__file__).resolve().parent / "equimod" / "augment.py"
+    assert is_ours(str(augment))
+    # a virtual environment beside the checkout whose name starts like it, or inside it
+    assert not is_ours(f"{PACKAGE_ROOT}-venv/lib/python3.11/site-packages/torch/_dynamo/eval_frame.py")
+    assert not is_ours(f"{PACKAGE_ROOT}/.venv/lib/python3.11/site-packages/torch/_dynamo/eval_frame.py")
+    assert not is_ours(str(Path(torch.__file__).resolve()))
 
 
 def test_the_counter_sees_the_syncs_it_looks_for(counted):
@@ -134,7 +156,7 @@ def test_the_counter_sees_the_syncs_it_looks_for(counted):
         torch.tensor([1.0, 2.0])
         x.tolist()
     counted.active = False
-    assert [op for op, _ in counted.syncs] == ["aten::index with a boolean mask", "aten::_local_scalar_dense",
+    assert [op for op, *_ in counted.syncs] == ["aten::index with a boolean mask", "aten::_local_scalar_dense",
                                               "aten::_local_scalar_dense", "aten::lift_fresh", "Tensor.tolist"]
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from equimod_zoo.errors import UserError
 from equimod_zoo.transfer import run as transfer_run
 from equimod_zoo.transfer.datasets import DATASETS, load_splits, resolve_dataset
 from equimod_zoo.transfer.finetune import FinetuneConfig
@@ -90,7 +91,7 @@ def model_folder(tmp_path, tiny_resnet18_cifar):
 
 def run(dataset, model, **options):
     options = {"resolution": 16, "num_workers": 0, "device": "cpu", "progress": False, **options}
-    return transfer(dataset, model, **options)
+    return transfer(dataset, model=model, **options)
 
 
 # --- the dataset table ---------------------------------------------------------------------------
@@ -138,6 +139,44 @@ def test_parquet_layout_official_val_metric_and_cache(tmp_path, model_folder, mo
 
     other_resolution = run("flowers102", model_folder, data_dir=data, cache_dir=tmp_path / "cache", resolution=20)
     assert len(calls) == 6 and other_resolution.resolution == 20  # a new key: extracted again
+
+
+def test_the_default_resolution_is_the_models_own_but_at_least_64_px(tmp_path, model_folder):
+    from equimod_zoo.transfer.run import MIN_RESOLUTION, default_resolution
+
+    assert (MIN_RESOLUTION, default_resolution(32), default_resolution(224)) == (64, 64, 224)
+    data = tmp_path / "dtd"
+    write_imagefolder(data, {"train": 9, "test": 6})
+    result = transfer("dtd", model=model_folder, data_dir=data, cache_dir=tmp_path / "cache", num_workers=0,
+                      device="cpu", progress=False)  # the tiny model's input size is CIFAR's 32 px
+    assert result.resolution == 64
+
+
+def test_features_are_fp32_unless_asked_and_other_precisions_are_cached_apart(tmp_path, model_folder, monkeypatch):
+    data = tmp_path / "dtd"
+    write_imagefolder(data, {"train": 9, "test": 6})
+    seen = []
+    real_extract = transfer_run.extract_features
+    monkeypatch.setattr(transfer_run, "extract_features",
+                        lambda *a, **k: seen.append((k["precision"], k["out"])) or real_extract(*a, **k))
+    first = run("dtd", model_folder, data_dir=data, cache_dir=tmp_path / "cache")
+    assert first.precision == "fp32" and {p for p, _ in seen} == {"fp32"}  # on any CPU, bf16 or not
+    second = run("dtd", model_folder, data_dir=data, cache_dir=tmp_path / "cache", precision="bf16")
+    assert second.precision == "bf16" and len(seen) == 4  # extracted again, into folders of their own
+    assert not {out for _, out in seen[:2]} & {out for _, out in seen[2:]}
+
+
+def test_transfer_records_and_writes_json_as_one_call(tmp_path, model_folder):
+    from equimod_zoo.records import read_records
+
+    data = tmp_path / "dtd"
+    write_imagefolder(data, {"train": 9, "test": 6})
+    with pytest.raises(UserError, match="a model folder"):  # checked before any work
+        run("dtd", model_folder, data_dir=data, cache_dir=tmp_path / "cache", record=model_folder)
+    result = run("dtd", model_folder, data_dir=data, cache_dir=tmp_path / "cache", record=tmp_path / "records",
+                 json_path=tmp_path / "result.json")
+    assert json.loads((tmp_path / "result.json").read_text())["score"] == result.score
+    assert [r.value for r in read_records(tmp_path / "records")] == [round(result.score, 4)]
 
 
 def test_cache_dir_from_environment(tmp_path, model_folder, monkeypatch):

@@ -1,7 +1,7 @@
 """Training images: found, decoded once to uint8, and served as per-rank batches on the device.
 
 `--data` is a dataset spec (the grammar is in `equimod_zoo.data`): a parquet file or folder in
-the Hugging Face layout (e.g. ../shared/data/cifar10-jpeg as it is), an image folder
+the Hugging Face layout (e.g. $EQUIMOD_DATA/cifar10-jpeg as it is), an image folder
 (`ROOT/train/CLASS/*.JPEG` or `ROOT/CLASS/*.jpg`), a CUB_200_2011 folder, a known name such as
 `cifar10`, or a Hub id. Training reads its `train` split (or the only split there is).
 
@@ -227,13 +227,13 @@ def _hub_revision(repo_id: str) -> str:
 
 
 def _decode_all(images: ImageDataset, *, workers: int, progress: bool) -> np.ndarray:
-    from rich.progress import Progress
+    from equimod_zoo.progress import progress_bar
 
     size = images.base_size
     array = np.empty((len(images), 3, size, size), dtype=np.uint8)
     loader = UserErrorLoader(images, batch_size=256, num_workers=workers, shuffle=False)
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("decoding images", total=len(images))
+    with progress_bar(enabled=progress, unit="img", transient=True) as bar:
+        task = bar.add_task(f"decode the {len(images)} training images at {size} px", total=len(images))
         start = 0
         for batch in loader:
             array[start:start + len(batch)] = batch.numpy()

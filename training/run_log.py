@@ -17,11 +17,12 @@ import io
 from pathlib import Path
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 
 from equimod_zoo.atomic import atomic_write_text, named_writes
 from equimod_zoo.constants import LOG_FILE, TENSORBOARD_DIR
 from equimod_zoo.optional import require
+from equimod_zoo.progress import progress_bar
 
 LEADING_COLUMNS = ("step", "epoch", "lr", "loss")
 
@@ -49,10 +50,7 @@ class RunLog:
             self._writer = SummaryWriter(str(Path(out) / TENSORBOARD_DIR),
                                          purge_step=start_step + 1 if start_step else None)
         if progress:
-            self._progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
-                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
-            )
+            self._progress = progress_bar(status=True)  # readable at 80 columns: wraps, never cut
             self._task = self._progress.add_task(description, total=total_steps, completed=start_step, status="")
             self._progress.start()
 

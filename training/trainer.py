@@ -127,7 +127,7 @@ def train(
     Args:
         recipe: a recipe name (training/recipes/NAME.yaml), a YAML file or a `Recipe`; with
             `resume`, None means the run's own recipe.
-        data: a parquet file or folder (e.g. ../shared/data/cifar10-jpeg), an image folder, or a
+        data: a parquet file or folder (e.g. $EQUIMOD_DATA/cifar10-jpeg), an image folder, or a
             Hugging Face dataset id.
         out: the run folder: new, empty, or an earlier run (equimod_zoo/run_folder.py); anything
             else is refused before any work.
@@ -327,7 +327,7 @@ class _Trainer:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
             torch.set_float32_matmul_precision("high")  # TF32 matmuls and convolutions
-        self.augment = BatchedAugment(recipe.augment)
+        self.augment = BatchedAugment(recipe.augment).prepare(self.device)  # its constants: no copy in a step
         self.param_mean, self.param_std = self._parameter_statistics()
         torch.manual_seed(recipe.seed)  # the same initial weights on every rank
         stats = {"param_mean": self.param_mean, "param_std": self.param_std} if recipe.method.equimod else {}

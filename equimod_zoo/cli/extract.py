@@ -10,9 +10,8 @@ from rich.console import Console
 from equimod_zoo.cli.errors import user_errors
 from equimod_zoo.cli.network import offline_unless_reachable
 from equimod_zoo.cli.paths import nonempty_path
-from equimod_zoo.constants import DEFAULT_MODEL
+from equimod_zoo.constants import DEFAULT_MODEL, DEFAULT_SHARD_SIZE
 from equimod_zoo.errors import UserError
-from equimod_zoo.extraction.extract import DEFAULT_SHARD_SIZE
 
 
 def extract_command(
@@ -56,8 +55,9 @@ def extract_command(
                                              help="Let the --dataset's rows name image files outside its folder."),
 ) -> None:
     """Extract one pooled feature vector per image with a zoo backbone (or any timm model folder)."""
-    from equimod_zoo.data.spec import open_split, resolve_spec
-    from equimod_zoo.data.streams import image_inputs, is_tar_pattern, limited
+    with user_errors():  # mistakes in the arguments first, before anything heavy is imported
+        if (images is None and not more_images) == (dataset is None):
+            raise UserError("give exactly one of --images DIR or --dataset SPEC")
     from equimod_zoo.extraction.distributed import extract_features_distributed
     from equimod_zoo.torchrun import is_main_rank
 
@@ -65,36 +65,20 @@ def extract_command(
                                   "here), or pass a local copy: --dataset DIR (parquet, imagefolder or CUB_200_2011)"):
         if dataset is not None and data_dir is None and not Path(dataset).exists():
             offline_unless_reachable()  # a Hub dataset: seconds, not a minute of retries, when offline
-        if more_images:
-            images = [*(images or []), *more_images]
-        if (images is None) == (dataset is None):
-            raise UserError("give exactly one of --images DIR or --dataset SPEC")
-        if images is not None and (split or image_column or label_column or data_dir is not None):
-            raise UserError("--split, --data-dir, --image-column and --label-column apply to --dataset only")
-        if images is not None:
-            # one folder is scanned by extract_features itself; anything else is listed or streamed here
-            single = Path(images[0]) if len(images) == 1 and images[0].strip() else None
-            plain = single is not None and (single.is_dir() or not (single.exists() or is_tar_pattern(images[0])))
-            source = limited(single if plain and limit is None else image_inputs(images), limit)
-        else:
-            spec = resolve_spec(dataset, data_dir=data_dir, allow_outside_paths=allow_outside_paths)
-            source = open_split(spec, split=split, image_column=image_column,
-                                label_column=label_column, streaming=streaming)
-            source = limited(source, limit)
-        if out is None:
-            out = default_out(images[0] if images is not None else dataset, split, model)
-            if is_main_rank():
-                Console().print(f"output folder: {out} (the default; --out to choose)", highlight=False,
-                                soft_wrap=True)
         summary = extract_features_distributed(  # plain extract_features outside torchrun
-            source, out=out, model=model, batch_size=batch_size, num_workers=workers, normalize=normalize,
-            shard_size=shard_size, resolution=resolution, device=device, precision=precision, jpeg_draft=jpeg_draft,
+            [*(images or []), *(more_images or [])] or None, dataset=dataset, split=split, data_dir=data_dir,
+            image_column=image_column, label_column=label_column, streaming=streaming,
+            allow_outside_paths=allow_outside_paths, limit=limit, out=out,
+            model=model, batch_size=batch_size, num_workers=workers, normalize=normalize, shard_size=shard_size,
+            resolution=resolution, device=device, precision=precision, jpeg_draft=jpeg_draft,
             compile="auto" if compile_model is None else compile_model,
         )
     if not is_main_rank():
         return
     console = Console()
     resumed = f", {summary.shards_skipped} of {summary.num_shards} shards already done" if summary.shards_skipped else ""
+    if out is None:
+        console.print(f"output folder: {summary.out} (the default; --out to choose)", highlight=False, soft_wrap=True)
     console.print(f"{summary.num_extracted} of {summary.num_images} images -> {summary.out} "
                   f"({summary.num_features}-d, {summary.model}, {summary.precision} on {summary.device}"
                   f"{', compiled' if summary.compiled else ''}{resumed})",
@@ -104,17 +88,6 @@ def extract_command(
                       highlight=False, soft_wrap=True)
         for path, error in summary.failures[:5]:
             console.print(f"  {path}: {error}", highlight=False, soft_wrap=True, markup=False)
-
-
-def default_out(source: str | Path, split: str | None, model: str) -> Path:
-    """features/SOURCE[_SPLIT]_MODEL: one folder per input and model, so a rerun resumes it and
-    another model never collides with it."""
-    def name(spec: str | Path) -> str:
-        path = Path(str(spec))
-        return (path.resolve().name if path.exists() else path.name).replace(":", "_") or "input"
-
-    parts = [name(source), *([split] if split else []), name(model)]
-    return Path("features") / "_".join(parts)
 
 
 def register(app: typer.Typer) -> None:

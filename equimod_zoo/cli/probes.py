@@ -1,16 +1,19 @@
 """`equimod-zoo linear`: the linear probe and the weighted kNN on extracted features."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from equimod_zoo.cli.errors import check_device, user_errors
 from equimod_zoo.errors import UserError
+
+if TYPE_CHECKING:
+    from equimod_zoo.probes.frozen import FrozenProbeReport
 
 
 def linear_command(
@@ -27,37 +30,37 @@ def linear_command(
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda ... (default: CUDA if available)."),
 ) -> None:
     """Linear probe (L-BFGS, L2 chosen on validation) and weighted kNN (k=200, T=0.1) on frozen features."""
-    from equimod_zoo.atomic import atomic_write_text
-    from equimod_zoo.records import add_records, check_records_dir
+    with user_errors():  # mistakes in the arguments first, before anything heavy is imported
+        if record is not None and not dataset_name:
+            raise UserError("--record needs --dataset-name (e.g. cifar10), the dataset the results belong to")
     from equimod_zoo.probes.frozen import probe_feature_folders
 
     with user_errors():
         check_device(device)  # a missing GPU or a typo: one line, before any work
-        if record is not None and not dataset_name:
-            raise UserError("--record needs --dataset-name (e.g. cifar10), the dataset the results belong to")
-        if record is not None:
-            check_records_dir(record)  # before the work, not after
         report = probe_feature_folders(train, test, val=val, select_metric=select_metric, k=k,
-                                       temperature=temperature, seed=seed, device=device)
-        if json_out is not None:
-            atomic_write_text(json_out, json.dumps(report.to_dict(), indent=2) + "\n")
-        if record is not None:
-            add_records(record, report.records(dataset=dataset_name))
+                                       temperature=temperature, seed=seed, device=device, record=record,
+                                       dataset_name=dataset_name, json_path=json_out)
 
-    table = Table(title=f"frozen features of {report.model}")
-    for column in ("probe", "top-1", "top-5", "mean per-class", "settings"):
-        table.add_column(column, justify="right" if column != "probe" else "left")
-    lin, knn = report.linear, report.knn
-    table.add_row("linear", f"{lin.top1:.2f}", f"{lin.top5:.2f}", f"{lin.mean_per_class_accuracy:.2f}",
-                  f"weight decay {lin.weight_decay:.2g} (train {lin.train_size}, val {lin.val_size})")
-    table.add_row("kNN", f"{knn.top1:.2f}", f"{knn.top5:.2f}", f"{knn.mean_per_class_accuracy:.2f}",
-                  f"k={knn.k}, T={knn.temperature:g}")
     console = Console()
-    console.print(table)
+    console.print(results_table(report))
     if json_out is not None:
         console.print(f"results -> {json_out}", highlight=False)
     if record is not None:
         console.print(f"recorded into {record}", highlight=False)
+
+
+def results_table(report: FrozenProbeReport) -> Table:
+    """The probes' scores, then the settings each chose, in a table that fits 80 columns."""
+    lin, knn = report.linear, report.knn
+    table = Table(title=f"frozen features of {report.model}", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+    for column in ("probe", "top-1", "top-5", "mean per-class", "settings"):
+        table.add_column(column, justify="left" if column in ("probe", "settings") else "right",
+                         no_wrap=column != "settings")
+    table.add_row("linear", f"{lin.top1:.2f}", f"{lin.top5:.2f}", f"{lin.mean_per_class_accuracy:.2f}",
+                  f"weight decay {lin.weight_decay:.2g}, fit on {lin.train_size}, chosen on {lin.val_size}")
+    table.add_row("kNN", f"{knn.top1:.2f}", f"{knn.top5:.2f}", f"{knn.mean_per_class_accuracy:.2f}",
+                  f"k={knn.k}, T={knn.temperature:g}")
+    return table
 
 
 def register(app: typer.Typer) -> None:

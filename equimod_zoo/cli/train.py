@@ -17,7 +17,7 @@ def train_command(
     recipe: Optional[str] = typer.Option(None, "--recipe", help="A recipe name (training/recipes/NAME.yaml) or a "
                                                                  "YAML file; optional with --resume."),
     data: str = typer.Option(..., "--data", help="A dataset spec: a parquet folder or file (e.g. "
-                                                  "../shared/data/cifar10-jpeg), an image folder, a CUB_200_2011 "
+                                                  "$EQUIMOD_DATA/cifar10-jpeg), an image folder, a CUB_200_2011 "
                                                   "folder, a known name (cifar10) or a Hugging Face dataset id."),
     out: Path = typer.Option(..., "--out", parser=nonempty_path,
                              help="The run folder: logs, checkpoint and the exported model."),

@@ -1,7 +1,6 @@
 """`equimod-zoo transfer` and `equimod-zoo compare`: transfer learning with official splits and metrics."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -25,7 +24,7 @@ def transfer_command(
                                                                      "imagefolder layout); default: the Hub, or its "
                                                                      "cache when offline."),
     protocol: str = typer.Option("linear", "--protocol", help="linear, knn or finetune."),
-    resolution: Optional[int] = typer.Option(None, "--resolution", min=1, help="Input size (default: the model's)."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", min=1, help="Input size (default: the model's own, at least 64 px)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the result to this JSON file."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Feature and result cache (default: "
                                                                        "$EQUIMOD_ZOO_CACHE or ~/.cache/equimod_zoo)."),
@@ -40,10 +39,11 @@ def transfer_command(
                                         "evenly spaced over it."),
     workers: int = typer.Option(2, "--workers", "--num-workers", min=0, help="Processes that decode images."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda ... (default: CUDA if available)."),
+    precision: str = typer.Option("fp32", "--precision", help="Of the extracted features: fp32 gives the same "
+                                  "score on every machine; auto, bf16 or fp16 extract faster where the hardware "
+                                  "has them, and move a score by tenths."),
 ) -> None:
     """Transfer a backbone to a dataset: frozen linear probe (default), kNN, or fine-tuning."""
-    from equimod_zoo.atomic import atomic_write_text
-    from equimod_zoo.records import add_records, check_records_dir
     from equimod_zoo.transfer.finetune import FinetuneConfig
     from equimod_zoo.transfer.run import transfer
 
@@ -56,23 +56,18 @@ def transfer_command(
             f"--dataset {dataset} --data-dir DIR")
     with user_errors(network_hint=hint):
         check_device(device)  # a missing GPU or a typo: one line, before any work
-        if record is not None:
-            check_records_dir(record)  # before the work, not after
         if data_dir is None and not dataset.startswith("imagefolder:"):
             offline_unless_reachable()  # from the cache at once, or one line in seconds, when the Hub is unreachable
         result = transfer(
-            dataset, model, data_dir=data_dir, protocol=protocol, resolution=resolution, cache_dir=cache_dir,
+            dataset, model=model, data_dir=data_dir, protocol=protocol, resolution=resolution, cache_dir=cache_dir,
             image_column=image_column, label_column=label_column, batch_size=batch_size, num_workers=workers,
             device=device, finetune_config=FinetuneConfig(epochs=epochs, lr=lr, optimizer=optimizer,
                                                           batch_size=batch_size, num_workers=workers),
-            limit=limit,
+            limit=limit, record=record, json_path=json_out, precision=precision,
         )
-        if json_out is not None:
-            atomic_write_text(json_out, json.dumps(result.to_dict(), indent=2) + "\n")
-        if record is not None:
-            add_records(record, [result.as_record()])
 
-    table = Table(title=f"{result.model} on {result.dataset} ({result.protocol}, {result.resolution}px)")
+    table = Table(title=f"{result.model} on {result.dataset} ({result.protocol}, {result.resolution} px, "
+                        f"{result.precision} features)")
     for column in ("metric", "score"):
         table.add_column(column, justify="right" if column == "score" else "left")
     table.add_row(f"[bold]{result.metric}[/bold]", f"[bold]{result.score:.2f}[/bold]")
@@ -95,7 +90,7 @@ def compare_command(
     out: Path = typer.Option(..., "--out", help="Folder for comparison.md, comparison.csv and comparison.png."),
     data_dir_map: Optional[str] = typer.Option(None, "--data-dir-map", help="DATASET=DIR,... local copies."),
     protocol: str = typer.Option("linear", "--protocol", help="linear, knn or finetune."),
-    resolution: Optional[int] = typer.Option(None, "--resolution", min=1, help="Input size (default: each model's)."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", min=1, help="Input size (default: each model's own, at least 64 px)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Feature and result cache."),
     rerun: bool = typer.Option(False, "--rerun", help="Measure again instead of reusing cached results."),
     workers: int = typer.Option(2, "--workers", "--num-workers", min=0, help="Processes that decode images."),

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from equimod_zoo.cli.errors import user_errors
 from equimod_zoo.dataclass_dict import plain
-from equimod_zoo.records import Record
+from equimod_zoo.records import Record, transfer_settings
 from equimod_zoo.registry import ZooEntry, catalogue, list_models
 
 # The table's measured columns: (title, protocol, metric, dataset or None for the pre-training data).
@@ -19,8 +19,9 @@ MEASURED_COLUMNS = (("linear", "linear", "top1", None), ("kNN", "knn", "knn_top1
 
 
 def entry_summary(entry: ZooEntry) -> dict:
-    """The JSON form of an entry, with every name that resolves to it."""
-    return {**entry.to_dict(), "aliases": catalogue().aliases_of(entry), "metrics": [plain(m) for m in entry.metrics]}
+    """The JSON form of an entry, as `list_models()` gives it, with its `arch.tag` (which resolves to it too) and
+    the numbers measured on its weights."""
+    return {**entry.to_dict(), "arch_tag": entry.arch_tag, "metrics": [plain(m) for m in entry.metrics]}
 
 
 def list_command(
@@ -46,8 +47,14 @@ def list_command(
     console = Console()
     console.print(table)
     console.print("Accuracy in %: linear and kNN top-1 on the pre-training data's test split, Flowers-102 mean "
-                  "per-class (linear). A recipe-only entry's epochs are planned, not trained. `equimod-zoo info "
-                  "NAME` shows every recorded number with its command.", highlight=False)
+                  f"per-class (linear{_flowers_settings(entries)}). A recipe-only entry's epochs are planned, not "
+                  "trained. `equimod-zoo info NAME` shows every recorded number with its command.", highlight=False)
+
+
+def _flowers_settings(entries: list[ZooEntry]) -> str:
+    """The settings the shown Flowers-102 numbers were measured with, from their recorded commands."""
+    commands = [m.command for e in entries for m in e.metrics if m.dataset == "flowers102" and m.protocol == "linear"]
+    return f", {transfer_settings(commands)}" if commands else ""
 
 
 def _measured(entry: ZooEntry, protocol: str, name: str, dataset: str | None) -> str:

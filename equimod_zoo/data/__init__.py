@@ -24,8 +24,8 @@ spec is an error, never the working folder. Splits are named as in the data; `va
 and `dev` find a `validation` split and back.
 
     from equimod_zoo.data import resolve_spec, open_split
-    source = open_split("../shared/data/flowers102", split="test")   # an ImageSource
-    source = open_split(resolve_spec("flowers102", data_dir="../shared/data/flowers102"), "test")
+    source = open_split("data/flowers102", split="test")   # an ImageSource
+    source = open_split(resolve_spec("flowers102", data_dir="data/flowers102"), "test")
 
 Beyond datasets, extraction reads a folder of images, a list of files and webdataset tar
 shards (`equimod_zoo.data.streams`). Every image is decoded by `equimod_zoo.data.images.load_rgb`.

@@ -6,7 +6,7 @@ same to them:
 
     source = folder_source("photos/")                     # every image file below a folder
     source = imagefolder_source("flowers/train")          # class sub-folders give the labels
-    source = open_split("../shared/data/flowers102", split="test")   # any dataset spec (equimod_zoo.data)
+    source = open_split("data/flowers102", split="test")   # any dataset spec (equimod_zoo.data)
     len(source), source.key(0), source.open(0), source.label(0), source.label_names
 
 `open` returns the raw `PIL.Image` as stored (lazy, any mode) and may raise for a bad file;

@@ -32,6 +32,7 @@ from equimod_zoo.equimod.heads import (
     SimCLRProjectionHead,
     VICRegProjectionHead,
 )
+from equimod_zoo.equimod.heads_file import HeadsSchema, load_equimod_heads
 from equimod_zoo.equimod.loss import EquiModLoss, NTXentLoss, equivariance_gain
 from equimod_zoo.equimod.module import EquiMod, EquiModOutput
 
@@ -41,5 +42,5 @@ __all__ = [
     "EquiModProjectionHead", "EquivariantPredictor", "MoCoV3PredictionHead", "MoCoV3ProjectionHead",
     "ProjectionHead", "SimCLRProjectionHead", "VICRegProjectionHead",
     "EquiModLoss", "NTXentLoss", "equivariance_gain",
-    "EquiMod", "EquiModOutput",
+    "EquiMod", "EquiModOutput", "HeadsSchema", "load_equimod_heads",
 ]

@@ -213,6 +213,13 @@ class BatchedAugment:
     def num_params(self) -> int:
         return len(self._columns)
 
+    def prepare(self, device: torch.device | str) -> BatchedAugment:
+        """Build the per-device constants now (float32, as the pipeline computes), so that no step
+        pays their host-to-device copies; returns self."""
+        for name in ("neutral", "columns", "mean", "inverse_std"):
+            self._constant(name, torch.device(device))
+        return self
+
     def _constant(self, name: str, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Tensors the pipeline needs on every call, built once per device (a host-to-device copy waits)."""
         cache = self._constants.setdefault((torch.device(device), dtype), {})

@@ -18,7 +18,7 @@ machines need OUT on a filesystem they all see.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import timedelta
 from pathlib import Path
@@ -39,11 +39,11 @@ BARRIER_TIMEOUT = timedelta(hours=24)
 
 
 def extract_features_distributed(
-    source: Any,
+    images: Any = None,
     *,
-    out: str | Path,
+    out: str | Path | None = None,
     device: str | torch.device | None = None,
-    progress: bool = True,
+    progress: bool | str = True,
     init_method: str | None = None,
     **options: Any,
 ) -> ExtractionSummary:
@@ -56,12 +56,12 @@ def extract_features_distributed(
     """
     rank, world_size, local_rank = torchrun_world()
     if world_size == 1:
-        return extract_features(source, out=out, device=device, progress=progress, **options)
+        return extract_features(images, out=out, device=device, progress=progress, **options)
     device = _rank_device(device, local_rank)
     # The rank's GPU as the current one while it runs (pinned-memory threads allocate there), then back.
     on_device = torch.cuda.device(device) if device.type == "cuda" else nullcontext()
     with on_device, _process_group(rank, world_size, init_method, device) as group:
-        return extract_features(source, out=out, device=device, progress=progress and rank == 0,
+        return extract_features(images, out=out, device=device, progress=progress if rank == 0 else False,
                                 coordinator=RankCoordinator(group), **options)
 
 
@@ -74,14 +74,14 @@ class RankCoordinator(ShardCoordinator):
         self.rank = dist.get_rank(group)
         self.world_size = dist.get_world_size(group)
 
-    def begin(self, store: FeatureStore, info: dict[str, Any]) -> None:
+    def begin(self, store: FeatureStore, *, info: dict[str, Any], sources: Sequence[str | Path] = ()) -> None:
         inputs = [None] * self.world_size
         dist.all_gather_object(inputs, info["input"], group=self.group)
         different = [r for r, seen in enumerate(inputs) if seen != inputs[0]]
         if different:
             raise UserError(f"rank {different[0]} lists other input files than rank 0: every rank must see the "
                             f"same input (on several machines, a filesystem they share)")
-        self._on_rank0(lambda: super(RankCoordinator, self).begin(store, info))
+        self._on_rank0(lambda: super(RankCoordinator, self).begin(store, info=info, sources=sources))
 
     def owns(self, shard: int) -> bool:
         return shard % self.world_size == self.rank

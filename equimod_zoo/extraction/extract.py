@@ -24,23 +24,19 @@ import timm.data
 import torch
 import torch.nn.functional as F
 from torch.fx.experimental.optimization import fuse
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
-from rich.text import Text
 
 from equimod_zoo.cache import file_state
-from equimod_zoo.constants import DEFAULT_MODEL
+from equimod_zoo.constants import DEFAULT_MODEL, DEFAULT_SHARD_SIZE
 from equimod_zoo.data.images import IMAGE_EXTENSIONS, load_rgb
 from equimod_zoo.data.sources import ImageSource, folder_source
 from equimod_zoo.data.streams import ImageStream, OffsetSource
 from equimod_zoo.devices import cpu_has_fast_bf16, resolve_device
 from equimod_zoo.errors import NonFiniteFeaturesError, UserError
-from equimod_zoo.extraction.store import EXTRACTION_OUTPUT, FORMAT_VERSION, FeatureStore, metadata_table
+from equimod_zoo.extraction.inputs import ImagesArgument, default_out, input_paths, open_inputs
+from equimod_zoo.extraction.store import FORMAT_VERSION, FeatureStore, metadata_table
 from equimod_zoo.limits import MAX_BATCH_SIZE, MAX_SHARDS, MAX_WORKERS, check_batch, check_limit, check_resolution
 from equimod_zoo.loading import ResolvedModel, resolve_model
-from equimod_zoo.output_folder import check_output_folder
-
-DEFAULT_SHARD_SIZE = 8192
+from equimod_zoo.progress import progress_bar
 # compile="auto" compiles on a bf16 CPU from this many images to extract, where inductor's bf16
 # kernels repay the compile (bench/extract.py measures it, counted in, against the eager path).
 # On fp32-only CPUs (AVX2) the compiled ResNet-50 ran no faster than the eager one, so never there.
@@ -75,9 +71,17 @@ class ExtractionSummary:
 
 
 def extract_features(
-    source: str | Path | ImageSource | ImageStream,
+    images: ImagesArgument | None = None,
     *,
-    out: str | Path,
+    dataset: str | None = None,
+    split: str | None = None,
+    data_dir: str | Path | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    streaming: bool = False,
+    allow_outside_paths: bool = False,
+    limit: int | None = None,
+    out: str | Path | None = None,
     model: str | Path | torch.nn.Module | ResolvedModel = DEFAULT_MODEL,
     batch_size: int = 64,
     num_workers: int = 2,
@@ -89,16 +93,22 @@ def extract_features(
     jpeg_draft: bool = True,
     max_pixels: int | None = None,
     compile: bool | Literal["auto"] = "auto",
-    progress: bool = True,
+    progress: bool | str = True,
     coordinator: ShardCoordinator | None = None,
 ) -> ExtractionSummary:
-    """Extract pooled features of every image of `source` into the feature store `out`.
+    """Extract pooled features of every image of `images` (or of a `dataset` split) into the feature store `out`.
 
     Args:
-        source: a folder (scanned recursively for image files), an `ImageSource` (see
-            `equimod_zoo.data`, e.g. `open_split(...)`), or an `ImageStream` (file lists, tar
-            shards, streamed datasets: `equimod_zoo.data.streams`), read one shard at a time.
-        out: the output folder; a rerun with the same inputs resumes it.
+        images: a folder (scanned recursively for image files), image files, list files (.txt,
+            one path a line), webdataset tar shards (`shards/{00000..00009}.tar`), or a sequence
+            of these; or an `ImageSource` (see `equimod_zoo.data`, e.g. `open_split(...)`) or an
+            `ImageStream` (`equimod_zoo.data.streams`), read one shard at a time.
+        dataset: instead of `images`, a dataset spec (`equimod_zoo.data`), with its `split`, local
+            copy `data_dir`, `image_column` and `label_column`; `streaming` reads it row by row;
+            `allow_outside_paths` lets its rows name image files outside the dataset's own folder.
+        limit: only the first `limit` images.
+        out: the output folder: new, empty, or an earlier extraction, which a rerun with the same
+            inputs resumes (anything else is refused); default `features/SOURCE[_SPLIT]_MODEL`.
         model: a zoo name or alias, a local model folder, a `ResolvedModel` (located, verified
             and built once by the caller), or a `torch.nn.Module` (a timm model gives its
             pre-logits features whatever its classifier).
@@ -117,7 +127,8 @@ def extract_features(
             AVX512-BF16) when at least `AUTO_COMPILE_MIN_IMAGES` images remain to extract: the
             compile (tens of seconds, less once inductor's cache holds this model) then pays
             for itself; on fp32-only CPUs and GPUs it gains too little.
-        progress: show a progress bar.
+        progress: show a progress bar, or a string: what the bar says it extracts (default: the
+            input and the model).
         coordinator: which shards this process extracts and who writes the manifest; by default
             this process does everything (`equimod_zoo.extraction.distributed` gives each rank
             of a torchrun job its own).
@@ -133,11 +144,16 @@ def extract_features(
     if resolution is not None:
         check_resolution("--resolution", resolution)
     started = time.perf_counter()
-    # the output rule first: a refused OUT costs no model load
-    check_output_folder(out, EXTRACTION_OUTPUT, sources=[source] if isinstance(source, (str, Path)) else ())
+    out = Path(out) if out is not None else default_out(images, dataset=dataset, split=split, model=model)
+    sources = input_paths(images, data_dir, dataset)
+    FeatureStore(out).check_out(sources=sources)  # before any work
     device = resolve_device(device, argument="device")
+    source = open_inputs(images, dataset=dataset, split=split, data_dir=data_dir, image_column=image_column,
+                         label_column=label_column, streaming=streaming, allow_outside_paths=allow_outside_paths,
+                         limit=limit)
     network, model_name, weights_sha256 = _resolve_model(model)
     images = _resolve_source(source)
+    label = progress if isinstance(progress, str) else f"{_input_name(source, dataset, split)} with {model_name}"
 
     data_config = timm.data.resolve_model_data_config(network)
     if resolution is not None:
@@ -162,7 +178,7 @@ def extract_features(
     keys = {"streamed": True} if streamed else {"keys_sha256": _keys_sha256(images)}
     store = FeatureStore(out)
     coordinator = coordinator or ShardCoordinator()
-    coordinator.begin(store, {
+    coordinator.begin(store, sources=sources, info={
         "format": FORMAT_VERSION,
         "model": model_name,
         "weights_sha256": weights_sha256,
@@ -182,9 +198,9 @@ def extract_features(
     skipped = redone = todo_shards = 0
     failed_now = 0
     compiled: bool | None = None  # decided at the first shard to extract: a finished run never compiles
-    with _progress_bar(progress) as bar, torch.inference_mode(), \
+    with progress_bar(enabled=bool(progress), unit="img") as bar, torch.inference_mode(), \
             torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-        task = bar.add_task("extracting", total=num_images)
+        task = bar.add_task(f"extract {label}", total=num_images)
         for view, shards in units:
             fingerprints = _ShardFingerprints(view, shard_size)
             mine = [k for k in shards if coordinator.owns(k)]
@@ -221,7 +237,7 @@ def extract_features(
                     shard_buffer.add(batch, np.zeros((0, num_features), np.float32))
                 failed_now += len(batch.failures)
                 bar.update(task, advance=len(batch.indices),
-                           description=f"extracting ({failed_now} failed)" if failed_now else "extracting")
+                           description=f"extract {label}" + (f" ({failed_now} failed)" if failed_now else ""))
                 shard = batch.indices[0] // shard_size
                 if batch.indices[-1] + 1 == min((shard + 1) * shard_size, len(view)):
                     shard_buffer.flush(store, shard, view, has_labels, fingerprints.of(shard), model=model_name)
@@ -247,9 +263,9 @@ class ShardCoordinator:
     shares the shards among the ranks of a torchrun job.
     """
 
-    def begin(self, store: FeatureStore, info: dict[str, Any]) -> None:
-        """Check OUT (refusing a different extraction) and record `info`."""
-        store.begin(info)
+    def begin(self, store: FeatureStore, *, info: dict[str, Any], sources: Sequence[str | Path] = ()) -> None:
+        """Check OUT (refusing a different extraction, someone's files or the input) and record `info`."""
+        store.begin(info, sources=sources)
 
     def owns(self, shard: int) -> bool:
         """Whether this process extracts `shard` (unless it is done already)."""
@@ -291,6 +307,15 @@ def _state_sha256(model: torch.nn.Module) -> str:
         digest.update(key.encode())
         digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def _input_name(source: object, dataset: str | None, split: str | None) -> str:
+    """What the progress bar says is extracted: the dataset and split, or the folder, or the input kind."""
+    if dataset is not None:
+        return f"{dataset} {split}" if split else dataset
+    if isinstance(source, (str, Path)):
+        return Path(source).name or str(source)
+    return getattr(source, "name", None) or "images"
 
 
 def _resolve_source(source: str | Path | ImageSource | ImageStream) -> ImageSource | ImageStream:
@@ -519,14 +544,3 @@ class _ShardBuffer:
         self.__init__()
 
 
-class _RateColumn(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed or (task.completed / task.elapsed if task.elapsed else None)
-        return Text(f"{speed:.1f} img/s" if speed else "- img/s", style="progress.data.speed")
-
-
-def _progress_bar(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(), _RateColumn(),
-        TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled,
-    )

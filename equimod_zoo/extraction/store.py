@@ -130,9 +130,14 @@ class FeatureStore:
         atomic_write_text(self.info_path, json.dumps(info, indent=2) + "\n")
         self._layout = (info["format"], info["num_shards"])
 
-    def begin(self, info: dict[str, Any]) -> None:
+    def check_out(self, *, sources: Sequence[str | Path] = ()) -> None:
+        """Refuse an OUT that is not new, empty or an earlier extraction (`equimod_zoo.output_folder`), or
+        that is or holds the images read (`sources`)."""
+        check_output_folder(self.root, EXTRACTION_OUTPUT, sources=sources)
+
+    def begin(self, info: dict[str, Any], *, sources: Sequence[str | Path] = ()) -> None:
         """Start or continue an extraction; refuse an OUT that holds a different one or someone else's files."""
-        check_output_folder(self.root, EXTRACTION_OUTPUT)
+        self.check_out(sources=sources)
         existing = self.read_info()
         if existing is not None:
             different = [k for k in IDENTITY_KEYS if existing.get(k) != info.get(k)]

@@ -29,6 +29,7 @@ import torch
 from equimod_zoo.devices import resolve_device
 from equimod_zoo.errors import UserError
 from equimod_zoo.probes.metrics import classification_scores, mean_per_class_accuracy
+from equimod_zoo.progress import progress_bar
 
 # 13 values, a factor of about 4.6 apart: the range Kornblith et al. searched, on standardised features.
 DEFAULT_GRID: tuple[float, ...] = tuple(float(v) for v in np.logspace(-6, 2, 13))
@@ -91,6 +92,7 @@ def linear_probe(
     patience: int | None = 2,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device | None = None,
+    progress: bool | str = False,
 ) -> LinearProbeResult:
     """Fit the linear probe with its regularisation chosen on a validation set; score it on the test set.
 
@@ -111,6 +113,7 @@ def linear_probe(
         dtype: float32 (default; features are standardised, so it loses nothing that the choice
             of lambda can see) or float64.
         device: defaults to CUDA when available.
+        progress: show a bar over the fits (a string: what the bar says).
 
     After the choice, the probe is refit on train + validation with the chosen lambda.
     """
@@ -146,23 +149,30 @@ def linear_probe(
     best_lambda, best_score, best_fit = None, -math.inf, None
     previous, worse = None, 0
     options = dict(num_classes=k, max_iter=max_iter, tolerance_grad=tolerance_grad, dtype=dtype, device=device)
-    # strongest first, each fit warm-started from the previous one: the path is cheap to follow
-    for lam in sorted((float(v) for v in grid), reverse=True):
-        fit = fit_logistic_regression(fit_x, fit_y, weight_decay=lam, init=previous, **options)
-        predictions = fit.logits(val_x.to(device)).argmax(dim=1).cpu()
-        score = (100.0 * (predictions == val_y).double().mean().item() if select_metric == "top1"
-                 else mean_per_class_accuracy(predictions, val_y))
-        val_scores[lam] = score
-        if score > best_score:
-            best_lambda, best_score, best_fit, worse = lam, score, fit, 0
-        elif score < best_score:
-            worse += 1
-            if patience is not None and worse >= patience:
-                break
-        previous = fit
+    strengths = sorted((float(v) for v in grid), reverse=True)
+    label = progress if isinstance(progress, str) else "linear probe"
+    with progress_bar(enabled=bool(progress)) as bar:
+        task = bar.add_task(f"{label}: L2 path, then the refit", total=len(strengths) + 1)
+        # strongest first, each fit warm-started from the previous one: the path is cheap to follow
+        for lam in strengths:
+            fit = fit_logistic_regression(fit_x, fit_y, weight_decay=lam, init=previous, **options)
+            predictions = fit.logits(val_x.to(device)).argmax(dim=1).cpu()
+            score = (100.0 * (predictions == val_y).double().mean().item() if select_metric == "top1"
+                     else mean_per_class_accuracy(predictions, val_y))
+            val_scores[lam] = score
+            if score > best_score:
+                best_lambda, best_score, best_fit, worse = lam, score, fit, 0
+            elif score < best_score:
+                worse += 1
+                if patience is not None and worse >= patience:
+                    break
+            previous = fit
+            bar.advance(task)
+        bar.update(task, total=len(val_scores) + 1, completed=len(val_scores))
 
-    final = fit_logistic_regression(torch.cat([fit_x, val_x]), torch.cat([fit_y, val_y]), weight_decay=best_lambda,
-                                    init=best_fit, **options)
+        final = fit_logistic_regression(torch.cat([fit_x, val_x]), torch.cat([fit_y, val_y]), weight_decay=best_lambda,
+                                        init=best_fit, **options)
+        bar.advance(task)
     scores = classification_scores(final.logits(test_x.to(device)).cpu(), test_y)
     return LinearProbeResult(
         **scores.to_dict(),

@@ -18,7 +18,7 @@ is a percentile bootstrap over the test images.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -75,7 +75,8 @@ def split_images(num_images: int, *, seed: int = 0, fractions: tuple[float, floa
 
 def probe_parameters(features: torch.Tensor, params: torch.Tensor, image: torch.Tensor, splits: ImageSplits, *,
                      names: Sequence[str] = PARAM_NAMES, num_bootstrap: int = 1000, seed: int = 0,
-                     device: torch.device | str = "cpu") -> dict[str, ProbeScore]:
+                     device: torch.device | str = "cpu",
+                     advance: Callable[[int], None] | None = None) -> dict[str, ProbeScore]:
     """Score how linearly decodable each parameter is from `features`.
 
     Args:
@@ -84,6 +85,7 @@ def probe_parameters(features: torch.Tensor, params: torch.Tensor, image: torch.
         image: [M] the image each sample comes from (indexes the splits).
         splits: which images train, select the regularisation, and test.
         names: what each column of `params` is (the pipeline's `AugmentConfig.params`).
+        advance: called with the number of parameters scored, as they are (a progress bar's step).
     Returns {parameter name: ProbeScore} for every name, in `names` order.
     """
     names = tuple(names)
@@ -100,11 +102,14 @@ def probe_parameters(features: torch.Tensor, params: torch.Tensor, image: torch.
 
     scores: dict[str, ProbeScore] = {}
     continuous = [i for i, name in enumerate(names) if metric_of(name) == R2]
+    advance = advance or (lambda count: None)
     for index, score in zip(continuous, _ridge_scores(x, params[:, continuous], rows, resample)):
         scores[names[index]] = score
+    advance(len(continuous))
     for index, name in enumerate(names):
         if metric_of(name) == BALANCED_ACCURACY:
             scores[name] = _logistic_score(x, params[:, index].round().long(), rows, resample)
+            advance(1)
     return {name: scores[name] for name in names}
 
 

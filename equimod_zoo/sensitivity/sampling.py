@@ -14,10 +14,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from equimod_zoo.data.images import pixels_at_base
 from equimod_zoo.data.sources import ImageSource
@@ -25,6 +23,7 @@ from equimod_zoo.errors import UserError
 from equimod_zoo.model_folder import ModelConfig
 from equimod_zoo.equimod.augment import AugmentConfig, BatchedAugment
 from equimod_zoo.limits import check_resolution
+from equimod_zoo.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -87,8 +86,10 @@ def probe_augmentation(config: ModelConfig, *, resolution: int | None = None,
 
 
 def load_images(source: ImageSource, *, num_images: int, size: int, seed: int = 0,
-                progress: bool = False) -> tuple[torch.Tensor, list[str]]:
+                progress: bool | str = False) -> tuple[torch.Tensor, list[str]]:
     """`num_images` images drawn at random (seeded) from `source`, as uint8 [N, 3, size, size].
+
+    `progress`: show a bar (a string: what the bar says).
 
     Short side resized to `size` (bicubic, antialiased) then centre-cropped, as training stores
     them. Returns the images and their keys.
@@ -100,8 +101,8 @@ def load_images(source: ImageSource, *, num_images: int, size: int, seed: int = 
     chosen = torch.randperm(len(source), generator=torch.Generator().manual_seed(seed))[:num_images].sort().values
     images = torch.empty(num_images, 3, size, size, dtype=torch.uint8)
     keys = []
-    with _progress(progress) as bar:
-        task = bar.add_task("decoding images", total=num_images)
+    with progress_bar(enabled=bool(progress), unit="img") as bar:
+        task = bar.add_task(progress if isinstance(progress, str) else "decoding images", total=num_images)
         for row, index in enumerate(chosen.tolist()):
             try:
                 images[row] = pixels_at_base(lambda index=index: source.open(index), size)
@@ -116,7 +117,7 @@ def load_images(source: ImageSource, *, num_images: int, size: int, seed: int = 
 def augmented_features(backbone: torch.nn.Module, images: torch.Tensor, augmentation: ProbeAugmentation, *,
                        augmentations_per_image: int = 2, views: Sequence[int] | None = None, seed: int = 0,
                        batch_size: int = 256, device: torch.device | str = "cpu",
-                       progress: bool = False) -> AugmentedFeatures:
+                       progress: bool | str = False) -> AugmentedFeatures:
     """Features of each image's x0 and of `augmentations_per_image` augmented views (seeded).
 
     The k-th view of an image uses the recipe's view `views[k % len(views)]` (default: all views).
@@ -131,8 +132,9 @@ def augmented_features(backbone: torch.nn.Module, images: torch.Tensor, augmenta
     generator = torch.Generator().manual_seed(seed)
     n = images.shape[0]
     original, view_features, params, image_index, kinds = [], [], [], [], []
-    with _progress(progress) as bar:
-        task = bar.add_task("features of x0 and views", total=n * (augmentations_per_image + 1))
+    with progress_bar(enabled=bool(progress), unit="img") as bar:
+        task = bar.add_task(progress if isinstance(progress, str) else "features of x0 and views",
+                            total=n * (augmentations_per_image + 1))
         for start in range(0, n, batch_size):
             batch = images[start:start + batch_size].to(device)
             original.append(_features(backbone, augment.identity(batch)))
@@ -154,8 +156,3 @@ def _features(backbone: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     if features.ndim != 2:
         raise UserError(f"the backbone must return pooled features [n, D] (num_classes=0), got {list(features.shape)}")
     return features.float().cpu()
-
-
-def _progress(enabled: bool) -> Any:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    disable=not enabled, transient=True)

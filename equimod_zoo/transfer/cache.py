@@ -1,7 +1,7 @@
 """Where transfer keeps extracted features and results, keyed so that a rerun never recomputes them.
 
-    CACHE/features/DATASET/MODEL-SHA/SPLIT-RESpx-SOURCE/   an extraction output folder per split
-    CACHE/results/DATASET/MODEL-SHA/PROTOCOL-RESpx-SOURCE.json
+    CACHE/features/DATASET/MODEL-SHA/SPLIT-RESpx-PRECISION-SOURCE/   an extraction output folder per split
+    CACHE/results/DATASET/MODEL-SHA/PROTOCOL-RESpx-PRECISION-SOURCE.json
 
 MODEL is the model's name, SHA the first 16 hex digits of its weights' sha256 (so retrained
 weights under the same name get new entries), SOURCE a short hash of where the images came from
@@ -34,10 +34,11 @@ class CacheKey:
     dataset: str
     source: str  # "hub:ID" or "parquet:/abs/folder" ...
     resolution: int
+    precision: str = "fp32"  # of the extracted features: bf16 ones score a few tenths differently
 
     def _parts(self) -> tuple[str, str, str]:
         source = hashlib.sha256(self.source.encode()).hexdigest()[:8]
-        return _slug(self.dataset), f"{_slug(self.model)}-{self.weights_sha256[:16]}", f"{self.resolution}px-{source}"
+        return _slug(self.dataset), f"{_slug(self.model)}-{self.weights_sha256[:16]}", f"{self.resolution}px-{self.precision}-{source}"
 
     def features_dir(self, cache_dir: str | Path, split: str) -> Path:
         dataset, model, suffix = self._parts()

@@ -21,6 +21,7 @@ from equimod_zoo.loading import resolve_model
 from equimod_zoo.method import Method
 from equimod_zoo.model_folder import ModelConfig
 from equimod_zoo.optional import require
+from equimod_zoo.output_folder import OutputLayout, check_output_folder
 from equimod_zoo.registry import ZooEntry, catalogue
 from equimod_zoo.transfer.run import transfer
 from equimod_zoo.weights import local_folder
@@ -93,6 +94,12 @@ class ComparisonReport:
     probes_png_path: Path | None = None
 
 
+# What `compare` writes in OUT; OUT is new, empty, or an earlier comparison holding only these.
+COMPARE_OUTPUT = OutputLayout(
+    "compare", frozenset(("comparison.md", "comparison.csv", "comparison.png", "probes.md", "probes.png")),
+    lambda folder: (folder / "comparison.csv").is_file())
+
+
 def compare(
     models: Sequence[str],
     datasets: Sequence[str],
@@ -113,6 +120,8 @@ def compare(
     `probe_reports` (files written by `equimod-zoo probe-augs --json`) add OUT/probes.md and
     OUT/probes.png: what each model keeps of every augmentation parameter, side by side.
     """
+    out = Path(out)
+    check_output_folder(out, COMPARE_OUTPUT)  # before any work
     data_dirs = dict(data_dirs or {})
     unknown = sorted(set(data_dirs) - set(datasets))
     if unknown:
@@ -122,7 +131,7 @@ def compare(
     scores = []
     for dataset in datasets:
         for model, identity in resolved:
-            result = transfer(dataset, model, data_dir=data_dirs.get(dataset), protocol=protocol, resolution=resolution,
+            result = transfer(dataset, model=model, data_dir=data_dirs.get(dataset), protocol=protocol, resolution=resolution,
                               cache_dir=cache_dir, reuse_result=reuse, num_workers=num_workers, device=device,
                               progress=progress)
             scores.append(Score(result.model, result.dataset, result.protocol, result.metric, result.score,

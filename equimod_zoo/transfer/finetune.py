@@ -14,7 +14,6 @@ from typing import Any, Literal
 import timm.data
 import torch
 import torch.nn.functional as F
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torchvision import transforms
 
 from equimod_zoo.atomic import atomic_path
@@ -24,6 +23,7 @@ from equimod_zoo.data.workers import UserErrorLoader
 from equimod_zoo.devices import resolve_device
 from equimod_zoo.errors import UserError
 from equimod_zoo.limits import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_WORKERS, check_limit
+from equimod_zoo.progress import progress_bar
 from equimod_zoo.probes.metrics import ClassificationScores, classification_scores
 
 
@@ -61,7 +61,7 @@ def finetune(
     config: FinetuneConfig = FinetuneConfig(),
     checkpoint: str | Path | None = None,
     device: str | torch.device | None = None,
-    progress: bool = True,
+    progress: bool | str = True,
 ) -> ClassificationScores:
     """Train `model` (a timm model with a fresh classifier) on the `train` sources, score it on `test`.
 
@@ -99,8 +99,9 @@ def finetune(
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps)))
     start_epoch = _resume(checkpoint, config, model, optimizer, schedule, generator)
 
-    with _progress(progress) as bar:
-        task = bar.add_task("fine-tuning", total=total_steps, completed=start_epoch * len(loader))
+    label = progress if isinstance(progress, str) else "fine-tune"
+    with progress_bar(enabled=bool(progress), status=True) as bar:
+        task = bar.add_task(label, total=total_steps, completed=start_epoch * len(loader), status="")
         for epoch in range(start_epoch, config.epochs):
             model.train()
             for images, labels in loader:
@@ -109,7 +110,7 @@ def finetune(
                 loss.backward()
                 optimizer.step()
                 schedule.step()
-                bar.update(task, advance=1, description=f"fine-tuning epoch {epoch + 1}/{config.epochs} loss {loss.item():.3f}")
+                bar.update(task, advance=1, status=f"epoch {epoch + 1}/{config.epochs} loss {loss.item():.3f}")
             if checkpoint is not None:
                 _save(checkpoint, config, epoch + 1, model, optimizer, schedule, generator)
     return evaluate(model, test, eval_transform, batch_size=config.batch_size, num_workers=config.num_workers,
@@ -166,8 +167,3 @@ def _resume(path: str | Path | None, config: FinetuneConfig, model: torch.nn.Mod
     schedule.load_state_dict(state["schedule"])
     generator.set_state(state["generator"])
     return int(state["epoch"])
-
-
-def _progress(enabled: bool) -> Progress:
-    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled)
