@@ -199,3 +199,28 @@ def test_the_tensor_guard_catches_a_planted_user_error(tmp_path):
                                       "        raise UserError('shapes differ')\n"
                                       "def config(width: int):\n    raise UserError('a user mistake')\n")
     assert user_errors_from_tensor_code([tmp_path / "loss.py"]) == ["loss.py:3 loss raises UserError"]
+
+
+# --- DEVELOPERS.md's map of the code matches the tree ----------------------------------------------------------------
+
+def test_the_developers_map_names_every_module_and_only_modules_that_exist():
+    import re
+
+    text = (ROOT / "DEVELOPERS.md").read_text()
+    table = text[text.index("## Map of the code"):text.index("\n## ", text.index("## Map of the code") + 1)]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    named: set[Path] = set()
+    for row in rows:
+        cells = row.split("|")
+        where, files = cells[1], cells[2]
+        for path in re.findall(r"`([\w/.]+)`", where):
+            named.add(ROOT / path)
+        folder = re.match(r"\s*`([\w/]+/)`", where)
+        if folder:  # a folder row names its modules by file name
+            named.update(ROOT / folder.group(1) / name for name in re.findall(r"`([\w]+\.py)`", files))
+    missing = [p for p in named if not p.exists()]
+    assert missing == [], f"DEVELOPERS.md names what does not exist: {missing}"
+    modules = [p for root in ("equimod_zoo", "training", "hub", "tools") for p in (ROOT / root).rglob("*.py")
+               if p.name != "__init__.py" and "__pycache__" not in p.parts]
+    unnamed = sorted(str(p.relative_to(ROOT)) for p in modules if p not in named)
+    assert unnamed == [], f"DEVELOPERS.md's map of the code does not name {unnamed}"
