@@ -245,3 +245,14 @@ def test_a_new_attempt_removes_what_a_killed_checkpoint_write_left(run, tmp_path
     assert load_checkpoint(folder / "checkpoint.pt")["state"]["step"] == 2  # the previous one is intact
     resumed = run(None, "run", resume=True)
     assert resumed.finished and not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_data_limit_below_the_batch_trains_one_batch_of_all_the_images(toy_data, tmp_path):
+    recipe = tiny_recipe("simclr", epochs=1, precision="fp32").override({"batch_size": 64})
+    with pytest.warns(UserWarning, match="--data-limit 16: a batch of 16 images, not the recipe's 64"):
+        result = train(recipe, data=toy_data, out=tmp_path / "run", data_limit=16, max_steps=1, progress=False)
+    assert result.step == 1
+    resumed = train(None, data=toy_data, out=tmp_path / "run", data_limit=16, resume=True, progress=False)
+    assert resumed.finished
+    with pytest.raises(ValueError, match="batch size 128 is larger than the dataset .64 images"):  # all: refused
+        train(recipe.override({"batch_size": 128}), data=toy_data, out=tmp_path / "other", progress=False)

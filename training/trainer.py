@@ -34,6 +34,7 @@ import copy
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -315,6 +316,12 @@ class _Trainer:
                             f"({self.payload['data']['name']}, {self.payload['data']['num_images']} images, "
                             f"sha256 {self.payload['data']['sha256'][:12]}...)")
         self._check_stop()
+        if data_limit is not None and recipe.batch_size > len(self.data):
+            # a quick check on a few images: one batch of all of them (the learning rate follows the batch)
+            batch_size = len(self.data) - len(self.data) % info.world_size
+            warnings.warn(f"--data-limit {data_limit}: a batch of {batch_size} images, not the recipe's "
+                          f"{recipe.batch_size}", stacklevel=2)
+            self.recipe = recipe = recipe.override({"batch_size": batch_size})
         self.sampler = EpochSampler(len(self.data), batch_size=recipe.batch_size, seed=recipe.seed,
                                     rank=info.rank, world_size=info.world_size)
         self.loader = BatchLoader(self.data, self.sampler, device=self.device, workers=recipe.workers)
