@@ -7,9 +7,9 @@ registered with timm when timm is imported (at once, if it already is).
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
 from equimod_zoo.after_import import after_import
+from equimod_zoo.lazy import lazy_attributes
 from equimod_zoo.version import __version__
 
 # Each public name and the module it lives in, imported on first use.
@@ -29,12 +29,7 @@ __all__ = ["__version__", *_LAZY]
 
 # resnet18_cifar and resnet50_cifar become timm architectures as soon as timm loads.
 after_import("timm", lambda _timm: importlib.import_module("equimod_zoo.architectures"))
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'equimod_zoo' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:

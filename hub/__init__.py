@@ -8,8 +8,7 @@ package importing it first.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from equimod_zoo.lazy import lazy_attributes
 
 _LAZY = {
     "publish": "equimod_zoo.hub.publish",
@@ -23,9 +22,4 @@ _LAZY = {
     "check_model_cards": "equimod_zoo.hub.model_cards",
 }
 __all__ = [*_LAZY]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

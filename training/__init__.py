@@ -1,15 +1,13 @@
-"""Self-supervised pre-training: SimCLR, BYOL and each with the EquiMod module.
+"""Self-supervised pre-training: every base method, alone or with the EquiMod module, on any timm backbone.
 
     from equimod_zoo.training import train
     result = train("simclr_equimod_r18_cifar10_cpu", data="data/cifar10-jpeg", out="runs/x", max_steps=2)
 
-Names import on first use: `python -m equimod_zoo.training.campaign` runs its module without this
-package loading the trainer first.
+Names import on first use, so importing the package loads no trainer (nor torch) until one is asked for.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from equimod_zoo.lazy import lazy_attributes
 
 _LAZY = {
     "train": "equimod_zoo.training.trainer",
@@ -19,9 +17,4 @@ _LAZY = {
     "Recipe": "equimod_zoo.training.recipe",
 }
 __all__ = [*_LAZY]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
