@@ -20,9 +20,10 @@ import timm
 import torch
 
 import equimod_zoo  # also registers the CIFAR-stem architectures with timm
+from equimod_zoo.atomic import move_into_place, staging_dir
 from equimod_zoo.constants import CONFIG_FILE, HEADS_FILE, WEIGHTS_FILE
 from equimod_zoo.errors import UserError
-from equimod_zoo.hub.staging import check_output, move_into_place, staging_dir
+from equimod_zoo.hub.staging import check_output
 from equimod_zoo.limits import MAX_CHECKPOINT_BYTES, check_limit
 from equimod_zoo.method import Method
 from equimod_zoo.model_folder import (check_architecture, check_model_args, check_model_size, sha256_file,

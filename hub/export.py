@@ -29,11 +29,11 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 import equimod_zoo
-from equimod_zoo.atomic import atomic_write_text
+from equimod_zoo.atomic import atomic_write_text, move_into_place, staging_dir
 from equimod_zoo.constants import CARD_FILE, CONFIG_FILE, HEADS_FILE, LOG_FILE, PAPER_ID, PROBE_FILE, RECIPE_FILE, WEIGHTS_FILE
 from equimod_zoo.errors import UserError
 from equimod_zoo.hub.card import CardFacts, render_card
-from equimod_zoo.hub.staging import check_output, move_into_place, staging_dir
+from equimod_zoo.hub.staging import check_output
 from equimod_zoo.json_file import read_json
 from equimod_zoo.model_folder import ModelConfig, save_weights, sha256_file
 from equimod_zoo.records import ZOO_RECORDS_DIR, Record, check_records_dirs, read_records

@@ -1,5 +1,5 @@
-"""Writing an output folder safely: build it beside the target (`equimod_zoo.atomic.staging_dir`), replace
-only our own previous output, and clean what a killed run left behind.
+"""The publishing tools' output check: replace only our own previous output (the folder itself is built
+beside its target and renamed into place by `equimod_zoo.atomic.staging_dir` and `move_into_place`).
 
 The checks are every command's (`equimod_zoo.output_folder`). `--overwrite` replaces `NAME` only when
 it is a previous output of the same command (its config.json says `equimod.written_by`, and it
@@ -12,7 +12,6 @@ import json
 from collections.abc import Collection
 from pathlib import Path
 
-from equimod_zoo.atomic import clean_debris, move_into_place, staging_dir  # noqa: F401  (the hub's writers use them)
 from equimod_zoo.constants import CONFIG_FILE, METADATA_KEY
 from equimod_zoo.errors import OutputRefusedError
 from equimod_zoo.output_folder import OutputLayout, check_output_folder

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from equimod_zoo import registry
-from equimod_zoo.atomic import atomic_write_text
+from equimod_zoo.atomic import atomic_write_text, move_into_place, staging_dir
 from equimod_zoo.constants import CARD_FILE, CONFIG_FILE, HEADS_FILE, PROBE_FILE, WEIGHTS_FILE
 from equimod_zoo.errors import UserError
 from equimod_zoo.hub.card import PAPER_EPOCHS
 from equimod_zoo.hub.export import EXPORT_FILES, WRITTEN_BY, check_repo_id, folder_card, probe_report_for
-from equimod_zoo.hub.staging import check_output, move_into_place, staging_dir
+from equimod_zoo.hub.staging import check_output
 from equimod_zoo.model_folder import ModelConfig, sha256_file
 from equimod_zoo.model_metadata import ModelMetadata
 from equimod_zoo.records import add_records, check_records_dirs, read_records

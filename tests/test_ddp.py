@@ -18,13 +18,10 @@ import torch.multiprocessing as mp
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
+from equimod_zoo.equimod.distributed import gather_with_grad, get_rank, get_world_size, is_distributed
 from equimod_zoo.training.distributed import (
     cleanup_distributed,
     convert_sync_batchnorm,
-    gather_with_grad,
-    get_rank,
-    get_world_size,
-    is_distributed,
     reduce_mean,
     seed_everything,
     setup_distributed,

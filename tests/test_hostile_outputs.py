@@ -17,7 +17,7 @@ from equimod_zoo.cli import app
 from equimod_zoo.constants import WEIGHTS_FILE
 from equimod_zoo.hub.convert import convert_checkpoint
 from equimod_zoo.hub.export import export_model
-from equimod_zoo.hub.staging import clean_debris, staging_dir
+from equimod_zoo.atomic import clean_debris, staging_dir
 from equimod_zoo.hub.zoo_bundle import add_to_zoo
 from equimod_zoo.model_folder import sha256_file
 
@@ -154,7 +154,7 @@ def test_a_publish_killed_while_staging_leaves_debris_the_next_run_removes(run, 
     script = textwrap.dedent(f"""
         import time
         from pathlib import Path
-        from equimod_zoo.hub.staging import staging_dir
+        from equimod_zoo.atomic import staging_dir
         with staging_dir(Path({str(out)!r})) as stage:
             (stage / "model.safetensors").write_bytes(bytes(2**20))
             print("staged", flush=True)

@@ -18,13 +18,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch import Tensor
 
-from equimod_zoo.equimod.distributed import (  # noqa: F401  (the trainer's imports)
-    all_reduce_with_grad,
-    gather_with_grad,
-    get_rank,
-    get_world_size,
-    is_distributed,
-)
+from equimod_zoo.equimod.distributed import is_distributed
 from equimod_zoo.torchrun import torchrun_world
 
 
